@@ -1,0 +1,154 @@
+"""The `cnnc` command: compile, run, check, summary.
+
+Every user error is printed as one message (file:line:column first) with exit status 1; a
+Python traceback means a bug in cnnc.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import CnncError, CnncInputError
+from .frontend import parse
+from .runtime.files import atomic_write
+
+
+def _shape_option(text: str) -> tuple[str, tuple[int, ...]]:
+    """`image=1x3x448x448` → ("image", (1, 3, 448, 448))."""
+    name, _, dims = text.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=1x3x224x224, got {text!r}") from None
+    if not name or not shape:
+        raise argparse.ArgumentTypeError(f"expected NAME=1x3x224x224, got {text!r}")
+    return name, shape
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the .cnn file")
+    parser.add_argument("--input-shape", type=_shape_option, action="append", default=[], metavar="NAME=SHAPE",
+                        help="override an input's declared shape, e.g. image=1x3x448x448")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnc", description="Compile and run .cnn network descriptions.")
+    parser.add_argument("--version", action="version", version=f"cnnc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compile_ = commands.add_parser("compile", help="generate a standalone Python module (+ .npz parameters)")
+    _common(compile_)
+    compile_.add_argument("-o", "--output", help="write MODULE.py and MODULE.npz (default: print the code)")
+    compile_.add_argument("--emit", choices=("python", "ir"), default="python", help="what to produce")
+    compile_.add_argument("--params", help="parameters (.npz) to ship instead of a seeded initialization")
+    compile_.add_argument("--seed", type=int, default=0, help="seed of the parameter initialization")
+
+    run = commands.add_parser("run", help="compile and run on an input (random by default)")
+    _common(run)
+    run.add_argument("--input", help=".npy array, or an image (.jpg, .png) resized and normalized")
+    run.add_argument("--params", help="parameters (.npz); default: seeded He initialization")
+    run.add_argument("--seed", type=int, default=0, help="seed of parameters and of the random input")
+    run.add_argument("--batch", type=int, default=1, help="batch size of a random input")
+    run.add_argument("--top", type=int, default=5, help="classes to list for a classifier output")
+    run.add_argument("--save-output", help="write the outputs to this .npz file")
+    run.add_argument("--gpu", action="store_true", help="run on an NVIDIA GPU with CuPy")
+
+    check = commands.add_parser("check", help="parse and infer every shape, run nothing")
+    _common(check)
+    summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs")
+    _common(summary)
+    return parser
+
+
+def _graph(args: argparse.Namespace):
+    return parse(args.file, input_shapes=dict(args.input_shape) or None)
+
+
+def _cmd_check(args: argparse.Namespace) -> None:
+    graph = _graph(args)
+    from .ir.shapes import fmt
+    ins = ", ".join(f"{n} {fmt(graph.shape(n))}" for n in graph.graph["inputs"])
+    outs = ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in graph.graph["outputs"].items())
+    print(f"{args.file}: ok — {len(graph)} nodes; inputs: {ins}; outputs: {outs}")
+
+
+def _cmd_summary(args: argparse.Namespace) -> None:
+    from .summary import summary_table
+    print(summary_table(_graph(args)))
+
+
+def _cmd_compile(args: argparse.Namespace) -> None:
+    from .codegen.python import generate
+    from .ir.printer import print_graph
+    from .runtime.params import ParamStore, init_params, read_npz
+
+    graph = _graph(args)
+    text = print_graph(graph) if args.emit == "ir" else generate(graph)
+    if not args.output:
+        sys.stdout.write(text)
+        return
+    output = Path(args.output)
+    if args.emit == "ir":
+        with atomic_write(output) as handle:
+            handle.write(text)
+        return
+    specs = graph.graph["params"]
+    store = ParamStore(specs, init_params(specs, args.seed))
+    if args.params:
+        store.update_from(read_npz(args.params), args.params)
+    module = output if output.suffix == ".py" else output.with_suffix(".py")
+    store.save(module.with_suffix(".npz"))  # both files are complete before either is visible
+    with atomic_write(module) as handle:
+        handle.write(text)
+    print(f"wrote {module} and {module.with_suffix('.npz')}")
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from .runtime.network import CompiledNetwork
+    from .codegen.python import generate
+    from .runtime.inputs import load_input, random_input
+    from .runtime.report import describe_outputs
+
+    if args.gpu:
+        raise CnncError("--gpu needs the CuPy backend, which this version of cnnc does not have yet; "
+                        "run without --gpu", where="--gpu")
+    if args.batch < 1:
+        raise CnncInputError("--batch must be at least 1", where="--batch")
+    graph = _graph(args)
+    net = CompiledNetwork(graph, generate(graph), seed=args.seed)
+    if args.params:
+        net.load_params(args.params)
+    name = net.input_names[0]
+    if args.input:
+        if len(net.input_names) != 1:
+            raise CnncInputError("--input works for networks with one input", where="--input")
+        x = load_input(args.input, graph.shape(name))
+    else:
+        x = None
+    inputs = {n: random_input(graph.shape(n), args.batch, args.seed) for n in net.input_names}
+    if x is not None:
+        inputs[name] = x
+    outputs = net.run(**inputs)
+    print(describe_outputs(graph, outputs, args.top))
+    if args.save_output:
+        with atomic_write(args.save_output, "wb") as handle:
+            np.savez(handle, **outputs)
+
+
+_COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "check": _cmd_check, "summary": _cmd_summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        _COMMANDS[args.command](args)
+    except CnncError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

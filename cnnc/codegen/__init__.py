@@ -1,0 +1,1 @@
+"""Code generation: optimized IR → readable Python source for an executor."""

@@ -1,0 +1,98 @@
+"""Emit a self-contained Python module that runs the network with NumPy.
+
+The module imports numpy and nothing from cnnc: the kernels it calls are copied into it. Its
+`forward` has one statement per IR node, each commented with the `.cnn` line it came from.
+Output is deterministic: the same graph always gives the same text.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+
+from .. import __version__
+from ..ir.graph import Graph
+from ..ir.ops import OP_INFO, Op, kernel_kwargs
+from ..ir.shapes import fmt
+from ..kernels import numpy_kernels
+from ..source import safe_comment
+from .kernel_source import function_names, kernel_sources
+from .namespace import Namespace
+
+_RESERVED = {"np", "math", "params", "forward", "load_params", "run", "INPUTS", "OUTPUTS",
+             "PARAMETERS", "Path"}
+
+
+def _location(data: dict) -> str:
+    spans = data["spans"]
+    where = ", ".join(f"{s.file.name}:{s.line}" for s in spans) if spans else "generated"
+    return safe_comment(where)
+
+
+def _call(graph: Graph, name: str, ns: Namespace) -> str:
+    data = graph.nodes[name]
+    op, info = data["op"], OP_INFO[data["op"]]
+    args = [ns.name(i) for i in graph.inputs_of(name)]
+    if info.kernel is None:  # dropout
+        return args[0]
+    args += [f"params[{data['params'][r]!r}]" if r in data["params"] else "None" for r in info.params]
+    args += [f"{key}={value!r}" for key, value in kernel_kwargs(op, data["attrs"]).items()]
+    return f"{info.kernel}({', '.join(args)})"
+
+
+def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
+    """The generated module's source text."""
+    ns = Namespace(_RESERVED | function_names(kernels))
+    order = graph.topo_order()
+    inputs = graph.graph["inputs"]
+    outputs = graph.graph["outputs"]
+    source_name = safe_comment(graph.graph["source_name"])
+    lines = [
+        f'"""Network compiled by cnnc {__version__} from {source_name} (generated code: do not edit).',
+        "",
+        "Inputs:  " + ", ".join(f"{n} {fmt(graph.shape(n))}" for n in inputs),
+        "Outputs: " + ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in outputs.items()),
+        "Parameters are float32 arrays by name; load_params() reads the .npz file saved beside this module.",
+        '"""',
+        "from pathlib import Path",
+        "",
+        "import numpy as np",
+        "",
+        f"INPUTS = {{{', '.join(f'{n!r}: {graph.shape(n)!r}' for n in inputs)}}}",
+        f"OUTPUTS = {{{', '.join(f'{o!r}: {graph.shape(n)!r}' for o, n in outputs.items())}}}",
+        "PARAMETERS = {",
+        *(f"    {p!r}: {tuple(spec.shape)!r}," for p, spec in graph.graph["params"].items()),
+        "}",
+        "",
+        "",
+        f"def forward(params, {', '.join(ns.name(n) for n in inputs)}):",
+        '    """Run the network on float32 NCHW arrays; returns a dict of outputs."""',
+    ]
+    for name in order:
+        if graph.op(name) == Op.INPUT:
+            continue
+        data = graph.nodes[name]
+        lines.append(f"    {ns.name(name)} = {_call(graph, name, ns)}"
+                     f"  # {_location(data)} {safe_comment(name)}: {data['op']} -> {fmt(data['shape'])}")
+    lines.append("    return {" + ", ".join(f"{o!r}: {ns.name(n)}" for o, n in outputs.items()) + "}")
+    lines += [
+        "",
+        "",
+        "def load_params(path=None):",
+        '    """Parameters from an .npz file (default: this module\'s path with .npz)."""',
+        "    path = Path(__file__).with_suffix('.npz') if path is None else Path(path)",
+        "    with np.load(path, allow_pickle=False) as archive:",
+        "        params = {name: archive[name].astype(np.float32) for name in archive.files}",
+        "    missing = sorted(set(PARAMETERS) - set(params))",
+        "    if missing:",
+        "        raise KeyError(f'{path}: missing parameter {missing[0]!r}')",
+        "    for name, shape in PARAMETERS.items():",
+        "        if params[name].shape != shape:",
+        "            raise ValueError(f'{path}: parameter {name!r} has shape {params[name].shape}, expected {shape}')",
+        "    return params",
+        "",
+        "",
+        f"# ---- kernels, copied from cnnc.kernels.{kernels.__name__.rsplit('.', 1)[-1]} ----",
+    ]
+    used = sorted({OP_INFO[graph.op(n)].kernel for n in order if OP_INFO[graph.op(n)].kernel})
+    for source in kernel_sources(kernels, used):
+        lines += ["", "", source]
+    return "\n".join(lines) + "\n"

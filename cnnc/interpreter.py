@@ -1,0 +1,33 @@
+"""The reference interpreter: evaluate the IR node by node with the reference kernels.
+
+It is the oracle for generated code and for every optimization pass: twelve lines that define
+what a graph means.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Mapping
+
+import numpy as np
+
+from .ir.graph import Graph
+from .ir.ops import OP_INFO, Op, kernel_kwargs
+from .kernels import reference
+
+
+def eval_graph(graph: Graph, params: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray],
+               kernels: ModuleType = reference) -> dict[str, np.ndarray]:
+    """Outputs (name → array) of `graph` for `inputs` (input node name → array)."""
+    values: dict[str, np.ndarray] = {}
+    for name in graph.topo_order():
+        data = graph.nodes[name]
+        op, info = data["op"], OP_INFO[data["op"]]
+        args = [values[i] for i in graph.inputs_of(name)]
+        if op == Op.INPUT:
+            values[name] = np.asarray(inputs[name], dtype=np.float32)
+        elif info.kernel is None:  # dropout: the identity at inference
+            values[name] = args[0]
+        else:
+            weights = [params[data["params"][r]] if r in data["params"] else None for r in info.params]
+            values[name] = getattr(kernels, info.kernel)(*args, *weights, **kernel_kwargs(op, data["attrs"]))
+    return {out: values[node] for out, node in graph.graph["outputs"].items()}

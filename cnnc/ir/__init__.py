@@ -1,0 +1,1 @@
+"""The intermediate representation: a networkx graph of typed op nodes."""

@@ -1,0 +1,37 @@
+"""A stable text form of the IR, for `cnnc compile --emit ir` and golden tests."""
+from __future__ import annotations
+
+from .graph import Graph
+from .ops import Op, attrs_dict
+from .shapes import fmt
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return value
+    return repr(value)
+
+
+def print_graph(graph: Graph) -> str:
+    """One line per node in topological order: `%name = op(inputs) {attrs} : shape  # file:line`."""
+    lines = [f"# IR of {graph.graph['source_name']}"]
+    for name in graph.topo_order():
+        data = graph.nodes[name]
+        where = ", ".join(f"{s.file.name}:{s.line}" for s in data["spans"])
+        if data["op"] == Op.INPUT:
+            lines.append(f"input %{name} : {fmt(data['shape'])}  # {where}")
+            continue
+        args = ", ".join(f"%{i}" for i in graph.inputs_of(name))
+        attrs = ", ".join(f"{k}={_value(v)}" for k, v in attrs_dict(data["attrs"]).items())
+        params = ", ".join(f"{role}={fmt(graph.graph['params'][p].shape)}" for role, p in data["params"].items())
+        text = f"%{name} = {data['op']}({args})"
+        if attrs:
+            text += f" {{{attrs}}}"
+        if params:
+            text += f" params({params})"
+        lines.append(f"{text} : {fmt(data['shape'])}  # {where}")
+    for out, node in graph.graph["outputs"].items():
+        lines.append(f"output {out} = %{node}")
+    return "\n".join(lines) + "\n"

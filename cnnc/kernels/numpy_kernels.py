@@ -1,0 +1,524 @@
+"""Fast NumPy kernels for every op of the cnnc IR (the API of docs/kernels.md).
+
+These functions are used by generated code: the code generator copies each used function,
+and the helpers it calls (transitively), out of this module's AST into the generated
+module.  Hence the module only imports ``numpy as np`` and ``math``, defines top-level
+functions only (private helpers start with ``_``), keeps no module-level state and
+imports nothing from cnnc.
+
+All arrays are float32 in NCHW layout, conv weights OIHW; ``pads`` is always
+``(top, left, bottom, right)``.  No kernel loops in Python over pixels, batch items or
+channels; the only Python loops are over kernel taps (a handful of iterations, each a
+vectorised operation over the whole tensor).
+"""
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _out_size(size: int, lo: int, hi: int, k: int, s: int, d: int, ceil_mode: bool) -> int:
+    """Output length of a sliding window along one axis (PyTorch's rule).
+
+    ``size`` input length, ``lo``/``hi`` padding before/after, ``k`` kernel, ``s`` stride,
+    ``d`` dilation.  With ``ceil_mode`` the last window must start inside the input or the
+    leading padding.
+    """
+    span = size + lo + hi - d * (k - 1) - 1
+    if ceil_mode:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= size + lo:
+            out -= 1
+    else:
+        out = span // s + 1
+    return out
+
+
+def _pad_into(x: np.ndarray, hp: int, wp: int, top: int, left: int, fill: float) -> np.ndarray:
+    """Return a new ``[N, C, hp, wp]`` array filled with ``fill`` holding ``x`` at (top, left).
+
+    Rows/columns of ``x`` that would fall outside the new array are dropped.
+    """
+    n, c, h, w = x.shape
+    out = np.empty((n, c, hp, wp), dtype=np.float32)
+    hh = min(h, hp - top)
+    ww = min(w, wp - left)
+    # fill only the border strips, then copy the interior: one pass over the output
+    out[:, :, :top] = fill
+    out[:, :, top + hh:] = fill
+    out[:, :, top:top + hh, :left] = fill
+    out[:, :, top:top + hh, left + ww:] = fill
+    out[:, :, top:top + hh, left:left + ww] = x[:, :, :hh, :ww]
+    return out
+
+
+def _bias_copy(y: np.ndarray, b) -> np.ndarray:
+    """Contiguous float32 copy of the (possibly strided) view ``y`` ``[N, O, H, W]`` plus bias."""
+    out = np.empty(y.shape, dtype=np.float32)
+    if b is None:
+        np.copyto(out, y)
+    else:
+        np.add(y, b.astype(np.float32, copy=False)[:, None, None], out=out)
+    return out
+
+
+def _conv_1x1(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, groups: int) -> np.ndarray:
+    """1x1 unpadded convolution as a plain (batched) GEMM, strided input subsampled first."""
+    if sh != 1 or sw != 1:
+        x = np.ascontiguousarray(x[:, :, ::sh, ::sw])
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    if groups == 1:
+        y = np.matmul(w.reshape(o, c), x.reshape(n, c, h * wd))
+    else:
+        y = np.matmul(w.reshape(groups, o // groups, c // groups),
+                      x.reshape(n, groups, c // groups, h * wd))
+    y = y.reshape(n, o, h, wd)
+    if b is not None:
+        y += b.astype(np.float32, copy=False)[:, None, None]
+    return y
+
+
+def _conv_depthwise(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int,
+                    dw: int, ho: int, wo: int) -> np.ndarray:
+    """Depthwise conv (groups == C, O = C * multiplier) as a loop over the kernel taps."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    m = o // c
+    top, left, bottom, right = pads
+    hp = max(h + top + bottom, (ho - 1) * sh + dh * (kh - 1) + 1)
+    wp = max(wd + left + right, (wo - 1) * sw + dw * (kw - 1) + 1)
+    if top or left or bottom or right:
+        xp = _pad_into(x, hp, wp, top, left, 0.0)
+    else:
+        xp = x
+    if m == 1:
+        wt = w[:, 0]  # [C, kh, kw]
+        y = np.empty((n, c, ho, wo), dtype=np.float32)
+    else:
+        xp = xp[:, :, None]  # [N, C, 1, Hp, Wp]: each input channel feeds m outputs
+        wt = w.reshape(c, m, kh, kw)
+        y = np.empty((n, c, m, ho, wo), dtype=np.float32)
+    tmp = np.empty_like(y)
+    hs = (ho - 1) * sh + 1
+    ws = (wo - 1) * sw + 1
+    for u in range(kh):
+        for v in range(kw):
+            win = xp[..., u * dh:u * dh + hs:sh, v * dw:v * dw + ws:sw]
+            if u == 0 and v == 0:
+                np.multiply(win, wt[..., u, v, None, None], out=y)
+            else:
+                np.multiply(win, wt[..., u, v, None, None], out=tmp)
+                y += tmp
+    y = y.reshape(n, o, ho, wo)
+    if b is not None:
+        y += b.astype(np.float32, copy=False)[:, None, None]
+    return y
+
+
+def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
+                 groups: int, ho: int, wo: int) -> np.ndarray:
+    """General conv: im2col from a strided view of the padded input, one GEMM per group."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    top, left, bottom, right = pads
+    hp = (ho - 1) * sh + dh * (kh - 1) + 1
+    wp = (wo - 1) * sw + dw * (kw - 1) + 1
+    if top or left or bottom or right or hp > h or wp > wd:
+        xp = _pad_into(x, max(hp, h + top), max(wp, wd + left), top, left, 0.0)
+    else:
+        xp = np.ascontiguousarray(x)
+    s0, s1, s2, s3 = xp.strides
+    view = np.lib.stride_tricks.as_strided(
+        xp,
+        shape=(n, groups, cg, kh, kw, ho, wo),
+        strides=(s0, cg * s1, s1, dh * s2, dw * s3, sh * s2, sw * s3),
+        writeable=False,
+    )
+    cols = view.reshape(n, groups, cg * kh * kw, ho * wo)
+    y = np.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols)
+    y = y.reshape(n, o, ho, wo)
+    if b is not None:
+        y += b.astype(np.float32, copy=False)[:, None, None]
+    return y
+
+
+def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, groups: int,
+                  ho: int, wo: int) -> np.ndarray:
+    """Stride-1 conv as a sum over taps of GEMMs on shifted contiguous windows.
+
+    The padded input is laid out as ``[G, C/G, N*Hp*Wp]`` (batch folded into the GEMM's
+    column dimension).  For tap (u, v) the window is the flat slice starting at
+    ``u*dh*Wp + v*dw``; output column ``n*Hp*Wp + i*Wp + j`` is output pixel (n, i, j)
+    (columns with j >= Wo or i >= Ho are junk and cropped at the end).  No im2col copy.
+    """
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    top, left, bottom, right = pads
+    hp = h + top + bottom
+    wp = wd + left + right
+    plane = hp * wp
+    total = n * plane
+    extra = (kh - 1) * dh * wp + (kw - 1) * dw
+    buf = np.zeros((c, total + extra), dtype=np.float32)
+    buf[:, :total].reshape(c, n, hp, wp)[:, :, top:top + h, left:left + wd] = x.transpose(1, 0, 2, 3)
+    buf = buf.reshape(groups, cg, total + extra)
+    wt = np.ascontiguousarray(w.reshape(groups, og, cg, kh, kw).transpose(3, 4, 0, 1, 2))
+    y = None
+    tmp = None
+    for u in range(kh):
+        for v in range(kw):
+            off = u * dh * wp + v * dw
+            win = buf[:, :, off:off + total]
+            if y is None:
+                y = np.matmul(wt[u, v], win)
+                tmp = np.empty_like(y)
+            else:
+                np.matmul(wt[u, v], win, out=tmp)
+                y += tmp
+    y = y.reshape(o, n, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
+    return _bias_copy(y, b)
+
+
+# ---------------------------------------------------------------------------------------
+# convolutions and dense
+# ---------------------------------------------------------------------------------------
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int) -> np.ndarray:
+    """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None.
+
+    Dispatch: 1x1 unpadded convs are plain GEMMs; depthwise convs (groups == C) loop over
+    the kernel taps; everything else uses im2col (strided view of the padded input + one
+    batched GEMM per group), except stride-1 convs with many channels per group whose
+    column matrix would exceed 64 MB: those use shifted GEMMs (same speed when measured,
+    a fraction of the memory).
+    """
+    x = x.astype(np.float32, copy=False)
+    w = w.astype(np.float32, copy=False)
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    sh, sw = stride
+    dh, dw = dilation
+    top, left, bottom, right = pads
+    ho = _out_size(h, top, bottom, kh, sh, dh, False)
+    wo = _out_size(wd, left, right, kw, sw, dw, False)
+    if kh == 1 and kw == 1 and not (top or left or bottom or right):
+        return _conv_1x1(x, w, b, sh, sw, groups)
+    if groups == c and cg == 1 and groups > 1:
+        return _conv_depthwise(x, w, b, sh, sw, pads, dh, dw, ho, wo)
+    if (sh == 1 and sw == 1 and cg >= 128 and min(top, left, bottom, right) >= 0
+            and n * c * kh * kw * ho * wo * 4 > 64 * 1024 * 1024):
+        return _conv_shifted(x, w, b, pads, dh, dw, groups, ho, wo)
+    return _conv_im2col(x, w, b, sh, sw, pads, dh, dw, groups, ho, wo)
+
+
+def conv_transpose2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, output_padding,
+                     dilation, groups: int) -> np.ndarray:
+    """Transposed 2-D convolution, weights ``[C, O/groups, kh, kw]`` (PyTorch layout).
+
+    One batched GEMM per group gives every tap's contribution; col2im adds each tap into a
+    strided slice of the full output (no duplicates within one tap), which is then cropped
+    by the pads (top/left at the start, bottom/right at the end).
+    """
+    x = x.astype(np.float32, copy=False)
+    w = w.astype(np.float32, copy=False)
+    n, c, h, wd = x.shape
+    _, og, kh, kw = w.shape
+    cg = c // groups
+    sh, sw = stride
+    dh, dw = dilation
+    oph, opw = output_padding
+    top, left, bottom, right = pads
+    hf = (h - 1) * sh + dh * (kh - 1) + 1 + oph
+    wf = (wd - 1) * sw + dw * (kw - 1) + 1 + opw
+    wm = w.reshape(groups, cg, og * kh * kw).transpose(0, 2, 1)  # [G, Og*kh*kw, Cg]
+    cols = np.matmul(wm, x.reshape(n, groups, cg, h * wd))  # [N, G, Og*kh*kw, H*W]
+    cols = cols.reshape(n, groups * og, kh, kw, h, wd)
+    y = np.zeros((n, groups * og, hf, wf), dtype=np.float32)
+    hs = (h - 1) * sh + 1
+    ws = (wd - 1) * sw + 1
+    for u in range(kh):
+        for v in range(kw):
+            y[:, :, u * dh:u * dh + hs:sh, v * dw:v * dw + ws:sw] += cols[:, :, u, v]
+    if top or left or bottom or right:
+        y = y[:, :, top:hf - bottom, left:wf - right]
+        return _bias_copy(y, b)
+    if b is not None:
+        y += b.astype(np.float32, copy=False)[:, None, None]
+    return y
+
+
+def dense(x: np.ndarray, w: np.ndarray, b) -> np.ndarray:
+    """Fully connected layer: ``[N, F]`` → ``[N, O]`` or ``[N, F, 1, 1]`` → ``[N, O, 1, 1]``."""
+    x = x.astype(np.float32, copy=False)
+    four_d = x.ndim == 4
+    x2 = x.reshape(x.shape[0], -1)
+    y = np.matmul(x2, w.astype(np.float32, copy=False).T)
+    if b is not None:
+        y += b.astype(np.float32, copy=False)
+    if four_d:
+        y = y.reshape(y.shape[0], y.shape[1], 1, 1)
+    return y
+
+
+# ---------------------------------------------------------------------------------------
+# normalisation and activations
+# ---------------------------------------------------------------------------------------
+
+
+def _channel_shape(x: np.ndarray) -> tuple:
+    """Broadcast shape of a per-channel (axis 1) vector against ``x``."""
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def batch_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
+               var: np.ndarray, *, eps: float) -> np.ndarray:
+    """Inference batch norm over axis 1 as one fused per-channel multiply-add."""
+    scale = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps))
+    shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
+    shp = _channel_shape(x)
+    y = np.multiply(x, scale.astype(np.float32).reshape(shp), dtype=np.float32)
+    y += shift.astype(np.float32).reshape(shp)
+    return y
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0)."""
+    return np.maximum(x, np.float32(0.0))
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    """min(max(x, 0), 6)."""
+    return np.clip(x, np.float32(0.0), np.float32(6.0))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic sigmoid, computed as 0.5·(1 + tanh(x/2)) (no overflow)."""
+    y = np.multiply(x, np.float32(0.5), dtype=np.float32)
+    np.tanh(y, out=y)
+    y += np.float32(1.0)
+    y *= np.float32(0.5)
+    return y
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    """Hyperbolic tangent."""
+    return np.tanh(x)
+
+
+def leaky_relu(x: np.ndarray, *, slope: float) -> np.ndarray:
+    """x if x ≥ 0 else slope·x."""
+    return np.where(x >= 0, x, x * np.float32(slope))
+
+
+def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
+    """Numerically stable softmax along ``axis``."""
+    y = x - np.max(x, axis=axis, keepdims=True)
+    np.exp(y, out=y)
+    y /= np.sum(y, axis=axis, keepdims=True)
+    return y
+
+
+def lrn(x: np.ndarray, *, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """AlexNet local response normalisation across channels (α not divided by size).
+
+    The window sums of squares are sums of ``size`` shifted channel slices of the
+    zero-padded squared input (a loop over window offsets, exact in float32, unlike a
+    cumulative-sum difference).
+    """
+    n, c = x.shape[0], x.shape[1]
+    lo = size // 2
+    hi = (size - 1) // 2
+    sq = np.zeros((n, c + lo + hi) + x.shape[2:], dtype=np.float32)
+    np.multiply(x, x, out=sq[:, lo:lo + c])
+    acc = sq[:, 0:c].copy()
+    for t in range(1, size):
+        acc += sq[:, t:t + c]
+    acc *= np.float32(alpha)
+    acc += np.float32(k)
+    np.power(acc, np.float32(-beta), out=acc)
+    acc *= x
+    return acc
+
+
+# ---------------------------------------------------------------------------------------
+# pooling
+# ---------------------------------------------------------------------------------------
+
+
+def max_pool2d(x: np.ndarray, *, kernel, stride, pads, dilation, ceil_mode: bool) -> np.ndarray:
+    """Max pooling with −∞ padding, PyTorch output size; a loop over kernel taps."""
+    n, c, h, wd = x.shape
+    kh, kw = kernel
+    sh, sw = stride
+    dh, dw = dilation
+    top, left, bottom, right = pads
+    ho = _out_size(h, top, bottom, kh, sh, dh, ceil_mode)
+    wo = _out_size(wd, left, right, kw, sw, dw, ceil_mode)
+    hp = (ho - 1) * sh + dh * (kh - 1) + 1
+    wp = (wo - 1) * sw + dw * (kw - 1) + 1
+    if top or left or hp > h or wp > wd:
+        xp = _pad_into(x, hp, wp, top, left, -np.inf)
+    else:
+        xp = x
+    hs = (ho - 1) * sh + 1
+    ws = (wo - 1) * sw + 1
+    y = xp[:, :, 0:hs:sh, 0:ws:sw].copy()
+    for u in range(kh):
+        for v in range(kw):
+            if u or v:
+                np.maximum(y, xp[:, :, u * dh:u * dh + hs:sh, v * dw:v * dw + ws:sw], out=y)
+    return y
+
+
+def _window_sum(a: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int) -> np.ndarray:
+    """Sum of ``a[..., i*sh+u, j*sw+v]`` over taps (u, v): a loop over the kernel taps."""
+    hs = (ho - 1) * sh + 1
+    ws = (wo - 1) * sw + 1
+    y = a[..., 0:hs:sh, 0:ws:sw].copy()
+    for u in range(kh):
+        for v in range(kw):
+            if u or v:
+                y += a[..., u:u + hs:sh, v:v + ws:sw]
+    return y
+
+
+def avg_pool2d(x: np.ndarray, *, kernel, stride, pads, ceil_mode: bool,
+               count_include_pad: bool) -> np.ndarray:
+    """Average pooling with PyTorch's output size and divisor rules.
+
+    The divisor is a precomputed ``[Ho, Wo]`` count map: the window sum of a mask that is 1
+    over the padded extent ``[-top, H+bottom)`` (count_include_pad) or over the input.
+    """
+    n, c, h, wd = x.shape
+    kh, kw = kernel
+    sh, sw = stride
+    top, left, bottom, right = pads
+    ho = _out_size(h, top, bottom, kh, sh, 1, ceil_mode)
+    wo = _out_size(wd, left, right, kw, sw, 1, ceil_mode)
+    hp = (ho - 1) * sh + kh
+    wp = (wo - 1) * sw + kw
+    if top or left or hp > h or wp > wd:
+        xp = _pad_into(x, hp, wp, top, left, 0.0)
+    else:
+        xp = x
+    y = _window_sum(xp, kh, kw, sh, sw, ho, wo)
+    mask = np.zeros((hp, wp), dtype=np.float32)
+    if count_include_pad:
+        mask[:h + top + bottom, :wd + left + right] = 1.0
+    else:
+        mask[top:top + h, left:left + wd] = 1.0
+    counts = _window_sum(mask, kh, kw, sh, sw, ho, wo)
+    np.maximum(counts, np.float32(1.0), out=counts)
+    y /= counts
+    return y
+
+
+def global_avg_pool(x: np.ndarray) -> np.ndarray:
+    """Mean over H and W: ``[N, C, H, W]`` → ``[N, C, 1, 1]``."""
+    return np.mean(x, axis=(2, 3), keepdims=True, dtype=np.float32)
+
+
+def global_max_pool(x: np.ndarray) -> np.ndarray:
+    """Max over H and W: ``[N, C, H, W]`` → ``[N, C, 1, 1]``."""
+    return np.max(x, axis=(2, 3), keepdims=True)
+
+
+def depthwise_pool(x: np.ndarray, *, size: int, mode: str) -> np.ndarray:
+    """Pool groups of ``size`` consecutive channels (``mode`` "max" or "avg")."""
+    n, c, h, wd = x.shape
+    g = x.reshape(n, c // size, size, h, wd)
+    if mode == "max":
+        return np.max(g, axis=2)
+    if mode == "avg":
+        return np.mean(g, axis=2, dtype=np.float32)
+    raise ValueError("depthwise_pool: unknown mode %r" % (mode,))
+
+
+# ---------------------------------------------------------------------------------------
+# shape ops
+# ---------------------------------------------------------------------------------------
+
+
+def flatten(x: np.ndarray) -> np.ndarray:
+    """``[N, ...]`` → ``[N, prod(...)]`` in C order."""
+    return x.reshape(x.shape[0], -1)
+
+
+def reshape(x: np.ndarray, *, shape) -> np.ndarray:
+    """Reshape keeping the batch dimension: result ``[N, *shape]``."""
+    return x.reshape((x.shape[0],) + tuple(shape))
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise sum with NumPy broadcasting."""
+    return np.add(a, b)
+
+
+def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise product with NumPy broadcasting."""
+    return np.multiply(a, b)
+
+
+def concat(*xs: np.ndarray, axis: int) -> np.ndarray:
+    """Concatenate along ``axis``."""
+    return np.concatenate(xs, axis=axis)
+
+
+def _linear_matrix(n_in: int, scale: int) -> np.ndarray:
+    """``[n_in*scale, n_in]`` 1-D bilinear interpolation matrix (half-pixel, clamp at 0)."""
+    n_out = n_in * scale
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) / scale - 0.5
+    np.maximum(src, 0.0, out=src)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    m = np.zeros((n_out, n_in), dtype=np.float64)
+    rows = np.arange(n_out)
+    np.add.at(m, (rows, i0), 1.0 - lam)
+    np.add.at(m, (rows, i1), lam)
+    return m.astype(np.float32)
+
+
+def upsample(x: np.ndarray, *, scale, mode: str) -> np.ndarray:
+    """Integer-factor spatial upsampling, ``mode`` "nearest" or "bilinear".
+
+    Bilinear matches ``torch.nn.functional.interpolate(mode="bilinear",
+    align_corners=False)`` and is computed as two 1-D interpolation matmuls (W then H).
+    """
+    n, c, h, wd = x.shape
+    sh, sw = scale
+    if mode == "nearest":
+        y = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, sh, wd, sw))
+        return y.reshape(n, c, h * sh, wd * sw)
+    if mode == "bilinear":
+        mh = _linear_matrix(h, sh)
+        mw = _linear_matrix(wd, sw)
+        t = np.matmul(x.reshape(n * c * h, wd), mw.T)  # [N*C*H, Wo]
+        t = t.reshape(n * c, h, wd * sw)
+        y = np.matmul(mh, t)  # [N*C, Ho, Wo]
+        return y.reshape(n, c, h * sh, wd * sw)
+    raise ValueError("upsample: unknown mode %r" % (mode,))
+
+
+def pad(x: np.ndarray, *, pads, mode: str, value: float = 0.0) -> np.ndarray:
+    """Spatial padding ``(top, left, bottom, right)``: "constant", "reflect" or "edge"."""
+    top, left, bottom, right = pads
+    n, c, h, wd = x.shape
+    if mode == "constant":
+        return _pad_into(x, h + top + bottom, wd + left + right, top, left, value)
+    if mode in ("reflect", "edge"):
+        return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=mode)
+    raise ValueError("pad: unknown mode %r" % (mode,))
+
+
+def crop(x: np.ndarray, *, offset, size) -> np.ndarray:
+    """``x[:, :, oy:oy+h, ox:ox+w]`` with ``offset=(oy, ox)``, ``size=(h, w)``."""
+    oy, ox = offset
+    h, w = size
+    return np.ascontiguousarray(x[:, :, oy:oy + h, ox:ox + w])

@@ -1,0 +1,381 @@
+"""Reference kernels: every op of the IR written straight from its formula.
+
+These are the oracle that generated code and optimization passes are checked
+against (see docs/kernels.md), so clarity beats speed.  They loop over kernel
+taps, window offsets and the channels of an LRN window, but never over pixels,
+batch or channels: whole networks are interpreted with them in tests.
+
+Conventions: arrays are float32 in NCHW layout, conv weights OIHW, tuples are
+``(height, width)`` and ``pads`` is ``(top, left, bottom, right)``.  Every
+kernel accumulates in float64 and returns a new float32 array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Pair = tuple[int, int]
+Pads = tuple[int, int, int, int]
+
+_F32 = np.float32
+_F64 = np.float64
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _f64(x: np.ndarray) -> np.ndarray:
+    """``x`` as a float64 array (the accumulation precision)."""
+    return np.asarray(x, dtype=_F64)
+
+
+def _out(y: np.ndarray) -> np.ndarray:
+    """The float32 result array (always a fresh copy, never a view of an input)."""
+    return np.array(y, dtype=_F32)
+
+
+def _spatial_pad(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
+    """Constant-pad the two spatial axes of an NCHW array by ``(top, left, bottom, right)``."""
+    top, left, bottom, right = pads
+    widths = ((0, 0), (0, 0), (top, bottom), (left, right))
+    return np.pad(x, widths, mode="constant", constant_values=value)
+
+
+def _tap(xpad: np.ndarray, offset: Pair, stride: Pair, out: Pair) -> np.ndarray:
+    """The strided slice ``xpad[:, :, oy + i*sh, ox + j*sw]`` for all output (i, j)."""
+    (oy, ox), (sh, sw), (ho, wo) = offset, stride, out
+    return xpad[:, :, oy : oy + (ho - 1) * sh + 1 : sh, ox : ox + (wo - 1) * sw + 1 : sw]
+
+
+def _grouped_matmul(w: np.ndarray, x: np.ndarray, groups: int) -> np.ndarray:
+    """y[n, g·O/G + o, h, w] = Σ_c w[g, o, c] · x[n, g·C/G + c, h, w].
+
+    ``w`` is ``[G, O/G, C/G]`` and ``x`` is ``[N, C, H, W]``; returns ``[N, O, H, W]``.
+    """
+    n, c, h, wd = x.shape
+    xg = x.reshape(n, groups, c // groups, h * wd)
+    yg = np.einsum("goc,ngcp->ngop", w, xg, optimize=True)
+    return yg.reshape(n, -1, h, wd)
+
+
+def _pool_out_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
+                   dilation: int, ceil_mode: bool) -> int:
+    """PyTorch pooling output size along one axis.
+
+    out = ⌊ or ⌈ (size + pad_begin + pad_end − d·(k−1) − 1) / s ⌉ + 1, and with
+    ceil_mode the last window must start inside the input or the begin padding.
+    """
+    span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return out
+
+
+def _pool_outputs(x: np.ndarray, kernel: Pair, stride: Pair, pads: Pads,
+                  dilation: Pair, ceil_mode: bool) -> Pair:
+    """Output (height, width) of a 2-D pooling window (see :func:`_pool_out_size`)."""
+    top, left, bottom, right = pads
+    ho = _pool_out_size(x.shape[2], kernel[0], stride[0], top, bottom, dilation[0], ceil_mode)
+    wo = _pool_out_size(x.shape[3], kernel[1], stride[1], left, right, dilation[1], ceil_mode)
+    return ho, wo
+
+
+def _pool_pads(x: np.ndarray, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
+               out: Pair) -> Pads:
+    """``pads`` with bottom/right grown so that every window of ``out`` fits (ceil_mode overhang)."""
+    top, left, bottom, right = pads
+    need_h = (out[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
+    need_w = (out[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
+    bottom = max(bottom, need_h - x.shape[2] - top)
+    right = max(right, need_w - x.shape[3] - left)
+    return top, left, bottom, right
+
+
+def _window_taps(kernel: Pair, dilation: Pair) -> list[Pair]:
+    """Offsets (u·dh, v·dw) of every tap of a (dilated) window."""
+    return [(u * dilation[0], v * dilation[1])
+            for u in range(kernel[0]) for v in range(kernel[1])]
+
+
+# ---------------------------------------------------------------- convolutions
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
+           pads: Pads, dilation: Pair, groups: int) -> np.ndarray:
+    """Grouped, strided, dilated 2-D convolution (cross-correlation).
+
+    y[n,o,i,j] = b[o] + Σ_{c,u,v} xpad[n, g·C/G + c, i·sh + u·dh, j·sw + v·dw] · w[o,c,u,v]
+    with g = o // (O/G), ``w: [O, C/G, kh, kw]`` and ``xpad`` zero-padded by ``pads``.
+    """
+    xpad = _spatial_pad(_f64(x), pads)
+    o, _, kh, kw = w.shape
+    ho = (xpad.shape[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (xpad.shape[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    wg = _f64(w).reshape(groups, o // groups, -1, kh, kw)
+    y = np.zeros((x.shape[0], o, ho, wo), dtype=_F64)
+    for u in range(kh):
+        for v in range(kw):
+            xs = _tap(xpad, (u * dilation[0], v * dilation[1]), stride, (ho, wo))
+            y += _grouped_matmul(wg[..., u, v], xs, groups)
+    if b is not None:
+        y += _f64(b).reshape(1, -1, 1, 1)
+    return _out(y)
+
+
+def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
+                     pads: Pads, output_padding: Pair, dilation: Pair,
+                     groups: int) -> np.ndarray:
+    """Grouped, strided, dilated transposed convolution (``w: [C, O/G, kh, kw]``).
+
+    full[n, g·O/G + o, i·sh + u·dh, j·sw + v·dw] += x[n, g·C/G + c, i, j] · w[g·C/G + c, o, u, v]
+    (a scatter of every input pixel), then y = full cropped by top/left at the
+    start to size (H−1)·s − (top+bottom) + d·(k−1) + output_padding + 1, plus b[o].
+    """
+    n, c, h, wd = x.shape
+    _, og, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    top, left, bottom, right = pads
+    full_h = (h - 1) * sh + dh * (kh - 1) + 1 + output_padding[0]
+    full_w = (wd - 1) * sw + dw * (kw - 1) + 1 + output_padding[1]
+    # [C, O/G, kh, kw] -> [G, O/G, C/G, kh, kw] so that each tap is a grouped matmul.
+    wg = _f64(w).reshape(groups, c // groups, og, kh, kw).transpose(0, 2, 1, 3, 4)
+    full = np.zeros((n, groups * og, full_h, full_w), dtype=_F64)
+    xf = _f64(x)
+    for u in range(kh):
+        for v in range(kw):
+            contrib = _grouped_matmul(wg[..., u, v], xf, groups)
+            full[:, :, u * dh : u * dh + (h - 1) * sh + 1 : sh,
+                 v * dw : v * dw + (wd - 1) * sw + 1 : sw] += contrib
+    y = full[:, :, top : full_h - bottom, left : full_w - right]
+    if b is not None:
+        y = y + _f64(b).reshape(1, -1, 1, 1)
+    return _out(y)
+
+
+def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """Fully connected layer: y[n, o] = b[o] + Σ_f x[n, f] · w[o, f].
+
+    ``x`` is ``[N, F]`` (→ ``[N, O]``) or ``[N, F, 1, 1]`` (→ ``[N, O, 1, 1]``).
+    """
+    y = _f64(x).reshape(x.shape[0], -1) @ _f64(w).T
+    if b is not None:
+        y = y + _f64(b)
+    if x.ndim == 4:
+        y = y.reshape(y.shape[0], -1, 1, 1)
+    return _out(y)
+
+
+# ---------------------------------------------------------------- normalization
+
+
+def batch_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
+               var: np.ndarray, *, eps: float) -> np.ndarray:
+    """Inference batch norm over axis 1: y = γ · (x − μ) / √(σ² + ε) + β (``x`` 2-D or 4-D)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+
+    def per_channel(p: np.ndarray) -> np.ndarray:
+        return _f64(p).reshape(shape)
+
+    y = per_channel(gamma) * (_f64(x) - per_channel(mean)) / np.sqrt(per_channel(var) + eps)
+    return _out(y + per_channel(beta))
+
+
+def lrn(x: np.ndarray, *, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """AlexNet local response normalization across channels (α *not* divided by size).
+
+    b_c = a_c · (k + α · Σ_{j = max(0, c − ⌊size/2⌋)}^{min(C−1, c + ⌊(size−1)/2⌋)} a_j²)^(−β)
+    """
+    xf = _f64(x)
+    c = x.shape[1]
+    before, after = size // 2, (size - 1) // 2
+    sq = np.pad(xf * xf, ((0, 0), (before, after), (0, 0), (0, 0)))
+    # padded channel c + t is original channel c − before + t, t = 0 .. size−1
+    window_sum = sum(sq[:, t : t + c] for t in range(size))
+    return _out(xf * (k + alpha * window_sum) ** (-beta))
+
+
+# ---------------------------------------------------------------- activations
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0)."""
+    return _out(np.maximum(_f64(x), 0.0))
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    """min(max(x, 0), 6)."""
+    return _out(np.minimum(np.maximum(_f64(x), 0.0), 6.0))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^(−x)), evaluated as e^(−|x|) based forms so nothing overflows."""
+    xf = _f64(x)
+    z = np.exp(-np.abs(xf))
+    return _out(np.where(xf >= 0, 1.0 / (1.0 + z), z / (1.0 + z)))
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    """tanh(x)."""
+    return _out(np.tanh(_f64(x)))
+
+
+def leaky_relu(x: np.ndarray, *, slope: float) -> np.ndarray:
+    """x if x ≥ 0 else slope · x."""
+    xf = _f64(x)
+    return _out(np.where(xf >= 0, xf, slope * xf))
+
+
+def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
+    """e^(x − max) / Σ_axis e^(x − max) (subtracting the max along ``axis`` for stability)."""
+    xf = _f64(x)
+    e = np.exp(xf - xf.max(axis=axis, keepdims=True))
+    return _out(e / e.sum(axis=axis, keepdims=True))
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def max_pool2d(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
+               ceil_mode: bool) -> np.ndarray:
+    """y[n,c,i,j] = max_{u,v} xpad[n, c, i·sh + u·dh, j·sw + v·dw], padding is −∞.
+
+    Output size as PyTorch (see :func:`_pool_out_size`); a ceil_mode overhang is −∞ too.
+    """
+    out = _pool_outputs(x, kernel, stride, pads, dilation, ceil_mode)
+    xpad = _spatial_pad(_f64(x), _pool_pads(x, kernel, stride, pads, dilation, out), -np.inf)
+    y = np.full(x.shape[:2] + out, -np.inf)
+    for offset in _window_taps(kernel, dilation):
+        y = np.maximum(y, _tap(xpad, offset, stride, out))
+    return _out(y)
+
+
+def avg_pool2d(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, ceil_mode: bool,
+               count_include_pad: bool) -> np.ndarray:
+    """y[n,c,i,j] = Σ_{u,v} xpad[n, c, i·sh + u, j·sw + v] / count[i, j], zero padding.
+
+    count is the window sum of a mask (PyTorch's divisor): with count_include_pad
+    the mask covers the padded extent [−top, H+bottom) × [−left, W+right) (a
+    ceil_mode overhang is not counted), without it only the real input pixels.
+    """
+    dilation = (1, 1)
+    out = _pool_outputs(x, kernel, stride, pads, dilation, ceil_mode)
+    full_pads = _pool_pads(x, kernel, stride, pads, dilation, out)
+    xpad = _spatial_pad(_f64(x), full_pads)
+    if count_include_pad:
+        top, left, bottom, right = pads
+        mask = np.ones((1, 1, x.shape[2] + top + bottom, x.shape[3] + left + right))
+        extra = (0, 0, full_pads[2] - bottom, full_pads[3] - right)
+        mask = _spatial_pad(mask, extra)
+    else:
+        mask = _spatial_pad(np.ones((1, 1) + x.shape[2:]), full_pads)
+    total = np.zeros(x.shape[:2] + out)
+    count = np.zeros((1, 1) + out)
+    for offset in _window_taps(kernel, dilation):
+        total += _tap(xpad, offset, stride, out)
+        count += _tap(mask, offset, stride, out)
+    return _out(total / count)
+
+
+def global_avg_pool(x: np.ndarray) -> np.ndarray:
+    """y[n, c, 0, 0] = mean_{h,w} x[n, c, h, w]."""
+    return _out(_f64(x).mean(axis=(2, 3), keepdims=True))
+
+
+def global_max_pool(x: np.ndarray) -> np.ndarray:
+    """y[n, c, 0, 0] = max_{h,w} x[n, c, h, w]."""
+    return _out(_f64(x).max(axis=(2, 3), keepdims=True))
+
+
+def depthwise_pool(x: np.ndarray, *, size: int, mode: str) -> np.ndarray:
+    """Pooling across channels: y[n, q, h, w] = max or mean_{t<size} x[n, q·size + t, h, w]."""
+    n, c, h, w = x.shape
+    if c % size != 0:
+        raise ValueError(f"depthwise_pool: {c} channels not divisible by size {size}")
+    groups = _f64(x).reshape(n, c // size, size, h, w)
+    if mode == "max":
+        return _out(groups.max(axis=2))
+    if mode == "avg":
+        return _out(groups.mean(axis=2))
+    raise ValueError(f"depthwise_pool: unknown mode {mode!r}")
+
+
+# ---------------------------------------------------------------- shape ops
+
+
+def flatten(x: np.ndarray) -> np.ndarray:
+    """[N, ...] → [N, prod(...)] in C order (like ``torch.flatten(x, 1)``)."""
+    return _out(x.reshape(x.shape[0], -1))
+
+
+def reshape(x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
+    """[N, ...] → [N, *shape] (``shape`` excludes the batch dimension)."""
+    return _out(x.reshape((x.shape[0],) + tuple(shape)))
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a + b with NumPy broadcasting."""
+    return _out(_f64(a) + _f64(b))
+
+
+def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a · b with NumPy broadcasting."""
+    return _out(_f64(a) * _f64(b))
+
+
+def concat(*xs: np.ndarray, axis: int) -> np.ndarray:
+    """Concatenation of ``xs`` along ``axis``."""
+    return _out(np.concatenate(xs, axis=axis))
+
+
+def _bilinear_axis(x: np.ndarray, axis: int, scale: int) -> np.ndarray:
+    """Linear interpolation along one axis, half-pixel centres (align_corners=False).
+
+    src = max((dst + 0.5) / scale − 0.5, 0); y[dst] = (1 − λ)·x[i0] + λ·x[i1] with
+    i0 = ⌊src⌋, i1 = min(i0 + 1, size − 1), λ = src − i0.
+    """
+    size = x.shape[axis]
+    dst = np.arange(size * scale)
+    src = np.maximum((dst + 0.5) / scale - 0.5, 0.0)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, size - 1)
+    lam_shape = [1] * x.ndim
+    lam_shape[axis] = -1
+    lam = (src - i0).reshape(lam_shape)
+    return (1.0 - lam) * np.take(x, i0, axis=axis) + lam * np.take(x, i1, axis=axis)
+
+
+def upsample(x: np.ndarray, *, scale: Pair, mode: str) -> np.ndarray:
+    """Integer spatial upsampling by ``scale = (sh, sw)``.
+
+    nearest: y[i, j] = x[⌊i/sh⌋, ⌊j/sw⌋].  bilinear: separable linear interpolation,
+    as PyTorch ``interpolate(mode="bilinear", align_corners=False)`` (see :func:`_bilinear_axis`).
+    """
+    sh, sw = scale
+    xf = _f64(x)
+    if mode == "nearest":
+        return _out(np.repeat(np.repeat(xf, sh, axis=2), sw, axis=3))
+    if mode == "bilinear":
+        return _out(_bilinear_axis(_bilinear_axis(xf, 2, sh), 3, sw))
+    raise ValueError(f"upsample: unknown mode {mode!r}")
+
+
+def pad(x: np.ndarray, *, pads: Pads, mode: str, value: float) -> np.ndarray:
+    """Spatial padding by ``(top, left, bottom, right)``.
+
+    ``mode``: "constant" (filled with ``value``), "reflect" (mirror without repeating
+    the edge pixel) or "edge" (replicate the edge pixel).
+    """
+    if mode not in ("constant", "reflect", "edge"):
+        raise ValueError(f"pad: unknown mode {mode!r}")
+    top, left, bottom, right = pads
+    widths = ((0, 0), (0, 0), (top, bottom), (left, right))
+    if mode == "constant":
+        return _out(np.pad(x, widths, mode="constant", constant_values=value))
+    return _out(np.pad(x, widths, mode=mode))
+
+
+def crop(x: np.ndarray, *, offset: Pair, size: Pair) -> np.ndarray:
+    """y = x[:, :, oy : oy + h, ox : ox + w] with ``offset = (oy, ox)``, ``size = (h, w)``."""
+    (oy, ox), (h, w) = offset, size
+    return _out(x[:, :, oy : oy + h, ox : ox + w])

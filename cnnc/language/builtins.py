@@ -1,0 +1,90 @@
+"""Arithmetic on compile-time values and the built-in functions (`channels(x)`, `max(a, b)`, …)."""
+from __future__ import annotations
+
+import math
+import operator
+from typing import Callable
+
+from .arguments import ArgError
+from .values import Tensor, describe
+
+Number = int | float
+
+
+def _number(value: object, what: str) -> Number:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgError(f"{what} needs a number, got {describe(value)}")
+    return value
+
+
+def _tensor_dim(axis: int, label: str) -> Callable[[object], int]:
+    def read(value: object) -> int:
+        if not isinstance(value, Tensor) or len(value.shape) <= axis:
+            raise ArgError(f"expected a tensor with a {label} dimension, got {describe(value)}")
+        return value.shape[axis]
+    return read
+
+
+def _one_number(function: Callable[[Number], Number], name: str) -> Callable[..., Number]:
+    def apply(*values: object) -> Number:
+        if len(values) != 1:
+            raise ArgError(f"takes one argument, got {len(values)}")
+        return function(_number(values[0], name))
+    return apply
+
+
+def _fold(function: Callable[..., Number], name: str) -> Callable[..., Number]:
+    def apply(*values: object) -> Number:
+        if not values:
+            raise ArgError("needs at least one argument")
+        return function(_number(v, name) for v in values)
+    return apply
+
+
+def _to_int(value: Number) -> int:
+    return int(value)
+
+
+FUNCTIONS: dict[str, Callable[..., object]] = {
+    "channels": _tensor_dim(1, "channel"),
+    "height": _tensor_dim(2, "height"),
+    "width": _tensor_dim(3, "width"),
+    "int": _one_number(_to_int, "int"),
+    "float": _one_number(float, "float"),
+    "round": _one_number(round, "round"),
+    "abs": _one_number(abs, "abs"),
+    "min": _fold(min, "min"),
+    "max": _fold(max, "max"),
+}
+
+_ARITHMETIC: dict[str, Callable[[Number, Number], Number]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
+}
+_COMPARISON: dict[str, Callable[[object, object], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+
+
+def binary(op: str, left: object, right: object) -> object:
+    """`left op right` on numbers (and == / != on anything but tensors)."""
+    if op in ("==", "!=") and not (isinstance(left, (int, float)) and isinstance(right, (int, float))):
+        return _COMPARISON[op](left, right)
+    a, b = _number(left, f"'{op}'"), _number(right, f"'{op}'")
+    if op in _COMPARISON:
+        return _COMPARISON[op](a, b)
+    if op in ("/", "//", "%") and b == 0:
+        raise ArgError(f"division by zero in '{op}'")
+    result = _ARITHMETIC[op](a, b)
+    if isinstance(result, complex) or (isinstance(result, float) and not math.isfinite(result)):
+        raise ArgError(f"'{op}' gives no real finite number for {a} and {b}")
+    return result
+
+
+def unary(op: str, value: object) -> object:
+    if op == "not":
+        if not isinstance(value, bool):
+            raise ArgError(f"'not' needs true or false, got {describe(value)}")
+        return not value
+    return -_number(value, "'-'")

@@ -1,0 +1,349 @@
+"""Elaboration: evaluate a parsed program (blocks, repetition, arithmetic) into the IR graph.
+
+Shapes are inferred while the graph is built, because the program can read them
+(`channels(x)`); every error is raised with the span of the construct that caused it.
+"""
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import (CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncTypeError)
+from ..ir.graph import Graph
+from ..ir.ops import Op, NoAttrs
+from ..ir.shapes import ShapeRuleError, infer_shape, param_specs
+from ..source import SourceFile, Span
+from ..syntax import tree as t
+from ..syntax.parser import parse_source
+from . import builtins
+from .arguments import ArgError
+from .calls import bind_layer_args, bind_block_args
+from .layers import LAYER_OPS
+from .scope import Namer
+from .values import Block, Symbol, Tensor, describe
+
+Env = dict[str, object]
+
+
+class Elaborator:
+    """Builds one IR graph from a main program and the files it imports."""
+
+    def __init__(self, input_shapes: dict[str, tuple] | None = None):
+        self.graph = Graph()
+        self.namer = Namer()
+        self.input_shapes = dict(input_shapes or {})
+        self._loading: list[Path] = []
+        self._loaded: dict[Path, Env] = {}
+        self._layer_span: Span | None = None
+        self._layer_name = ""
+
+    # ---- programs and statements ------------------------------------------------------------
+    def run(self, program: t.Program, source: SourceFile) -> Graph:
+        self.graph.graph["source_name"] = source.name
+        env: Env = {}
+        self._module(program, source, env, library=False)
+        unused = set(self.input_shapes) - set(self.graph.graph["inputs"])
+        if unused:
+            raise CnncNameError(f"input shape given for unknown input(s): {', '.join(sorted(unused))}; "
+                                f"the inputs are: {', '.join(self.graph.graph['inputs'])}",
+                                where=source.name)
+        if not self.graph.graph["outputs"]:
+            raise CnncNameError("the network declares no output (add `output name = ...`)",
+                                where=source.name)
+        return self.graph
+
+    def _module(self, program: t.Program, source: SourceFile, env: Env, library: bool) -> None:
+        for item in program.items:
+            if isinstance(item, t.Import):
+                self._import(item, source, env)
+            elif isinstance(item, t.BlockDef):
+                self._bind(env, item.name, Block(item, env), item.span)
+            elif isinstance(item, t.Assign):
+                value = self.eval(item.value, env)
+                if library and isinstance(value, Tensor):
+                    raise CnncError("an imported file may define blocks and constants only", item.span)
+                env[item.name] = value
+            elif library:
+                raise CnncError("an imported file may define blocks and constants only, not inputs or "
+                                "outputs", item.span)
+            elif isinstance(item, t.InputDecl):
+                self._input(item, env)
+            elif isinstance(item, t.OutputDecl):
+                self._output(item, env)
+
+    def _bind(self, env: Env, name: str, value: object, span: Span) -> None:
+        if name in env and not isinstance(env[name], Block):
+            raise CnncNameError(f"'{name}' is already defined", span)
+        env[name] = value
+
+    def _import(self, item: t.Import, source: SourceFile, env: Env) -> None:
+        base = source.path.parent if source.path else Path.cwd()
+        path = (base / item.path).resolve()
+        if path in self._loading:
+            raise CnncImportError(f"import cycle: {' -> '.join(p.name for p in [*self._loading, path])}",
+                                  item.span)
+        if path not in self._loaded:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as error:
+                raise CnncImportError(f"cannot import '{item.path}': {error.strerror or error}",
+                                      item.span) from None
+            imported = SourceFile(item.path, text, path)
+            module_env: Env = {}
+            self._loading.append(path)
+            try:
+                self._module(parse_source(imported), imported, module_env, library=True)
+            finally:
+                self._loading.pop()
+            self._loaded[path] = module_env
+        for name, value in self._loaded[path].items():
+            env.setdefault(name, value)
+
+    def _input(self, item: t.InputDecl, env: Env) -> None:
+        dims = list(item.dims)
+        if any(isinstance(d, str) for d in dims[1:]):
+            raise CnncShapeError("only the first (batch) dimension of an input may be a name", item.span)
+        if any(isinstance(d, int) and d < 1 for d in dims):
+            raise CnncShapeError("input dimensions must be positive", item.span)
+        if item.name in self.input_shapes:
+            dims = self._override_shape(item, dims)
+        if item.name in env:
+            raise CnncNameError(f"'{item.name}' is already defined", item.span)
+        name = self.namer.claim(item.name, item.name, item.span)
+        self.graph.add_op(name, Op.INPUT, NoAttrs(), [], tuple(dims), (item.span,))
+        self.graph.graph["inputs"].append(name)
+        env[item.name] = Tensor(name, tuple(dims))
+
+    def _override_shape(self, item: t.InputDecl, dims: list) -> list:
+        given = list(self.input_shapes[item.name])
+        if len(given) != len(dims) or any(int(g) < 1 for g in given[1:] if not isinstance(g, str)):
+            raise CnncShapeError(f"input shape {tuple(given)} for '{item.name}' does not fit the declared "
+                                 f"rank {len(dims)}", item.span)
+        if not isinstance(given[0], str) and isinstance(dims[0], str):
+            given[0] = dims[0]  # keep the batch symbolic: a concrete batch is still any batch
+        return given
+
+    def _output(self, item: t.OutputDecl, env: Env) -> None:
+        value = self._value(item.value if item.value is not None else t.Var(item.span, item.name), env)
+        if not isinstance(value, Tensor):
+            raise CnncTypeError(f"output '{item.name}' must be a tensor, got {describe(value)}", item.span)
+        if item.name in self.graph.graph["outputs"]:
+            raise CnncNameError(f"output '{item.name}' is declared twice", item.span)
+        self.graph.graph["outputs"][item.name] = value.node
+        if item.value is not None:
+            env.setdefault(item.name, value)
+
+    # ---- expressions ------------------------------------------------------------------------
+    def eval(self, node: t.Expr, env: Env) -> object:
+        method: Callable = getattr(self, f"_eval_{type(node).__name__}")
+        return method(node, env)
+
+    def _lookup(self, name: str, env: Env, span: Span) -> object:
+        if name in env:
+            return env[name]
+        return Symbol(name)
+
+    def _eval_Literal(self, node: t.Literal, env: Env) -> object:
+        return node.value
+
+    def _eval_Var(self, node: t.Var, env: Env) -> object:
+        return self._lookup(node.name, env, node.span)
+
+    def _eval_TupleExpr(self, node: t.TupleExpr, env: Env) -> object:
+        return tuple(self._value(item, env) for item in node.items)
+
+    def _value(self, node: t.Expr, env: Env) -> object:
+        """Evaluate, refusing undefined names (only op arguments may be bare words)."""
+        value = self.eval(node, env)
+        if isinstance(value, Symbol):
+            raise self.undefined(value.name, env, node.span)
+        return value
+
+    def undefined(self, name: str, env: Env, span: Span) -> CnncNameError:
+        candidates = [*env, *LAYER_OPS, *builtins.FUNCTIONS]
+        close = difflib.get_close_matches(name, candidates, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return CnncNameError(f"undefined name '{name}'{hint}", span)
+
+    def _eval_Unary(self, node: t.Unary, env: Env) -> object:
+        value = self._value(node.operand, env)
+        try:
+            return builtins.unary(node.op, value)
+        except ArgError as error:
+            raise CnncTypeError(str(error), node.span) from None
+
+    def _eval_Binary(self, node: t.Binary, env: Env) -> object:
+        if node.op in ("and", "or"):
+            left = self._value(node.left, env)
+            if not isinstance(left, bool):
+                raise CnncTypeError(f"'{node.op}' needs true or false, got {describe(left)}", node.left.span)
+            if (node.op == "and") != left:  # short-circuit like Python
+                return left
+            right = self._value(node.right, env)
+            if not isinstance(right, bool):
+                raise CnncTypeError(f"'{node.op}' needs true or false, got {describe(right)}", node.right.span)
+            return right
+        left, right = self._value(node.left, env), self._value(node.right, env)
+        if isinstance(left, Tensor) or isinstance(right, Tensor):
+            return self._tensor_binary(node, left, right)
+        try:
+            return builtins.binary(node.op, left, right)
+        except ArgError as error:
+            raise CnncTypeError(str(error), node.span) from None
+
+    def _tensor_binary(self, node: t.Binary, left: object, right: object) -> Tensor:
+        ops = {"+": Op.ADD, "*": Op.MUL}
+        if node.op not in ops or not (isinstance(left, Tensor) and isinstance(right, Tensor)):
+            raise CnncTypeError(f"'{node.op}' cannot combine {describe(left)} and {describe(right)}; "
+                                "tensors support + and * with another tensor", node.span)
+        with self.layer("add" if node.op == "+" else "mul", None, node.span):
+            return self.emit(ops[node.op], NoAttrs(), [left, right])
+
+    def _eval_Index(self, node: t.Index, env: Env) -> object:
+        target, index = self._value(node.target, env), self._value(node.index, env)
+        if not isinstance(target, tuple):
+            raise CnncTypeError(f"only tuples can be indexed, got {describe(target)}", node.target.span)
+        if isinstance(index, bool) or not isinstance(index, int) or not -len(target) <= index < len(target):
+            raise CnncTypeError(f"index {describe(index)} is out of range for {describe(target)}", node.index.span)
+        return target[index]
+
+    def _eval_Conditional(self, node: t.Conditional, env: Env) -> object:
+        test = self._value(node.test, env)
+        if not isinstance(test, bool):
+            raise CnncTypeError(f"a condition must be true or false, got {describe(test)}", node.test.span)
+        return self.eval(node.then if test else node.orelse, env)  # only the chosen branch builds layers
+
+    def _eval_Pipe(self, node: t.Pipe, env: Env) -> object:
+        value = self._value(node.source, env)
+        return self.stage(node.stage, value, env, None)
+
+    def _eval_Call(self, node: t.Call, env: Env) -> object:
+        return self.call(node, [], env, None)
+
+    # ---- stages and calls -------------------------------------------------------------------
+    def stage(self, stage: t.Stage, value: object, env: Env, forced: str | None) -> object:
+        """Apply one pipe stage; `forced` is the local name a sequence or repetition assigns."""
+        if stage.repeat is None:
+            return self._stage_once(stage, value, env, stage.name or forced)
+        count = self._repeat_count(stage, env)
+        base = stage.call.func if stage.call else "seq"
+        full = self.namer.claim(base, stage.name or forced, stage.span)
+        with self.namer.scope(full):
+            for index in range(count):
+                value = self._stage_once(stage, value, env, str(index))
+        return value
+
+    def _repeat_count(self, stage: t.Stage, env: Env) -> int:
+        count = self._value(stage.repeat, env)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise CnncTypeError(f"a repeat count must be a positive integer, got {describe(count)}",
+                                stage.repeat.span)
+        return count
+
+    def _stage_once(self, stage: t.Stage, value: object, env: Env, name: str | None) -> object:
+        if stage.call is not None:
+            return self.call(stage.call, [(value, stage.span)], env, name)
+        full = self.namer.claim("seq", name, stage.span)
+        index = 0
+        with self.namer.scope(full):
+            for item in stage.sequence:
+                if item.repeat is not None and item.name is not None:
+                    raise CnncNameError("inside [...] a repeated stage is numbered; name the sequence "
+                                        "instead", item.span)
+                for _ in range(self._repeat_count(item, env) if item.repeat is not None else 1):
+                    value = self._stage_once(item, value, env, item.name or str(index))
+                    index += 1
+        return value
+
+    def call(self, call: t.Call, piped: list[tuple[object, Span]], env: Env, name: str | None) -> object:
+        """Call an op, a block or a builtin function; `piped` is the value from `|>`, if any."""
+        positional = list(piped)
+        keywords: dict[str, tuple[object, Span]] = {}
+        for arg in call.args:
+            value = self.eval(arg.value, env)
+            if arg.name is None:
+                if keywords:
+                    raise CnncTypeError("a positional argument cannot follow a keyword argument", arg.span)
+                positional.append((value, arg.value.span))
+            elif arg.name in keywords:
+                raise CnncTypeError(f"argument '{arg.name}' is given twice", arg.span)
+            else:
+                keywords[arg.name] = (value, arg.value.span)
+        callee = env.get(call.func)
+        if isinstance(callee, Block):
+            return self._call_block(callee, call, positional, keywords, name)
+        if callee is not None and call.func not in LAYER_OPS and call.func not in builtins.FUNCTIONS:
+            raise CnncTypeError(f"'{call.func}' is {describe(callee)}, not an op or block", call.func_span)
+        if call.func in builtins.FUNCTIONS:
+            return self._call_builtin(call, positional, keywords, env)
+        if call.func in LAYER_OPS:
+            return self._call_layer(call, positional, keywords, env, name)
+        raise self.undefined_callable(call, env)
+
+    def undefined_callable(self, call: t.Call, env: Env) -> CnncNameError:
+        blocks = [n for n, v in env.items() if isinstance(v, Block)]
+        close = difflib.get_close_matches(call.func, [*LAYER_OPS, *blocks, *builtins.FUNCTIONS], n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return CnncNameError(f"unknown op or block '{call.func}'{hint}", call.func_span)
+
+    def _call_builtin(self, call: t.Call, positional, keywords, env: Env) -> object:
+        if keywords:
+            raise CnncTypeError(f"{call.func}() takes no keyword arguments", call.span)
+        values = []
+        for value, span in positional:
+            if isinstance(value, Symbol):
+                raise self.undefined(value.name, env, span)
+            values.append(value)
+        try:
+            return builtins.FUNCTIONS[call.func](*values)
+        except ArgError as error:
+            raise CnncTypeError(f"{call.func}(): {error}", call.span) from None
+
+    def _call_layer(self, call: t.Call, positional, keywords, env: Env, name: str | None) -> Tensor:
+        layer = LAYER_OPS[call.func]
+        inputs, args = bind_layer_args(layer, call, positional, keywords, lambda n, s: self.undefined(n, env, s))
+        with self.layer(call.func, name, call.span):
+            try:
+                return layer.build(self, inputs, args)
+            except ArgError as error:
+                raise CnncTypeError(f"{call.func}: {error}", call.span) from None
+
+    def _call_block(self, block: Block, call: t.Call, positional, keywords, name: str | None) -> object:
+        definition = block.definition
+        local = bind_block_args(definition, call, positional, keywords, self, block.globals)
+        full = self.namer.claim(definition.name, name, call.span)
+        with self.namer.scope(full):
+            for statement in definition.body:
+                if isinstance(statement, t.Return):
+                    return self.eval(statement.value, local)
+                local[statement.name] = self.eval(statement.value, local)
+        raise CnncError(f"block '{definition.name}' ends without `return`", definition.span)
+
+    # ---- emitting IR nodes ------------------------------------------------------------------
+    @contextmanager
+    def layer(self, base: str, name: str | None, span: Span) -> Iterator[None]:
+        """Context for one layer call: claims its name; `emit` uses it for the nodes it adds."""
+        saved = (self._layer_name, self._layer_span)
+        self._layer_name, self._layer_span = self.namer.claim(base, name, span), span
+        try:
+            yield
+        finally:
+            self._layer_name, self._layer_span = saved
+
+    def emit(self, op: Op, attrs: object, inputs: list[Tensor], suffix: str | None = None) -> Tensor:
+        """Add an IR node for the current layer (see layers.Emitter)."""
+        span = self._layer_span
+        name = f"{self._layer_name}.{suffix}" if suffix else self._layer_name
+        shapes = [x.shape for x in inputs]
+        try:
+            shape = infer_shape(op, attrs, shapes)
+        except ShapeRuleError as error:
+            raise CnncShapeError(f"{error} (layer '{name}')", span) from None
+        params = {}
+        for role, spec in param_specs(op, attrs, shapes).items():
+            params[role] = f"{name}.{role}"
+            self.graph.graph["params"][params[role]] = spec
+        self.graph.add_op(name, op, attrs, [x.node for x in inputs], shape, (span,), params)
+        return Tensor(name, shape)

@@ -1,0 +1,57 @@
+"""Hierarchical layer names: `layer2.1.conv1`, assigned like PyTorch modules would be.
+
+Inside a scope an unnamed layer of kind `conv` gets `conv1`, `conv2`, … (the first number not
+yet taken); `as NAME` names it explicitly; repetition and `[...]` sequences number their
+children 0, 1, 2, … like torch.nn.Sequential.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ..errors import CnncNameError
+from ..source import Span
+
+
+@dataclass
+class _Scope:
+    prefix: str
+    used: dict[str, Span | None] = field(default_factory=dict)
+
+
+class Namer:
+    """Hands out unique, stable layer names within nested scopes."""
+
+    def __init__(self) -> None:
+        self._stack = [_Scope("")]
+
+    def _qualify(self, local: str) -> str:
+        prefix = self._stack[-1].prefix
+        return f"{prefix}.{local}" if prefix else local
+
+    def claim(self, base: str, explicit: str | None, span: Span) -> str:
+        """Reserve a local name in the current scope and return the full dotted name."""
+        scope = self._stack[-1]
+        if explicit is not None:
+            if explicit in scope.used:
+                earlier = scope.used[explicit]
+                where = f" (first used at {earlier.location})" if earlier else ""
+                raise CnncNameError(f"layer name '{self._qualify(explicit)}' is already used{where}", span)
+            local = explicit
+        else:
+            number = 1
+            while f"{base}{number}" in scope.used:
+                number += 1
+            local = f"{base}{number}"
+        scope.used[local] = span
+        return self._qualify(local)
+
+    @contextmanager
+    def scope(self, full_name: str) -> Iterator[None]:
+        """Names claimed inside are children of `full_name`."""
+        self._stack.append(_Scope(full_name))
+        try:
+            yield
+        finally:
+            self._stack.pop()

@@ -1,0 +1,1 @@
+"""Running compiled networks: parameters, generated-code loading, the executor object."""

@@ -1,0 +1,24 @@
+"""Atomic file output: a failed write leaves the old file (or no file), never half a file."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Write to a temporary file beside `path`, then rename it over `path` on success."""
+    target = Path(path)
+    handle = tempfile.NamedTemporaryFile(mode, dir=target.parent or ".", prefix=f".{target.name}.",
+                                         suffix=".tmp", delete=False,
+                                         **({} if "b" in mode else {"encoding": "utf-8"}))
+    try:
+        with handle:
+            yield handle
+        os.replace(handle.name, target)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise

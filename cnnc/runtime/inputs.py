@@ -1,0 +1,63 @@
+"""Inputs for `cnnc run`: random arrays, .npy files, and images resized to the input shape."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CnncInputError
+from ..ir.shapes import fmt
+
+# ImageNet statistics (torchvision's): the usual normalization for 3-channel classifiers.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def random_input(shape: tuple, batch: int, seed: int) -> np.ndarray:
+    """Standard-normal input; a symbolic batch dimension becomes `batch`."""
+    concrete = tuple(batch if isinstance(d, str) else d for d in shape)
+    return np.random.default_rng(seed + 1).standard_normal(concrete, dtype=np.float32)
+
+
+def load_input(path: str, shape: tuple) -> np.ndarray:
+    """A .npy array (shape checked by the network) or an image made to fit `shape`."""
+    file = Path(path)
+    if not file.is_file():
+        raise CnncInputError("no such input file", where=path)
+    if file.suffix.lower() == ".npy":
+        try:
+            array = np.load(file, allow_pickle=False)
+        except ValueError as error:
+            raise CnncInputError(f"not a numeric .npy array ({error})", where=path) from None
+        if array.ndim == len(shape) - 1:
+            array = array[None]  # a single example without its batch axis
+        return array.astype(np.float32)
+    if file.suffix.lower() in _IMAGE_SUFFIXES:
+        return load_image(file, shape)
+    raise CnncInputError("expected a .npy array or an image (.jpg, .png, ...)", where=path)
+
+
+def load_image(path: Path, shape: tuple) -> np.ndarray:
+    """Resize (bilinear) to the input's H×W, scale to [0, 1], normalize, NCHW with batch 1.
+
+    Three-channel inputs use ImageNet mean/std; one-channel inputs are converted to grey.
+    """
+    if len(shape) != 4 or shape[1] not in (1, 3):
+        raise CnncInputError(f"an image needs a [N, 1 or 3, H, W] input, the network's is {fmt(shape)}",
+                             where=str(path))
+    try:
+        from PIL import Image
+    except ImportError:
+        raise CnncInputError("reading images needs Pillow: pip install 'cnnc[image]'", where=str(path)) from None
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB" if shape[1] == 3 else "L").resize((shape[3], shape[2]), Image.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except OSError as error:
+        raise CnncInputError(f"cannot read the image ({error})", where=str(path)) from None
+    if shape[1] == 3:
+        pixels = ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    else:
+        pixels = pixels[None]
+    return np.ascontiguousarray(pixels[None], dtype=np.float32)

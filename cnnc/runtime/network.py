@@ -1,0 +1,90 @@
+"""CompiledNetwork: the object `cnnc.compile` returns — call it like a function."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import CnncInputError
+from ..ir.graph import Graph
+from ..ir.shapes import fmt
+from .loader import load_forward
+from .params import ParamStore, init_params
+
+
+class CompiledNetwork:
+    """A compiled network with its parameters.
+
+    `net(x)` or `net(image=x)` returns the output array, or a dict when the network has
+    several outputs. `net.params` maps names (`layer1.0.conv1.weight`) to float32 arrays and
+    checks every assignment; `net.graph` is the IR; `net.source` the generated code.
+    """
+
+    def __init__(self, graph: Graph, source: str, seed: int = 0,
+                 params: Mapping[str, np.ndarray] | None = None):
+        self.graph = graph
+        self.source = source
+        self.input_names: list[str] = list(graph.graph["inputs"])
+        self.output_names: list[str] = list(graph.graph["outputs"])
+        self._forward = load_forward(source, graph.graph["source_name"])
+        specs = graph.graph["params"]
+        self.params = ParamStore(specs, init_params(specs, seed))
+        if params is not None:
+            self.params.update_from(params, "params")
+
+    @property
+    def input_shapes(self) -> dict[str, tuple]:
+        return {n: self.graph.shape(n) for n in self.input_names}
+
+    @property
+    def output_shapes(self) -> dict[str, tuple]:
+        return {o: self.graph.shape(n) for o, n in self.graph.graph["outputs"].items()}
+
+    def _bind_inputs(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
+        if len(args) > len(self.input_names):
+            raise CnncInputError(f"the network takes {len(self.input_names)} input(s) "
+                                 f"({', '.join(self.input_names)}), got {len(args)}", where="inputs")
+        given = dict(zip(self.input_names, args))
+        for key, value in kwargs.items():
+            if key not in self.input_names:
+                raise CnncInputError(f"unknown input '{key}'; the inputs are: {', '.join(self.input_names)}",
+                                     where="inputs")
+            if key in given:
+                raise CnncInputError(f"input '{key}' is given twice", where="inputs")
+            given[key] = value
+        arrays = []
+        for name in self.input_names:
+            if name not in given:
+                raise CnncInputError(f"missing input '{name}' {fmt(self.graph.shape(name))}", where="inputs")
+            arrays.append(self._check_input(name, given[name]))
+        return arrays
+
+    def _check_input(self, name: str, value: object) -> np.ndarray:
+        array = np.ascontiguousarray(value, dtype=np.float32)
+        declared = self.graph.shape(name)
+        fits = len(array.shape) == len(declared) and all(
+            isinstance(d, str) or d == s for d, s in zip(declared, array.shape))
+        if not fits:
+            raise CnncInputError(f"input '{name}' expects {fmt(declared)}, got {fmt(array.shape)}",
+                                 where=f"input '{name}'")
+        return array
+
+    def run(self, *args: object, **kwargs: object) -> dict[str, np.ndarray]:
+        """All outputs as a dict, whatever their number."""
+        return self._forward(self.params.data, *self._bind_inputs(args, kwargs))
+
+    def __call__(self, *args: object, **kwargs: object):
+        outputs = self.run(*args, **kwargs)
+        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+    def save_params(self, path: str | Path) -> None:
+        self.params.save(path)
+
+    def load_params(self, path: str | Path) -> None:
+        self.params.load(path)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{n}: {fmt(s)}" for n, s in self.input_shapes.items())
+        outs = ", ".join(f"{n}: {fmt(s)}" for n, s in self.output_shapes.items())
+        return f"<CompiledNetwork {self.graph.graph['source_name']} ({ins}) -> ({outs})>"

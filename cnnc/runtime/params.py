@@ -1,0 +1,107 @@
+"""Parameters: seeded initialization, and .npz files checked name by name and shape by shape."""
+from __future__ import annotations
+
+import zipfile
+import zlib
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from ..errors import CnncParamError
+from ..ir.graph import ParamSpec
+from .files import atomic_write
+
+
+def init_params(specs: Mapping[str, ParamSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """He-normal conv/dense weights, zero biases, identity BN — reproducible per name and seed.
+
+    Each parameter draws from its own generator seeded by (seed, crc32(name)), so adding a layer
+    does not change the initial values of the others.
+    """
+    params = {}
+    for name, spec in specs.items():
+        if spec.init == "he":
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+            values = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / spec.fan_in))
+        elif spec.init == "ones":
+            values = np.ones(spec.shape, np.float32)
+        else:
+            values = np.zeros(spec.shape, np.float32)
+        params[name] = values
+    return params
+
+
+def _owner(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+class ParamStore(MutableMapping):
+    """The network's parameters by name; every assignment is checked against the network."""
+
+    def __init__(self, specs: Mapping[str, ParamSpec], values: Mapping[str, np.ndarray]):
+        self.specs = dict(specs)
+        self.data: dict[str, np.ndarray] = {}
+        for name in self.specs:
+            self[name] = values[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[name]
+
+    def __setitem__(self, name: str, value: object) -> None:
+        if name not in self.specs:
+            raise CnncParamError(f"the network has no parameter '{name}'", where=name)
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            raise CnncParamError("parameter values must be numeric arrays", where=name)
+        array = np.ascontiguousarray(value, dtype=np.float32)
+        expected = tuple(self.specs[name].shape)
+        if array.shape != expected:
+            raise CnncParamError(f"shape {array.shape} does not fit layer '{_owner(name)}', "
+                                 f"which expects {expected}", where=name)
+        self.data[name] = array
+
+    def __delitem__(self, name: str) -> None:
+        raise CnncParamError("parameters cannot be deleted; assign new values instead", where=name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def update_from(self, values: Mapping[str, np.ndarray], source: str) -> None:
+        """Replace every parameter from `values`, all or nothing: names must match exactly."""
+        missing = [n for n in self.specs if n not in values]
+        extra = [n for n in values if n not in self.specs]
+        if missing:
+            raise CnncParamError(f"missing parameter '{missing[0]}' (layer '{_owner(missing[0])}')"
+                                 + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""), where=source)
+        if extra:
+            raise CnncParamError(f"unknown parameter '{extra[0]}': the network has no such layer",
+                                 where=source)
+        staged = ParamStore(self.specs, values)  # validates everything before anything changes
+        self.data = staged.data
+
+    def save(self, path: str | Path) -> None:
+        with atomic_write(path, "wb") as handle:
+            np.savez(handle, **self.data)
+
+    def load(self, path: str | Path) -> None:
+        self.update_from(read_npz(path), str(path))
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Arrays from an .npz file; pickled objects are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise CnncParamError("no such parameter file", where=str(path)) from None
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise CnncParamError("the file holds pickled Python objects, which cnnc refuses to load",
+                                 where=str(path)) from None
+        raise CnncParamError(f"not a valid .npz parameter file ({error})", where=str(path)) from None
+    except (OSError, zipfile.BadZipFile) as error:
+        raise CnncParamError(f"not a valid .npz parameter file ({error})", where=str(path)) from None

@@ -1,0 +1,1 @@
+"""Front end: text → syntax tree (grammar in grammars/cnn.lark)."""

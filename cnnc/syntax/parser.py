@@ -1,0 +1,215 @@
+"""Parse `.cnn` text into the syntax tree; grammar errors become CnncSyntaxError with a caret."""
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from ..errors import CnncError, CnncSyntaxError
+from ..source import SourceFile, Span
+from . import tree as t
+
+# Friendly names for grammar terminals in "expected ..." messages.
+_TERMINAL_WORDS = {
+    "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "KERNEL": "a kernel size like 3x3",
+    "STRING": 'a "string"', "COMP_OP": "a comparison", "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*', '/', '//' or '%'", "$END": "end of file",
+}
+
+
+def grammar_text() -> str:
+    """The grammar: from the source checkout's top-level grammars/, else from the installed wheel."""
+    checkout = Path(__file__).resolve().parents[2] / "grammars" / "cnn.lark"
+    if checkout.is_file():
+        return checkout.read_text(encoding="utf-8")
+    return resources.files("cnnc.grammars").joinpath("cnn.lark").read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def parse_source(source: SourceFile) -> t.Program:
+    """Parse a whole file. Raises CnncSyntaxError naming file, line and column."""
+    try:
+        parsed = _lark().parse(source.text)
+    except UnexpectedInput as error:
+        raise _syntax_error(source, error) from None
+    try:
+        return _ToTree(source).transform(parsed)
+    except VisitError as error:  # a CnncError raised inside the transformer
+        if isinstance(error.orig_exc, CnncError):
+            raise error.orig_exc from None
+        raise
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    try:
+        pattern = _lark().get_terminal(name).pattern
+    except KeyError:
+        return name
+    return f"'{pattern.value}'"
+
+
+def _syntax_error(source: SourceFile, error: UnexpectedInput) -> CnncSyntaxError:
+    line, column = max(error.line, 1), max(error.column, 1)
+    if isinstance(error, UnexpectedCharacters):
+        message = f"unexpected character {source.text[error.pos_in_stream]!r}"
+        width = 1
+    elif isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
+        message = "unexpected end of file"
+        lines = source.text.splitlines() or [""]
+        line, column, width = len(lines), len(lines[-1]) + 1, 1
+    else:
+        token = error.token
+        message = f"unexpected {str(token)!r}"
+        width = max(1, len(str(token)))
+    expected = sorted({_describe_terminal(name) for name in getattr(error, "expected", ()) or ()})
+    if expected and len(expected) <= 8:
+        message += "; expected " + ", ".join(expected)
+    return CnncSyntaxError(message, Span(source, line, column, line, column + width))
+
+
+@v_args(meta=True)
+class _ToTree(Transformer):
+    """Lark parse tree → frozen dataclasses with spans."""
+
+    def __init__(self, source: SourceFile):
+        super().__init__()
+        self.source = source
+
+    def _span(self, meta) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(self.source, 1, 1, 1, 2)
+        return Span(self.source, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok(self, token: Token) -> Span:
+        return Span(self.source, token.line, token.column, token.end_line, token.end_column)
+
+    # statements
+    def start(self, meta, items):
+        return t.Program(self._span(meta), tuple(items))
+
+    def import_stmt(self, meta, children):
+        return t.Import(self._span(meta), str(children[0])[1:-1])
+
+    def input_decl(self, meta, children):
+        return t.InputDecl(self._span(meta), str(children[0]), tuple(children[1:]))
+
+    def dim_int(self, meta, children):
+        return int(children[0])
+
+    def dim_name(self, meta, children):
+        return str(children[0])
+
+    def output_decl(self, meta, children):
+        return t.OutputDecl(self._span(meta), str(children[0]), children[1])
+
+    def block_def(self, meta, children):
+        name, *rest = children
+        params = tuple(c for c in rest if isinstance(c, t.Param))
+        body = tuple(c for c in rest if isinstance(c, (t.Assign, t.Return)))
+        return t.BlockDef(self._span(meta), str(name), params, body)
+
+    def param(self, meta, children):
+        name, type_name, default = children
+        return t.Param(self._span(meta), str(name), None if type_name is None else str(type_name), default)
+
+    def assign(self, meta, children):
+        return t.Assign(self._span(meta), str(children[0]), children[1])
+
+    def return_stmt(self, meta, children):
+        return t.Return(self._span(meta), children[0])
+
+    # expressions
+    def cond(self, meta, children):
+        return t.Conditional(self._span(meta), *children)
+
+    def pipe(self, meta, children):
+        return t.Pipe(self._span(meta), children[0], children[1])
+
+    def stage(self, meta, children):
+        core, repeat, name = children
+        if isinstance(core, tuple):
+            return t.Stage(self._span(meta), None, core, repeat, name)
+        return t.Stage(self._span(meta), core, None, repeat, name)
+
+    def stage_name(self, meta, children):
+        return t.Call(self._span(meta), str(children[0]), self._tok(children[0]), ())
+
+    def stage_call(self, meta, children):
+        return self.call(meta, children)
+
+    def stage_seq(self, meta, children):
+        return tuple(c for c in children if c is not None)
+
+    def layer_name(self, meta, children):
+        return ".".join(str(c) for c in children)
+
+    def or_op(self, meta, children):
+        return t.Binary(self._span(meta), "or", children[0], children[1])
+
+    def and_op(self, meta, children):
+        return t.Binary(self._span(meta), "and", children[0], children[1])
+
+    def not_op(self, meta, children):
+        return t.Unary(self._span(meta), "not", children[0])
+
+    def compare(self, meta, children):
+        return t.Binary(self._span(meta), str(children[1]), children[0], children[2])
+
+    def binop(self, meta, children):
+        return t.Binary(self._span(meta), str(children[1]), children[0], children[2])
+
+    def pow_op(self, meta, children):
+        return t.Binary(self._span(meta), "**", children[0], children[1])
+
+    def neg(self, meta, children):
+        return t.Unary(self._span(meta), "-", children[0])
+
+    def index(self, meta, children):
+        return t.Index(self._span(meta), children[0], children[1])
+
+    def int_lit(self, meta, children):
+        return t.Literal(self._span(meta), int(children[0]))
+
+    def float_lit(self, meta, children):
+        return t.Literal(self._span(meta), float(children[0]))
+
+    def kernel_lit(self, meta, children):
+        height, width = str(children[0]).split("x")
+        return t.Literal(self._span(meta), (int(height), int(width)))
+
+    def str_lit(self, meta, children):
+        return t.Literal(self._span(meta), str(children[0])[1:-1])
+
+    def true_lit(self, meta, children):
+        return t.Literal(self._span(meta), True)
+
+    def false_lit(self, meta, children):
+        return t.Literal(self._span(meta), False)
+
+    def var(self, meta, children):
+        return t.Var(self._span(meta), str(children[0]))
+
+    def call(self, meta, children):
+        name, args = children
+        return t.Call(self._span(meta), str(name), self._tok(name), tuple(args or ()))
+
+    def args(self, meta, children):
+        return tuple(c if isinstance(c, t.Arg) else t.Arg(c.span, None, c) for c in children if c is not None)
+
+    def kwarg(self, meta, children):
+        return t.Arg(self._span(meta), str(children[0]), children[1])
+
+    def tuple_lit(self, meta, children):
+        return t.TupleExpr(self._span(meta), tuple(c for c in children if c is not None))
+
+    def list_lit(self, meta, children):
+        return t.TupleExpr(self._span(meta), tuple(c for c in children if c is not None), is_list=True)

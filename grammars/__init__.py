@@ -1,0 +1,1 @@
+"""The cnn language grammar, shipped inside the wheel as package `cnnc.grammars`."""
