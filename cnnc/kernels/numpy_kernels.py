@@ -14,7 +14,6 @@ vectorised operation over the whole tensor).
 
 import numpy as np
 
-
 # ---------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------
@@ -122,7 +121,7 @@ def _conv_depthwise(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh:
 def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
                  groups: int, ho: int, wo: int) -> np.ndarray:
     """General conv: im2col from a strided view of the padded input, one GEMM per group."""
-    n, c, h, wd = x.shape
+    n, _, h, wd = x.shape
     o, cg, kh, kw = w.shape
     top, left, bottom, right = pads
     hp = (ho - 1) * sh + dh * (kh - 1) + 1
@@ -201,7 +200,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: i
     x = x.astype(np.float32, copy=False)
     w = w.astype(np.float32, copy=False)
     n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
+    _, cg, kh, kw = w.shape
     sh, sw = stride
     dh, dw = dilation
     top, left, bottom, right = pads
@@ -353,7 +352,7 @@ def lrn(x: np.ndarray, *, size: int, alpha: float, beta: float, k: float) -> np.
 
 def max_pool2d(x: np.ndarray, *, kernel, stride, pads, dilation, ceil_mode: bool) -> np.ndarray:
     """Max pooling with −∞ padding, PyTorch output size; a loop over kernel taps."""
-    n, c, h, wd = x.shape
+    _, _, h, wd = x.shape
     kh, kw = kernel
     sh, sw = stride
     dh, dw = dilation
@@ -395,7 +394,7 @@ def avg_pool2d(x: np.ndarray, *, kernel, stride, pads, ceil_mode: bool,
     The divisor is a precomputed ``[Ho, Wo]`` count map: the window sum of a mask that is 1
     over the padded extent ``[-top, H+bottom)`` (count_include_pad) or over the input.
     """
-    n, c, h, wd = x.shape
+    _, _, h, wd = x.shape
     kh, kw = kernel
     sh, sw = stride
     top, left, bottom, right = pads
@@ -437,7 +436,7 @@ def depthwise_pool(x: np.ndarray, *, size: int, mode: str) -> np.ndarray:
         return np.max(g, axis=2)
     if mode == "avg":
         return np.mean(g, axis=2, dtype=np.float32)
-    raise ValueError("depthwise_pool: unknown mode %r" % (mode,))
+    raise ValueError(f"depthwise_pool: unknown mode {mode!r}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -503,18 +502,18 @@ def upsample(x: np.ndarray, *, scale, mode: str) -> np.ndarray:
         t = t.reshape(n * c, h, wd * sw)
         y = np.matmul(mh, t)  # [N*C, Ho, Wo]
         return y.reshape(n, c, h * sh, wd * sw)
-    raise ValueError("upsample: unknown mode %r" % (mode,))
+    raise ValueError(f"upsample: unknown mode {mode!r}")
 
 
 def pad(x: np.ndarray, *, pads, mode: str, value: float = 0.0) -> np.ndarray:
     """Spatial padding ``(top, left, bottom, right)``: "constant", "reflect" or "edge"."""
     top, left, bottom, right = pads
-    n, c, h, wd = x.shape
+    _, _, h, wd = x.shape
     if mode == "constant":
         return _pad_into(x, h + top + bottom, wd + left + right, top, left, value)
     if mode in ("reflect", "edge"):
         return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=mode)
-    raise ValueError("pad: unknown mode %r" % (mode,))
+    raise ValueError(f"pad: unknown mode {mode!r}")
 
 
 def crop(x: np.ndarray, *, offset, size) -> np.ndarray:

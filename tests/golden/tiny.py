@@ -1,0 +1,329 @@
+"""Network compiled by cnnc 0.1.0 from tiny.cnn (generated code: do not edit).
+
+Inputs:  image [N, 1, 12, 12]
+Outputs: probs [N, 10]
+Parameters are float32 arrays by name; load_params() reads the .npz file saved beside this module.
+"""
+from pathlib import Path
+
+import numpy as np
+
+INPUTS = {'image': ('N', 1, 12, 12)}
+OUTPUTS = {'probs': ('N', 10)}
+PARAMETERS = {
+    'unit1.conv1.weight': (4, 1, 3, 3),
+    'unit1.bn1.gamma': (4,),
+    'unit1.bn1.beta': (4,),
+    'unit1.bn1.mean': (4,),
+    'unit1.bn1.var': (4,),
+    'unit2.conv1.weight': (4, 4, 3, 3),
+    'unit2.bn1.gamma': (4,),
+    'unit2.bn1.beta': (4,),
+    'unit2.bn1.mean': (4,),
+    'unit2.bn1.var': (4,),
+    'fc.weight': (10, 144),
+    'fc.bias': (10,),
+}
+
+
+def forward(params, image):
+    """Run the network on float32 NCHW arrays; returns a dict of outputs."""
+    unit1_conv1 = conv2d(image, params['unit1.conv1.weight'], None, stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12]
+    unit1_bn1 = batch_norm(unit1_conv1, params['unit1.bn1.gamma'], params['unit1.bn1.beta'], params['unit1.bn1.mean'], params['unit1.bn1.var'], eps=1e-05)  # tiny.cnn:5 unit1.bn1: batch_norm -> [N, 4, 12, 12]
+    unit1_relu1 = relu(unit1_bn1)  # tiny.cnn:5 unit1.relu1: relu -> [N, 4, 12, 12]
+    unit2_conv1 = conv2d(unit1_relu1, params['unit2.conv1.weight'], None, stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)  # tiny.cnn:5 unit2.conv1: conv -> [N, 4, 12, 12]
+    unit2_bn1 = batch_norm(unit2_conv1, params['unit2.bn1.gamma'], params['unit2.bn1.beta'], params['unit2.bn1.mean'], params['unit2.bn1.var'], eps=1e-05)  # tiny.cnn:5 unit2.bn1: batch_norm -> [N, 4, 12, 12]
+    unit2_relu1 = relu(unit2_bn1)  # tiny.cnn:5 unit2.relu1: relu -> [N, 4, 12, 12]
+    unit2_add1 = add(unit2_relu1, unit1_relu1)  # tiny.cnn:6 unit2.add1: add -> [N, 4, 12, 12]
+    maxpool1 = max_pool2d(unit2_add1, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False)  # tiny.cnn:9 maxpool1: max_pool -> [N, 4, 6, 6]
+    flatten1 = flatten(maxpool1)  # tiny.cnn:10 flatten1: flatten -> [N, 144]
+    dropout1 = flatten1  # tiny.cnn:10 dropout1: dropout -> [N, 144]
+    fc = dense(dropout1, params['fc.weight'], params['fc.bias'])  # tiny.cnn:10 fc: dense -> [N, 10]
+    softmax1 = softmax(fc, axis=1)  # tiny.cnn:10 softmax1: softmax -> [N, 10]
+    return {'probs': softmax1}
+
+
+def load_params(path=None):
+    """Parameters from an .npz file (default: this module's path with .npz)."""
+    path = Path(__file__).with_suffix('.npz') if path is None else Path(path)
+    with np.load(path, allow_pickle=False) as archive:
+        params = {name: archive[name].astype(np.float32) for name in archive.files}
+    missing = sorted(set(PARAMETERS) - set(params))
+    if missing:
+        raise KeyError(f'{path}: missing parameter {missing[0]!r}')
+    for name, shape in PARAMETERS.items():
+        if params[name].shape != shape:
+            raise ValueError(f'{path}: parameter {name!r} has shape {params[name].shape}, expected {shape}')
+    return params
+
+
+# ---- kernels, copied from cnnc.kernels.numpy_kernels ----
+
+
+def _out_size(size: int, lo: int, hi: int, k: int, s: int, d: int, ceil_mode: bool) -> int:
+    """Output length of a sliding window along one axis (PyTorch's rule).
+
+    ``size`` input length, ``lo``/``hi`` padding before/after, ``k`` kernel, ``s`` stride,
+    ``d`` dilation.  With ``ceil_mode`` the last window must start inside the input or the
+    leading padding.
+    """
+    span = size + lo + hi - d * (k - 1) - 1
+    if ceil_mode:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= size + lo:
+            out -= 1
+    else:
+        out = span // s + 1
+    return out
+
+
+def _pad_into(x: np.ndarray, hp: int, wp: int, top: int, left: int, fill: float) -> np.ndarray:
+    """Return a new ``[N, C, hp, wp]`` array filled with ``fill`` holding ``x`` at (top, left).
+
+    Rows/columns of ``x`` that would fall outside the new array are dropped.
+    """
+    n, c, h, w = x.shape
+    out = np.empty((n, c, hp, wp), dtype=np.float32)
+    hh = min(h, hp - top)
+    ww = min(w, wp - left)
+    # fill only the border strips, then copy the interior: one pass over the output
+    out[:, :, :top] = fill
+    out[:, :, top + hh:] = fill
+    out[:, :, top:top + hh, :left] = fill
+    out[:, :, top:top + hh, left + ww:] = fill
+    out[:, :, top:top + hh, left:left + ww] = x[:, :, :hh, :ww]
+    return out
+
+
+def _bias_copy(y: np.ndarray, b) -> np.ndarray:
+    """Contiguous float32 copy of the (possibly strided) view ``y`` ``[N, O, H, W]`` plus bias."""
+    out = np.empty(y.shape, dtype=np.float32)
+    if b is None:
+        np.copyto(out, y)
+    else:
+        np.add(y, b.astype(np.float32, copy=False)[:, None, None], out=out)
+    return out
+
+
+def _conv_1x1(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, groups: int) -> np.ndarray:
+    """1x1 unpadded convolution as a plain (batched) GEMM, strided input subsampled first."""
+    if sh != 1 or sw != 1:
+        x = np.ascontiguousarray(x[:, :, ::sh, ::sw])
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    if groups == 1:
+        y = np.matmul(w.reshape(o, c), x.reshape(n, c, h * wd))
+    else:
+        y = np.matmul(w.reshape(groups, o // groups, c // groups),
+                      x.reshape(n, groups, c // groups, h * wd))
+    y = y.reshape(n, o, h, wd)
+    if b is not None:
+        y += b.astype(np.float32, copy=False)[:, None, None]
+    return y
+
+
+def _conv_depthwise(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int,
+                    dw: int, ho: int, wo: int) -> np.ndarray:
+    """Depthwise conv (groups == C, O = C * multiplier) as a loop over the kernel taps."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    m = o // c
+    top, left, bottom, right = pads
+    hp = max(h + top + bottom, (ho - 1) * sh + dh * (kh - 1) + 1)
+    wp = max(wd + left + right, (wo - 1) * sw + dw * (kw - 1) + 1)
+    if top or left or bottom or right:
+        xp = _pad_into(x, hp, wp, top, left, 0.0)
+    else:
+        xp = x
+    if m == 1:
+        wt = w[:, 0]  # [C, kh, kw]
+        y = np.empty((n, c, ho, wo), dtype=np.float32)
+    else:
+        xp = xp[:, :, None]  # [N, C, 1, Hp, Wp]: each input channel feeds m outputs
+        wt = w.reshape(c, m, kh, kw)
+        y = np.empty((n, c, m, ho, wo), dtype=np.float32)
+    tmp = np.empty_like(y)
+    hs = (ho - 1) * sh + 1
+    ws = (wo - 1) * sw + 1
+    for u in range(kh):
+        for v in range(kw):
+            win = xp[..., u * dh:u * dh + hs:sh, v * dw:v * dw + ws:sw]
+            if u == 0 and v == 0:
+                np.multiply(win, wt[..., u, v, None, None], out=y)
+            else:
+                np.multiply(win, wt[..., u, v, None, None], out=tmp)
+                y += tmp
+    y = y.reshape(n, o, ho, wo)
+    if b is not None:
+        y += b.astype(np.float32, copy=False)[:, None, None]
+    return y
+
+
+def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
+                 groups: int, ho: int, wo: int) -> np.ndarray:
+    """General conv: im2col from a strided view of the padded input, one GEMM per group."""
+    n, _, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    top, left, bottom, right = pads
+    hp = (ho - 1) * sh + dh * (kh - 1) + 1
+    wp = (wo - 1) * sw + dw * (kw - 1) + 1
+    if top or left or bottom or right or hp > h or wp > wd:
+        xp = _pad_into(x, max(hp, h + top), max(wp, wd + left), top, left, 0.0)
+    else:
+        xp = np.ascontiguousarray(x)
+    s0, s1, s2, s3 = xp.strides
+    view = np.lib.stride_tricks.as_strided(
+        xp,
+        shape=(n, groups, cg, kh, kw, ho, wo),
+        strides=(s0, cg * s1, s1, dh * s2, dw * s3, sh * s2, sw * s3),
+        writeable=False,
+    )
+    cols = view.reshape(n, groups, cg * kh * kw, ho * wo)
+    y = np.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols)
+    y = y.reshape(n, o, ho, wo)
+    if b is not None:
+        y += b.astype(np.float32, copy=False)[:, None, None]
+    return y
+
+
+def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, groups: int,
+                  ho: int, wo: int) -> np.ndarray:
+    """Stride-1 conv as a sum over taps of GEMMs on shifted contiguous windows.
+
+    The padded input is laid out as ``[G, C/G, N*Hp*Wp]`` (batch folded into the GEMM's
+    column dimension).  For tap (u, v) the window is the flat slice starting at
+    ``u*dh*Wp + v*dw``; output column ``n*Hp*Wp + i*Wp + j`` is output pixel (n, i, j)
+    (columns with j >= Wo or i >= Ho are junk and cropped at the end).  No im2col copy.
+    """
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    top, left, bottom, right = pads
+    hp = h + top + bottom
+    wp = wd + left + right
+    plane = hp * wp
+    total = n * plane
+    extra = (kh - 1) * dh * wp + (kw - 1) * dw
+    buf = np.zeros((c, total + extra), dtype=np.float32)
+    buf[:, :total].reshape(c, n, hp, wp)[:, :, top:top + h, left:left + wd] = x.transpose(1, 0, 2, 3)
+    buf = buf.reshape(groups, cg, total + extra)
+    wt = np.ascontiguousarray(w.reshape(groups, og, cg, kh, kw).transpose(3, 4, 0, 1, 2))
+    y = None
+    tmp = None
+    for u in range(kh):
+        for v in range(kw):
+            off = u * dh * wp + v * dw
+            win = buf[:, :, off:off + total]
+            if y is None:
+                y = np.matmul(wt[u, v], win)
+                tmp = np.empty_like(y)
+            else:
+                np.matmul(wt[u, v], win, out=tmp)
+                y += tmp
+    y = y.reshape(o, n, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
+    return _bias_copy(y, b)
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int) -> np.ndarray:
+    """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None.
+
+    Dispatch: 1x1 unpadded convs are plain GEMMs; depthwise convs (groups == C) loop over
+    the kernel taps; everything else uses im2col (strided view of the padded input + one
+    batched GEMM per group), except stride-1 convs with many channels per group whose
+    column matrix would exceed 64 MB: those use shifted GEMMs (same speed when measured,
+    a fraction of the memory).
+    """
+    x = x.astype(np.float32, copy=False)
+    w = w.astype(np.float32, copy=False)
+    n, c, h, wd = x.shape
+    _, cg, kh, kw = w.shape
+    sh, sw = stride
+    dh, dw = dilation
+    top, left, bottom, right = pads
+    ho = _out_size(h, top, bottom, kh, sh, dh, False)
+    wo = _out_size(wd, left, right, kw, sw, dw, False)
+    if kh == 1 and kw == 1 and not (top or left or bottom or right):
+        return _conv_1x1(x, w, b, sh, sw, groups)
+    if groups == c and cg == 1 and groups > 1:
+        return _conv_depthwise(x, w, b, sh, sw, pads, dh, dw, ho, wo)
+    if (sh == 1 and sw == 1 and cg >= 128 and min(top, left, bottom, right) >= 0
+            and n * c * kh * kw * ho * wo * 4 > 64 * 1024 * 1024):
+        return _conv_shifted(x, w, b, pads, dh, dw, groups, ho, wo)
+    return _conv_im2col(x, w, b, sh, sw, pads, dh, dw, groups, ho, wo)
+
+
+def dense(x: np.ndarray, w: np.ndarray, b) -> np.ndarray:
+    """Fully connected layer: ``[N, F]`` → ``[N, O]`` or ``[N, F, 1, 1]`` → ``[N, O, 1, 1]``."""
+    x = x.astype(np.float32, copy=False)
+    four_d = x.ndim == 4
+    x2 = x.reshape(x.shape[0], -1)
+    y = np.matmul(x2, w.astype(np.float32, copy=False).T)
+    if b is not None:
+        y += b.astype(np.float32, copy=False)
+    if four_d:
+        y = y.reshape(y.shape[0], y.shape[1], 1, 1)
+    return y
+
+
+def _channel_shape(x: np.ndarray) -> tuple:
+    """Broadcast shape of a per-channel (axis 1) vector against ``x``."""
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def batch_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
+               var: np.ndarray, *, eps: float) -> np.ndarray:
+    """Inference batch norm over axis 1 as one fused per-channel multiply-add."""
+    scale = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps))
+    shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
+    shp = _channel_shape(x)
+    y = np.multiply(x, scale.astype(np.float32).reshape(shp), dtype=np.float32)
+    y += shift.astype(np.float32).reshape(shp)
+    return y
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0)."""
+    return np.maximum(x, np.float32(0.0))
+
+
+def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
+    """Numerically stable softmax along ``axis``."""
+    y = x - np.max(x, axis=axis, keepdims=True)
+    np.exp(y, out=y)
+    y /= np.sum(y, axis=axis, keepdims=True)
+    return y
+
+
+def max_pool2d(x: np.ndarray, *, kernel, stride, pads, dilation, ceil_mode: bool) -> np.ndarray:
+    """Max pooling with −∞ padding, PyTorch output size; a loop over kernel taps."""
+    _, _, h, wd = x.shape
+    kh, kw = kernel
+    sh, sw = stride
+    dh, dw = dilation
+    top, left, bottom, right = pads
+    ho = _out_size(h, top, bottom, kh, sh, dh, ceil_mode)
+    wo = _out_size(wd, left, right, kw, sw, dw, ceil_mode)
+    hp = (ho - 1) * sh + dh * (kh - 1) + 1
+    wp = (wo - 1) * sw + dw * (kw - 1) + 1
+    if top or left or hp > h or wp > wd:
+        xp = _pad_into(x, hp, wp, top, left, -np.inf)
+    else:
+        xp = x
+    hs = (ho - 1) * sh + 1
+    ws = (wo - 1) * sw + 1
+    y = xp[:, :, 0:hs:sh, 0:ws:sw].copy()
+    for u in range(kh):
+        for v in range(kw):
+            if u or v:
+                np.maximum(y, xp[:, :, u * dh:u * dh + hs:sh, v * dw:v * dw + ws:sw], out=y)
+    return y
+
+
+def flatten(x: np.ndarray) -> np.ndarray:
+    """``[N, ...]`` → ``[N, prod(...)]`` in C order."""
+    return x.reshape(x.shape[0], -1)
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise sum with NumPy broadcasting."""
+    return np.add(a, b)
