@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import CnncImportError
+from .errors import CnncError, CnncImportError
 from .ir.graph import Graph
 from .ir.verify import verify
 from .language.elaborate import Elaborator
@@ -37,6 +37,9 @@ def parse(source: SourceLike, input_shapes: dict[str, tuple] | None = None,
     convolutional network, or a small one for a quick test).
     """
     src = load_source(source, name)
-    graph = Elaborator(input_shapes).run(parse_source(src), src)
+    try:
+        graph = Elaborator(input_shapes).run(parse_source(src), src)
+    except RecursionError:
+        raise CnncError("the program nests expressions too deeply to compile", where=src.name) from None
     verify(graph)
     return graph

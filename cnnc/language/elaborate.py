@@ -25,6 +25,7 @@ from .scope import Namer
 from .values import Block, Symbol, Tensor, describe
 
 Env = dict[str, object]
+MAX_BLOCK_DEPTH = 64  # deep enough for any real network, shallow enough for Python's stack
 
 
 class Elaborator:
@@ -38,6 +39,7 @@ class Elaborator:
         self._loaded: dict[Path, Env] = {}
         self._layer_span: Span | None = None
         self._layer_name = ""
+        self._depth = 0
 
     # ---- programs and statements ------------------------------------------------------------
     def run(self, program: t.Program, source: SourceFile) -> Graph:
@@ -216,8 +218,14 @@ class Elaborator:
         return self.eval(node.then if test else node.orelse, env)  # only the chosen branch builds layers
 
     def _eval_Pipe(self, node: t.Pipe, env: Env) -> object:
-        value = self._value(node.source, env)
-        return self.stage(node.stage, value, env, None)
+        stages = []
+        while isinstance(node, t.Pipe):  # iterate: long chains must not exhaust Python's stack
+            stages.append(node.stage)
+            node = node.source
+        value = self._value(node, env)
+        for stage in reversed(stages):
+            value = self.stage(stage, value, env, None)
+        return value
 
     def _eval_Call(self, node: t.Call, env: Env) -> object:
         return self.call(node, [], env, None)
@@ -314,11 +322,18 @@ class Elaborator:
         definition = block.definition
         local = bind_block_args(definition, call, positional, keywords, self, block.globals)
         full = self.namer.claim(definition.name, name, call.span)
-        with self.namer.scope(full):
-            for statement in definition.body:
-                if isinstance(statement, t.Return):
-                    return self.eval(statement.value, local)
-                local[statement.name] = self.eval(statement.value, local)
+        if self._depth >= MAX_BLOCK_DEPTH:
+            raise CnncError(f"blocks nested too deep (more than {MAX_BLOCK_DEPTH} calls): does "
+                            f"'{definition.name}' call itself without end?", call.span)
+        self._depth += 1
+        try:
+            with self.namer.scope(full):
+                for statement in definition.body:
+                    if isinstance(statement, t.Return):
+                        return self.eval(statement.value, local)
+                    local[statement.name] = self.eval(statement.value, local)
+        finally:
+            self._depth -= 1
         raise CnncError(f"block '{definition.name}' ends without `return`", definition.span)
 
     # ---- emitting IR nodes ------------------------------------------------------------------

@@ -5,7 +5,8 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
+from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from ..errors import CnncError, CnncSyntaxError
@@ -77,8 +78,8 @@ def _syntax_error(source: SourceFile, error: UnexpectedInput) -> CnncSyntaxError
 
 
 @v_args(meta=True)
-class _ToTree(Transformer):
-    """Lark parse tree → frozen dataclasses with spans."""
+class _ToTree(Transformer_NonRecursive):
+    """Lark parse tree → frozen dataclasses with spans (without recursion: long chains are fine)."""
 
     def __init__(self, source: SourceFile):
         super().__init__()
@@ -168,7 +169,7 @@ class _ToTree(Transformer):
         return t.Binary(self._span(meta), str(children[1]), children[0], children[2])
 
     def pow_op(self, meta, children):
-        return t.Binary(self._span(meta), "**", children[0], children[1])
+        return t.Binary(self._span(meta), "**", children[0], children[2])
 
     def neg(self, meta, children):
         return t.Unary(self._span(meta), "-", children[0])
