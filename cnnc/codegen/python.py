@@ -44,7 +44,8 @@ def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
     order = graph.topo_order()
     inputs = graph.graph["inputs"]
     outputs = graph.graph["outputs"]
-    source_name = safe_comment(graph.graph["source_name"])
+    # inside the module docstring: a quote or backslash in a file name must not end or break it
+    source_name = safe_comment(graph.graph["source_name"]).replace("\\", "\\\\").replace('"', '\\"')
     lines = [
         f'"""Network compiled by cnnc {__version__} from {source_name} (generated code: do not edit).',
         "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .graph import Graph
 from .ops import Op, attrs_dict
 from .shapes import fmt
+from ..source import safe_comment
 
 
 def _value(value: object) -> str:
@@ -16,7 +17,7 @@ def _value(value: object) -> str:
 
 def print_graph(graph: Graph) -> str:
     """One line per node in topological order: `%name = op(inputs) {attrs} : shape  # file:line`."""
-    lines = [f"# IR of {graph.graph['source_name']}"]
+    lines = [f"# IR of {safe_comment(graph.graph['source_name'])}"]
     for name in graph.topo_order():
         data = graph.nodes[name]
         where = ", ".join(f"{s.file.name}:{s.line}" for s in data["spans"])

@@ -25,6 +25,7 @@ from .scope import Namer
 from .values import Block, Symbol, Tensor, describe
 
 Env = dict[str, object]
+MAX_REPEAT = 10_000  # far above any real network; stops `relu * 10**8` from building for hours
 MAX_BLOCK_DEPTH = 64  # deep enough for any real network, shallow enough for Python's stack
 
 
@@ -45,6 +46,8 @@ class Elaborator:
     def run(self, program: t.Program, source: SourceFile) -> Graph:
         self.graph.graph["source_name"] = source.name
         env: Env = {}
+        if source.path is not None:
+            self._loading.append(source.path)  # a file that imports the main file is a cycle too
         self._module(program, source, env, library=False)
         unused = set(self.input_shapes) - set(self.graph.graph["inputs"])
         if unused:
@@ -76,8 +79,9 @@ class Elaborator:
                 self._output(item, env)
 
     def _bind(self, env: Env, name: str, value: object, span: Span) -> None:
-        if name in env and not isinstance(env[name], Block):
-            raise CnncNameError(f"'{name}' is already defined", span)
+        if name in env:
+            what = "a block" if isinstance(env[name], Block) else "a value"
+            raise CnncNameError(f"'{name}' is already defined (as {what})", span)
         env[name] = value
 
     def _import(self, item: t.Import, source: SourceFile, env: Env) -> None:
@@ -89,9 +93,9 @@ class Elaborator:
         if path not in self._loaded:
             try:
                 text = path.read_text(encoding="utf-8")
-            except OSError as error:
-                raise CnncImportError(f"cannot import '{item.path}': {error.strerror or error}",
-                                      item.span) from None
+            except (OSError, UnicodeDecodeError) as error:
+                reason = getattr(error, "strerror", None) or error
+                raise CnncImportError(f"cannot import '{item.path}': {reason}", item.span) from None
             imported = SourceFile(item.path, text, path)
             module_env: Env = {}
             self._loading.append(path)
@@ -120,9 +124,10 @@ class Elaborator:
 
     def _override_shape(self, item: t.InputDecl, dims: list) -> list:
         given = list(self.input_shapes[item.name])
-        if len(given) != len(dims) or any(int(g) < 1 for g in given[1:] if not isinstance(g, str)):
+        if len(given) != len(dims) or any(isinstance(g, str) or int(g) < 1 for g in given[1:]):
             raise CnncShapeError(f"input shape {tuple(given)} for '{item.name}' does not fit the declared "
-                                 f"rank {len(dims)}", item.span)
+                                 f"rank {len(dims)} with positive sizes (only the batch may be a name)",
+                                 item.span)
         if not isinstance(given[0], str) and isinstance(dims[0], str):
             given[0] = dims[0]  # keep the batch symbolic: a concrete batch is still any batch
         return given
@@ -247,6 +252,9 @@ class Elaborator:
         count = self._value(stage.repeat, env)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise CnncTypeError(f"a repeat count must be a positive integer, got {describe(count)}",
+                                stage.repeat.span)
+        if count > MAX_REPEAT:
+            raise CnncTypeError(f"a repeat count of {count} is more than cnnc allows ({MAX_REPEAT})",
                                 stage.repeat.span)
         return count
 

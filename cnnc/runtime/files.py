@@ -7,14 +7,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from ..errors import CnncError
+
 
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Write to a temporary file beside `path`, then rename it over `path` on success."""
     target = Path(path)
-    handle = tempfile.NamedTemporaryFile(mode, dir=target.parent or ".", prefix=f".{target.name}.",
-                                         suffix=".tmp", delete=False,
-                                         **({} if "b" in mode else {"encoding": "utf-8"}))
+    try:
+        handle = tempfile.NamedTemporaryFile(mode, dir=target.parent or ".", prefix=f".{target.name}.",
+                                             suffix=".tmp", delete=False,
+                                             **({} if "b" in mode else {"encoding": "utf-8"}))
+    except OSError as error:  # a missing or read-only folder is the user's to fix: no traceback
+        raise CnncError(f"cannot write the file: {error.strerror or error}", where=str(target)) from None
     try:
         with handle:
             yield handle

@@ -61,7 +61,11 @@ class CompiledNetwork:
         return arrays
 
     def _check_input(self, name: str, value: object) -> np.ndarray:
-        array = np.ascontiguousarray(value, dtype=np.float32)
+        try:
+            array = np.ascontiguousarray(value, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise CnncInputError(f"input '{name}' must be a numeric array ({error})",
+                                 where=f"input '{name}'") from None
         declared = self.graph.shape(name)
         fits = len(array.shape) == len(declared) and all(
             isinstance(d, str) or d == s for d, s in zip(declared, array.shape))

@@ -22,13 +22,17 @@ def init_params(specs: Mapping[str, ParamSpec], seed: int = 0) -> dict[str, np.n
     """
     params = {}
     for name, spec in specs.items():
-        if spec.init == "he":
-            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-            values = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / spec.fan_in))
-        elif spec.init == "ones":
-            values = np.ones(spec.shape, np.float32)
-        else:
-            values = np.zeros(spec.shape, np.float32)
+        try:
+            if spec.init == "he":
+                rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+                values = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / spec.fan_in))
+            elif spec.init == "ones":
+                values = np.ones(spec.shape, np.float32)
+            else:
+                values = np.zeros(spec.shape, np.float32)
+        except MemoryError:
+            raise CnncParamError(f"shape {tuple(spec.shape)} of layer '{_owner(name)}' is too large to allocate",
+                                 where=name) from None
         params[name] = values
     return params
 
@@ -54,7 +58,10 @@ class ParamStore(MutableMapping):
             raise CnncParamError(f"the network has no parameter '{name}'", where=name)
         if isinstance(value, np.ndarray) and value.dtype == object:
             raise CnncParamError("parameter values must be numeric arrays", where=name)
-        array = np.ascontiguousarray(value, dtype=np.float32)
+        try:
+            array = np.ascontiguousarray(value, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise CnncParamError(f"parameter values must be numeric arrays ({error})", where=name) from None
         expected = tuple(self.specs[name].shape)
         if array.shape != expected:
             raise CnncParamError(f"shape {array.shape} does not fit layer '{_owner(name)}', "
@@ -93,6 +100,9 @@ class ParamStore(MutableMapping):
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Arrays from an .npz file; pickled objects are refused."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # np.load would try it as .npy or pickle
+        raise CnncParamError("not a valid .npz parameter file (not a zip archive written by numpy.savez)",
+                             where=str(path))
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
