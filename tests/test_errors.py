@@ -145,7 +145,7 @@ CASES = [
     ("negative_padding", H + "output y = image |> conv(8, 3x3, pad=-1)\n", CnncTypeError, "net.cnn:2:38",
      ["argument 'pad': padding must not be negative"]),
     ("conv_transpose_pad_same", H + "output y = image |> conv_transpose(8, 3x3, pad=same)\n", CnncTypeError,
-     "net.cnn:2:21", ["conv_transpose does not take pad=same"]),
+     "net.cnn:2:21", ["conv_transpose: pad=same is not available"]),
     ("builtin_with_keyword", H + "k = max(a=1)\noutput y = image\n", CnncTypeError, "net.cnn:2:5",
      ["max() takes no keyword arguments"]),
     ("builtin_on_a_number", H + "k = channels(3)\noutput y = image\n", CnncTypeError, "net.cnn:2:5",
@@ -575,3 +575,24 @@ def test_block_defined_twice_is_an_error():
 def test_absurd_repeat_count_is_refused_quickly():
     with pytest.raises(CnncTypeError, match="more than cnnc allows"):
         cnnc.parse("input x: [N, 1, 4, 4]\noutput y = x |> relu * 100000000", name="net.cnn")
+
+
+@pytest.mark.parametrize("text, kind, location, phrase", [
+    ("input a: [N, 3, 8, 8]\noutput y = a |> conv(4, 1x1) as layer1.0 |> [conv(4, 1x1)] as layer1",
+     CnncNameError, "net.cnn:2:46", "layer name 'layer1.0' is already used (first at net.cnn:2:17)"),
+    ("p = 10.0 ** 1000\ninput a: [N, 3, 8, 8]\noutput y = a", CnncTypeError, "net.cnn:1:5", "overflows"),
+    ("p = int(1e400)\ninput a: [N, 3, 8, 8]\noutput y = a", CnncTypeError, "net.cnn:1:9", "too large"),
+    ("block f(x, c: int) { return x }\ninput a: [N, 3, 8, 8]\noutput y = a |> f(4)", CnncTypeError,
+     "net.cnn:1:9", "'x' is the block's input"),
+    ("block f() { return x |> relu\n y = 3 }\ninput a: [N, 3, 8, 8]\noutput y = a |> f", CnncError,
+     "net.cnn:2:2", "statements after `return` would never run"),
+    ("block f(c: int, c: int) { return x }\ninput a: [N, 3, 8, 8]\noutput y = a |> f(1, 2)", CnncNameError,
+     "net.cnn:1:17", "parameter 'c' is declared twice"),
+    ("input a: [N, 3, 8, 8]\noutput y = a |> dropout(7)", CnncTypeError, "net.cnn:2:25", "expected a rate in [0, 1)"),
+    ("input a: [N, 3, 8, 8]\nc = a |> channels as width_of_a\noutput y = a", CnncNameError, "net.cnn:2:10",
+     "cannot be named"),
+    ("input a: [N, 3, 8, 8]\nblock f() { return a |> relu }\noutput y = a |> f", CnncNameError, "net.cnn:2:20",
+     "undefined name 'a'"),
+])
+def test_block_and_naming_rules(text, kind, location, phrase):
+    check_message(compile_error(text, kind), location, phrase)

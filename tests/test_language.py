@@ -179,3 +179,21 @@ def test_very_long_chains_compile():
     net = cnnc.compile("input x: [N, 1, 2, 2]\noutput y = x" + " |> relu" * 3000)
     assert len(net.graph) == 3001
     assert net(-np.ones((1, 1, 2, 2))).max() == 0
+
+
+def test_bare_words_pass_through_block_parameters_and_defaults_see_earlier_parameters():
+    text = """
+input x: [N, 3, 9, 9]
+block cbr(c: int, pad: str = "same", mid: int = c * 2, mode = bilinear) {
+    return x |> conv(mid, 3x3, pad=pad) |> conv(c, 1x1) |> upsample(2, mode=mode)
+}
+output y = x |> cbr(4, pad=valid) |> cbr(4)
+"""
+    graph = nodes(text)
+    assert graph["cbr1.conv1"] == ("conv", ("N", 8, 7, 7))
+    assert graph["cbr2.conv1"] == ("conv", ("N", 8, 14, 14))
+    assert cnnc.parse(text).attrs("cbr1.upsample1").mode == "bilinear"
+
+
+def test_whole_number_float_repeat_counts():
+    assert len(nodes("input x: [N, 1, 2, 2]\noutput y = x |> relu * (4 / 2)")) == 3

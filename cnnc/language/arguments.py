@@ -40,6 +40,13 @@ def to_float(value: object) -> float:
     return float(value)
 
 
+def to_probability(value: object) -> float:
+    number = to_float(value)
+    if not 0.0 <= number < 1.0:
+        raise ArgError(f"expected a rate in [0, 1), got {number:g}")
+    return number
+
+
 def to_bool(value: object) -> bool:
     if not isinstance(value, bool):
         raise ArgError(f"expected true or false, got {describe(value)}")

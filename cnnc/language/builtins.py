@@ -29,7 +29,10 @@ def _one_number(function: Callable[[Number], Number], name: str) -> Callable[...
     def apply(*values: object) -> Number:
         if len(values) != 1:
             raise ArgError(f"takes one argument, got {len(values)}")
-        return function(_number(values[0], name))
+        try:
+            return function(_number(values[0], name))
+        except (OverflowError, ValueError):
+            raise ArgError(f"{values[0]} cannot be converted") from None
     return apply
 
 
@@ -76,7 +79,10 @@ def binary(op: str, left: object, right: object) -> object:
         return _COMPARISON[op](a, b)
     if op in ("/", "//", "%") and b == 0:
         raise ArgError(f"division by zero in '{op}'")
-    result = _ARITHMETIC[op](a, b)
+    try:
+        result = _ARITHMETIC[op](a, b)
+    except OverflowError:
+        raise ArgError(f"'{op}' overflows for {a} and {b}") from None
     if isinstance(result, complex) or (isinstance(result, float) and not math.isfinite(result)):
         raise ArgError(f"'{op}' gives no real finite number for {a} and {b}")
     return result

@@ -74,6 +74,12 @@ _TYPES = ("int", "float", "bool", "tensor", "str")
 
 def _check_type(type_name: str | None, value: object, param: str, span: Span) -> object:
     if isinstance(value, Symbol):
+        # A bare word (`pad=valid`) passes through an untyped or `str` parameter to the op
+        # that will interpret it; anywhere else it is an undefined name.
+        if type_name is None:
+            return value
+        if type_name == "str":
+            return value.name
         raise CnncNameError(f"undefined name '{value.name}'", span)
     try:
         if type_name == "int":
@@ -91,6 +97,19 @@ def _check_type(type_name: str | None, value: object, param: str, span: Span) ->
     return value
 
 
+def check_block(definition: t.BlockDef) -> None:
+    """Reject blocks that cannot mean what they say, at their definition."""
+    block_params(definition)
+    seen = set()
+    for param in definition.params:
+        if param.name in seen:
+            raise CnncNameError(f"parameter '{param.name}' is declared twice", param.span)
+        seen.add(param.name)
+    returns = [i for i, s in enumerate(definition.body) if isinstance(s, t.Return)]
+    if returns and returns[0] != len(definition.body) - 1:
+        raise CnncError("statements after `return` would never run", definition.body[returns[0] + 1].span)
+
+
 def block_params(definition: t.BlockDef) -> list[t.Param]:
     """The block's parameters; a block that declares no tensor parameter takes its input as `x`."""
     for param in definition.params:
@@ -98,6 +117,10 @@ def block_params(definition: t.BlockDef) -> list[t.Param]:
             raise CnncTypeError(f"unknown type '{param.type}' (types: {', '.join(_TYPES)})", param.span)
     if any(p.type == "tensor" for p in definition.params):
         return list(definition.params)
+    clash = next((p for p in definition.params if p.name == "x"), None)
+    if clash is not None:
+        raise CnncTypeError("'x' is the block's input; declare it `x: tensor` or rename this parameter",
+                            clash.span)
     return [t.Param(definition.span, "x", "tensor", None), *definition.params]
 
 
@@ -116,12 +139,14 @@ def bind_block_args(definition: t.BlockDef, call: t.Call, positional: Given, key
         if name in given:
             raise CnncTypeError(f"block '{definition.name}': argument '{name}' is given twice", span)
         given[name] = (value, span)
-    local = dict(module_env)
+    # The body sees module-level constants and blocks, never the main program's tensors, so a
+    # block means the same wherever it is called.
+    local = {k: v for k, v in module_env.items() if not isinstance(v, Tensor)}
     for param in params:
         if param.name in given:
             value, span = given[param.name]
-        elif param.default is not None:
-            value, span = elaborator.eval(param.default, module_env), param.default.span
+        elif param.default is not None:  # defaults may use earlier parameters: c: int = channels(x)
+            value, span = elaborator.eval(param.default, local), param.default.span
         else:
             raise CnncTypeError(f"block '{definition.name}' needs argument '{param.name}'", call.span)
         local[param.name] = _check_type(param.type, value, param.name, span)

@@ -6,6 +6,7 @@ Shapes are inferred while the graph is built, because the program can read them
 from __future__ import annotations
 
 import difflib
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,8 +19,8 @@ from ..source import SourceFile, Span
 from ..syntax import tree as t
 from ..syntax.parser import parse_source
 from . import builtins
-from .arguments import ArgError
-from .calls import bind_layer_args, bind_block_args
+from .arguments import ArgError, to_int
+from .calls import bind_block_args, bind_layer_args, check_block
 from .layers import LAYER_OPS
 from .scope import Namer
 from .values import Block, Symbol, Tensor, describe
@@ -64,6 +65,7 @@ class Elaborator:
             if isinstance(item, t.Import):
                 self._import(item, source, env)
             elif isinstance(item, t.BlockDef):
+                check_block(item)
                 self._bind(env, item.name, Block(item, env), item.span)
             elif isinstance(item, t.Assign):
                 value = self.eval(item.value, env)
@@ -153,6 +155,8 @@ class Elaborator:
         return Symbol(name)
 
     def _eval_Literal(self, node: t.Literal, env: Env) -> object:
+        if isinstance(node.value, float) and not math.isfinite(node.value):
+            raise CnncTypeError("this number is too large to represent", node.span)
         return node.value
 
     def _eval_Var(self, node: t.Var, env: Env) -> object:
@@ -249,9 +253,13 @@ class Elaborator:
         return value
 
     def _repeat_count(self, stage: t.Stage, env: Env) -> int:
-        count = self._value(stage.repeat, env)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise CnncTypeError(f"a repeat count must be a positive integer, got {describe(count)}",
+        value = self._value(stage.repeat, env)
+        try:
+            count = to_int(value)
+        except ArgError:
+            count = 0
+        if count < 1:
+            raise CnncTypeError(f"a repeat count must be a positive integer, got {describe(value)}",
                                 stage.repeat.span)
         if count > MAX_REPEAT:
             raise CnncTypeError(f"a repeat count of {count} is more than cnnc allows ({MAX_REPEAT})",
@@ -293,6 +301,9 @@ class Elaborator:
         if callee is not None and call.func not in LAYER_OPS and call.func not in builtins.FUNCTIONS:
             raise CnncTypeError(f"'{call.func}' is {describe(callee)}, not an op or block", call.func_span)
         if call.func in builtins.FUNCTIONS:
+            if name is not None:
+                raise CnncNameError(f"{call.func}() computes a number, not a layer: it cannot be named",
+                                    call.span)
             return self._call_builtin(call, positional, keywords, env)
         if call.func in LAYER_OPS:
             return self._call_layer(call, positional, keywords, env, name)
@@ -365,6 +376,9 @@ class Elaborator:
         except ShapeRuleError as error:
             raise CnncShapeError(f"{error} (layer '{name}')", span) from None
         params = {}
+        if name in self.graph:
+            raise CnncNameError(f"layer name '{name}' is already used "
+                                f"(first at {self.graph.nodes[name]['spans'][0].location})", span)
         for role, spec in param_specs(op, attrs, shapes).items():
             params[role] = f"{name}.{role}"
             self.graph.graph["params"][params[role]] = spec

@@ -90,7 +90,7 @@ def _build_separable(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
 def _build_conv_transpose(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
     pad = args["pad"]
     if pad == "same":
-        raise a.ArgError("conv_transpose does not take pad=same; give the padding explicitly")
+        raise a.ArgError("pad=same is not available; give the padding explicitly")
     attrs = o.ConvTransposeAttrs(args["filters"], args["kernel"], args["stride"],
                                  (0, 0, 0, 0) if pad == "valid" else pad, args["output_padding"],
                                  args["dilation"], args["groups"], args["bias"])
@@ -131,7 +131,7 @@ def _build_crop(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
 def _build_pad(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
     pads = args["pad"]
     if isinstance(pads, str):
-        raise a.ArgError("pad takes explicit sizes, not same/valid")
+        raise a.ArgError("argument 'pad' takes explicit sizes, not same/valid")
     return e.emit(Op.PAD, o.PadAttrs(pads, args["mode"], args["value"]), xs)
 
 
@@ -175,7 +175,7 @@ _TABLE = [
     LayerOp("tanh", 1, (), _simple(Op.TANH), "hyperbolic tangent"),
     LayerOp("softmax", 1, (ArgSpec("axis", a.to_int, 1),), _simple(Op.SOFTMAX, o.SoftmaxAttrs),
             "softmax along an axis"),
-    LayerOp("dropout", 1, (ArgSpec("rate", a.to_float, 0.5),), _simple(Op.DROPOUT, o.DropoutAttrs),
+    LayerOp("dropout", 1, (ArgSpec("rate", a.to_probability, 0.5),), _simple(Op.DROPOUT, o.DropoutAttrs),
             "identity at inference"),
     LayerOp("lrn", 1, (ArgSpec("size", a.to_positive_int, 5), ArgSpec("alpha", a.to_float, 1e-4),
                        ArgSpec("beta", a.to_float, 0.75), ArgSpec("k", a.to_float, 2.0)),
