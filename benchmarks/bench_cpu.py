@@ -49,9 +49,9 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from torch_models import build_torch_model, load_cnnc_weights_into_torch
 
     import cnnc
-    from torch_models import build_torch_model, load_cnnc_weights_into_torch
 
     torch.set_num_threads(args.threads)
     try:
@@ -69,14 +69,15 @@ def main() -> None:
         for batch in args.batch:
             x = np.random.default_rng(0).standard_normal((batch, 3, *net.input_shapes["image"][2:]), np.float32)
             xt = torch.from_numpy(x)
-            ours = _timed(lambda: net(x), args.repeat, args.warmup)
+            ours = _timed(lambda net=net, x=x: net(x), args.repeat, args.warmup)
             with torch.inference_mode():
-                theirs = _timed(lambda: torch_model(xt), args.repeat, args.warmup)
+                theirs = _timed(lambda m=torch_model, xt=xt: m(xt), args.repeat, args.warmup)
                 reference = torch_model(xt).numpy()
             diff = float(np.abs(net(x) - reference).max())
             rows.append((model, batch, ours, theirs, None, diff, compile_ms))
     print(f"threads={args.threads}, median (min–max) of {args.repeat} runs after {args.warmup} warm-ups, ms")
-    print("| model | batch | cnnc | PyTorch eager | cnnc / PyTorch | ONNX Runtime | max abs diff vs PyTorch | compile ms |")
+    print("| model | batch | cnnc | PyTorch eager | cnnc / PyTorch | ONNX Runtime | "
+          "max abs diff vs PyTorch | compile ms |")
     print("|---|---|---|---|---|---|---|---|")
     for model, batch, ours, theirs, onnx, diff, compile_ms in rows:
         ratio = statistics.median(ours) / statistics.median(theirs)

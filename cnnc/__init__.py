@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import Mapping  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
 
 import numpy as np  # noqa: E402
 

@@ -108,9 +108,9 @@ def _cmd_compile(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from .runtime.network import CompiledNetwork
     from .codegen.python import generate
     from .runtime.inputs import load_input, random_input
+    from .runtime.network import CompiledNetwork
     from .runtime.report import describe_outputs
 
     if args.gpu:

@@ -5,8 +5,8 @@ what a graph means.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Mapping
 
 import numpy as np
 

@@ -7,10 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import cnnc
-
-from conftest import ROOT
 
 TINY = ROOT / "tests" / "golden" / "tiny.cnn"
 

@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import numpy as np
+from conftest import ROOT, randomize
 
 import cnnc
 from cnnc.codegen.namespace import Namespace
-
-from conftest import ROOT, randomize
 
 GOLDEN = ROOT / "tests" / "golden"
 

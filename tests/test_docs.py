@@ -12,9 +12,9 @@ import re
 from collections import Counter
 
 import pytest
+from conftest import EXAMPLES, ROOT
 
 import cnnc
-from conftest import EXAMPLES, ROOT
 
 DOC = ROOT / "docs" / "language.md"
 FENCE = re.compile(r"```([\w-]*)\n(.*?)```", re.S)

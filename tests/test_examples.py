@@ -5,10 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES, randomize
 
 import cnnc
-
-from conftest import EXAMPLES, randomize
 
 NETWORKS = sorted(p.name for p in EXAMPLES.glob("*.cnn") if p.name != "resnet_blocks.cnn")
 REQUIRED = {"lenet5.cnn", "alexnet.cnn", "vgg16.cnn", "resnet18.cnn", "resnet34.cnn", "resnet50.cnn",

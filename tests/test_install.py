@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -27,8 +26,8 @@ def test_wheel_install_outside_checkout(tmp_path):
     elsewhere.mkdir()
     (elsewhere / "net.cnn").write_text("input x: [N, 3, 8, 8]\noutput y = x |> conv(4, 3x3) |> relu\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
-    code = ("import cnnc, numpy as np; assert cnnc.__file__.startswith(%r), cnnc.__file__; "
-            "net = cnnc.compile('net.cnn'); print(net(np.ones((1, 3, 8, 8), np.float32)).shape)" % str(site))
+    code = (f"import cnnc, numpy as np; assert cnnc.__file__.startswith({str(site)!r}), cnnc.__file__; "
+            "net = cnnc.compile('net.cnn'); print(net(np.ones((1, 3, 8, 8), np.float32)).shape)")
     result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "(1, 4, 6, 6)" in result.stdout

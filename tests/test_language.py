@@ -135,7 +135,8 @@ def test_output_of_an_existing_name_and_keyword_input():
 
 def test_imports_are_relative_to_the_importing_file(tmp_path):
     (tmp_path / "lib").mkdir()
-    (tmp_path / "lib" / "blocks.cnn").write_text('import "more.cnn"\nblock twice(c: int) { return x |> unit(c) |> unit(c) }\n')
+    (tmp_path / "lib" / "blocks.cnn").write_text(
+        'import "more.cnn"\nblock twice(c: int) { return x |> unit(c) |> unit(c) }\n')
     (tmp_path / "lib" / "more.cnn").write_text("width = 6\nblock unit(c: int) { return x |> conv(c, 1x1) |> relu }\n")
     (tmp_path / "net.cnn").write_text('import "lib/blocks.cnn"\ninput x: [N, 3, 4, 4]\noutput y = x |> twice(width)\n')
     graph = cnnc.parse(tmp_path / "net.cnn")

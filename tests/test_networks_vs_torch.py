@@ -41,8 +41,9 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-import cnnc
 from torch_models import BasicBlock, Bottleneck, ResNet, ResNet18, SqueezeExcitation, randomize_, torch_to_cnnc  # noqa: F401
+
+import cnnc
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RTOL = 1e-4

@@ -7,7 +7,7 @@ import inspect
 from types import ModuleType
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _functions(module: ModuleType) -> dict[str, tuple[str, frozenset[str]]]:
     """Top-level function name → (source text, names it references)."""
     text = inspect.getsource(module)

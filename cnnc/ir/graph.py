@@ -10,9 +10,9 @@ Graph-level data: `inputs` (list of input node names), `outputs` (output name â†
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import count
-from typing import Iterable
 
 import networkx as nx
 

@@ -1,10 +1,10 @@
 """A stable text form of the IR, for `cnnc compile --emit ir` and golden tests."""
 from __future__ import annotations
 
+from ..source import safe_comment
 from .graph import Graph
 from .ops import Op, attrs_dict
 from .shapes import fmt
-from ..source import safe_comment
 
 
 def _value(value: object) -> str:

@@ -6,7 +6,7 @@ the source span. The batch dimension may be symbolic (a str such as "N").
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from . import ops as o
 from .graph import ParamSpec, Shape
@@ -77,7 +77,7 @@ def _conv_transpose(a: o.ConvTransposeAttrs, shapes: list[Shape]) -> Shape:
     if c % a.groups or a.filters % a.groups:
         raise ShapeRuleError(f"conv_transpose: groups={a.groups} must divide both the input channels "
                              f"({c}) and the filters ({a.filters})")
-    for axis, (op_, s, d) in enumerate(zip(a.output_padding, a.stride, a.dilation)):
+    for op_, s, d in zip(a.output_padding, a.stride, a.dilation):
         if op_ >= max(s, d):
             raise ShapeRuleError(f"conv_transpose: output_padding {op_} must be smaller than the "
                                  f"stride ({s}) or the dilation ({d})")

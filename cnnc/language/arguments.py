@@ -5,7 +5,7 @@ message; the caller adds the argument's name and source span.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .values import Symbol, Tensor, describe
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 from .arguments import ArgError
 from .values import Tensor, describe

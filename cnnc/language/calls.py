@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import CnncError, CnncNameError, CnncTypeError
 from ..source import Span

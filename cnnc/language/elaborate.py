@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
-from ..errors import (CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncTypeError)
+from ..errors import CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncTypeError
 from ..ir.graph import Graph
-from ..ir.ops import Op, NoAttrs
+from ..ir.ops import NoAttrs, Op
 from ..ir.shapes import ShapeRuleError, infer_shape, param_specs
 from ..source import SourceFile, Span
 from ..syntax import tree as t

@@ -7,8 +7,9 @@ builder that emits one or more IR nodes through the elaborator's `emit`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..ir import ops as o
 from ..ir.ops import Op

@@ -6,9 +6,9 @@ children 0, 1, 2, … like torch.nn.Sequential.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from ..errors import CnncNameError
 from ..source import Span

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import linecache
-from typing import Callable
+from collections.abc import Callable
 
 from ..source import safe_comment
 

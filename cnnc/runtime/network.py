@@ -1,8 +1,8 @@
 """CompiledNetwork: the object `cnnc.compile` returns — call it like a function."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 

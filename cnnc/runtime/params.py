@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from collections.abc import MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 

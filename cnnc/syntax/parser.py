@@ -6,8 +6,8 @@ from importlib import resources
 from pathlib import Path
 
 from lark import Lark, Token, v_args
-from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.visitors import Transformer_NonRecursive
 
 from ..errors import CnncError, CnncSyntaxError
 from ..source import SourceFile, Span
