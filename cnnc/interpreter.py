@@ -11,7 +11,7 @@ from types import ModuleType
 import numpy as np
 
 from .ir.graph import Graph
-from .ir.ops import OP_INFO, Op, kernel_kwargs
+from .ir.ops import OP_INFO, Op, kernel_call
 from .kernels import reference
 
 
@@ -28,6 +28,6 @@ def eval_graph(graph: Graph, params: Mapping[str, np.ndarray], inputs: Mapping[s
         elif info.kernel is None:  # dropout: the identity at inference
             values[name] = args[0]
         else:
-            weights = [params[data["params"][r]] if r in data["params"] else None for r in info.params]
-            values[name] = getattr(kernels, info.kernel)(*args, *weights, **kernel_kwargs(op, data["attrs"]))
+            positional, keywords = kernel_call(op, data["attrs"], args, data["params"], params.__getitem__)
+            values[name] = getattr(kernels, info.kernel)(*positional, **keywords)
     return {out: values[node] for out, node in graph.graph["outputs"].items()}

@@ -10,7 +10,7 @@ from types import ModuleType
 
 from .. import __version__
 from ..ir.graph import Graph
-from ..ir.ops import OP_INFO, Op, kernel_kwargs
+from ..ir.ops import OP_INFO, Op, kernel_call
 from ..ir.shapes import fmt
 from ..kernels import numpy_kernels
 from ..source import safe_comment
@@ -30,11 +30,12 @@ def _location(data: dict) -> str:
 def _call(graph: Graph, name: str, ns: Namespace) -> str:
     data = graph.nodes[name]
     op, info = data["op"], OP_INFO[data["op"]]
-    args = [ns.name(i) for i in graph.inputs_of(name)]
+    inputs = [ns.name(i) for i in graph.inputs_of(name)]
     if info.kernel is None:  # dropout
-        return args[0]
-    args += [f"params[{data['params'][r]!r}]" if r in data["params"] else "None" for r in info.params]
-    args += [f"{key}={value!r}" for key, value in kernel_kwargs(op, data["attrs"]).items()]
+        return inputs[0]
+    positional, keywords = kernel_call(op, data["attrs"], inputs, data["params"], lambda p: f"params[{p!r}]")
+    args = ["None" if a is None else a for a in positional]  # input names and params[...] lookups
+    args += [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
     return f"{info.kernel}({', '.join(args)})"
 
 

@@ -40,6 +40,9 @@ class Op(str, Enum):
     UPSAMPLE = "upsample"
     PAD = "pad"
     CROP = "crop"
+    # Produced by optimization passes only (no surface syntax):
+    CHANNEL_AFFINE = "channel_affine"
+    REDUCE = "reduce"
 
     def __str__(self) -> str:
         return self.value
@@ -50,8 +53,13 @@ class NoAttrs:
     pass
 
 
+ACTIVATIONS = ("none", "relu", "relu6", "leaky_relu", "sigmoid")  # fusable epilogues
+
+
 @dataclass(frozen=True)
 class ConvAttrs:
+    """A convolution; `activation`/`slope` and a second (residual) input come from fusion."""
+
     filters: int
     kernel: Pair
     stride: Pair
@@ -59,6 +67,8 @@ class ConvAttrs:
     dilation: Pair
     groups: int
     bias: bool
+    activation: str = "none"
+    slope: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,8 @@ class ConvTransposeAttrs:
 class DenseAttrs:
     units: int
     bias: bool
+    activation: str = "none"
+    slope: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -161,11 +173,19 @@ class CropAttrs:
 
 
 @dataclass(frozen=True)
+class ReduceAttrs:
+    mode: str  # "mean" | "max"
+    axes: tuple[int, ...]
+    keepdims: bool
+
+
+@dataclass(frozen=True)
 class OpInfo:
     """How an op is computed: the kernel function and which attrs become its keyword arguments.
 
     A kernel is called as `kernel(*data_inputs, *params_in_role_order, **kwargs)`; an absent
-    optional parameter (a conv without bias) is passed as None.
+    optional parameter (a conv without bias) is passed as None. Data inputs beyond the first
+    `len(inputs) - len(keyword_inputs)` are passed by keyword (a fused conv's `residual=`).
     """
 
     attrs: type
@@ -174,15 +194,20 @@ class OpInfo:
     params: tuple[str, ...] = ()
     min_inputs: int = 1
     max_inputs: int | None = 1  # None: any number
+    keyword_inputs: tuple[str, ...] = ()
+    kwarg_defaults: tuple[tuple[str, object], ...] = ()  # kwargs left out when at their default
 
+
+_EPILOGUE = (("activation", "none"), ("slope", 0.0))
 
 OP_INFO: dict[Op, OpInfo] = {
     Op.INPUT: OpInfo(NoAttrs, None, min_inputs=0, max_inputs=0),
-    Op.CONV: OpInfo(ConvAttrs, "conv2d", ("stride", "pads", "dilation", "groups"), ("weight", "bias")),
+    Op.CONV: OpInfo(ConvAttrs, "conv2d", ("stride", "pads", "dilation", "groups", "activation", "slope"),
+                    ("weight", "bias"), max_inputs=2, keyword_inputs=("residual",), kwarg_defaults=_EPILOGUE),
     Op.CONV_TRANSPOSE: OpInfo(
         ConvTransposeAttrs, "conv_transpose2d",
         ("stride", "pads", "output_padding", "dilation", "groups"), ("weight", "bias")),
-    Op.DENSE: OpInfo(DenseAttrs, "dense", (), ("weight", "bias")),
+    Op.DENSE: OpInfo(DenseAttrs, "dense", ("activation", "slope"), ("weight", "bias"), kwarg_defaults=_EPILOGUE),
     Op.FLATTEN: OpInfo(NoAttrs, "flatten"),
     Op.RESHAPE: OpInfo(ReshapeAttrs, "reshape", ("shape",)),
     Op.BATCH_NORM: OpInfo(BatchNormAttrs, "batch_norm", ("eps",), ("gamma", "beta", "mean", "var")),
@@ -206,12 +231,32 @@ OP_INFO: dict[Op, OpInfo] = {
     Op.UPSAMPLE: OpInfo(UpsampleAttrs, "upsample", ("scale", "mode")),
     Op.PAD: OpInfo(PadAttrs, "pad", ("pads", "mode", "value")),
     Op.CROP: OpInfo(CropAttrs, "crop", ("offset", "size")),
+    Op.CHANNEL_AFFINE: OpInfo(NoAttrs, "channel_affine", (), ("scale", "shift")),
+    Op.REDUCE: OpInfo(ReduceAttrs, "reduce", ("mode", "axes", "keepdims")),
 }
 
 
+def kernel_call(op: Op, attrs: object, inputs: list, params: dict, param_value) -> tuple[list, dict]:
+    """Positional and keyword arguments of the op's kernel.
+
+    `inputs` are the data inputs (values, or names in generated code), `params` the node's
+    role → parameter-name map, `param_value(name)` what to pass for a parameter.
+    """
+    info = OP_INFO[op]
+    plain = 1 if info.keyword_inputs else len(inputs)
+    args = list(inputs[:plain])
+    args += [param_value(params[r]) if r in params else None for r in info.params]
+    kwargs = kernel_kwargs(op, attrs)
+    kwargs.update(zip(info.keyword_inputs, inputs[plain:]))
+    return args, kwargs
+
+
 def kernel_kwargs(op: Op, attrs: object) -> dict[str, object]:
-    """The keyword arguments the op's kernel takes, read from its attrs."""
-    return {name: getattr(attrs, name) for name in OP_INFO[op].kwargs}
+    """The keyword arguments the op's kernel takes, read from its attrs (defaults left out)."""
+    info = OP_INFO[op]
+    defaults = dict(info.kwarg_defaults)
+    return {name: getattr(attrs, name) for name in info.kwargs
+            if name not in defaults or getattr(attrs, name) != defaults[name]}
 
 
 def attrs_dict(attrs: object) -> dict[str, object]:

@@ -48,7 +48,14 @@ def _pool_out(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
 
 
 def _conv(a: o.ConvAttrs, shapes: list[Shape]) -> Shape:
-    (x,) = shapes
+    x, *residual = shapes
+    out = _conv_out(a, x)
+    if residual and tuple(residual[0]) != out:
+        raise ShapeRuleError(f"conv: the fused residual {fmt(residual[0])} must have the output's shape {fmt(out)}")
+    return out
+
+
+def _conv_out(a: o.ConvAttrs, x: Shape) -> Shape:
     _need_rank(x, (4,), "conv")
     n, c, h, w = x
     if c % a.groups or a.filters % a.groups:
@@ -269,6 +276,16 @@ def _crop(a: o.CropAttrs, shapes: list[Shape]) -> Shape:
     return (x[0], x[1], h, w)
 
 
+def _reduce(a: o.ReduceAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    axes = {axis % len(x) for axis in a.axes}
+    if 0 in axes:
+        raise ShapeRuleError("reduce: the batch axis cannot be reduced")
+    if a.keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(x))
+    return tuple(d for i, d in enumerate(x) if i not in axes)
+
+
 SHAPE_RULES: dict[Op, Callable[[object, list[Shape]], Shape]] = {
     Op.CONV: _conv,
     Op.CONV_TRANSPOSE: _conv_transpose,
@@ -291,6 +308,8 @@ SHAPE_RULES: dict[Op, Callable[[object, list[Shape]], Shape]] = {
     Op.UPSAMPLE: _upsample,
     Op.PAD: _pad,
     Op.CROP: _crop,
+    Op.CHANNEL_AFFINE: _same,
+    Op.REDUCE: _reduce,
 }
 
 PARAM_RULES: dict[Op, Callable[[object, list[Shape]], dict[str, ParamSpec]]] = {
@@ -298,6 +317,7 @@ PARAM_RULES: dict[Op, Callable[[object, list[Shape]], dict[str, ParamSpec]]] = {
     Op.CONV_TRANSPOSE: _conv_transpose_params,
     Op.DENSE: _dense_params,
     Op.BATCH_NORM: _channels_params(("gamma", "ones"), ("beta", "zeros"), ("mean", "zeros"), ("var", "ones")),
+    Op.CHANNEL_AFFINE: _channels_params(("scale", "ones"), ("shift", "zeros")),
 }
 
 

@@ -188,14 +188,16 @@ def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, group
 # ---------------------------------------------------------------------------------------
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int) -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int,
+           activation: str = "none", slope: float = 0.0, residual=None) -> np.ndarray:
     """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None.
 
     Dispatch: 1x1 unpadded convs are plain GEMMs; depthwise convs (groups == C) loop over
     the kernel taps; everything else uses im2col (strided view of the padded input + one
     batched GEMM per group), except stride-1 convs with many channels per group whose
     column matrix would exceed 64 MB: those use shifted GEMMs (same speed when measured,
-    a fraction of the memory).
+    a fraction of the memory). A fused epilogue, act(y + residual), runs in place on the
+    fresh output.
     """
     x = x.astype(np.float32, copy=False)
     w = w.astype(np.float32, copy=False)
@@ -207,13 +209,15 @@ def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: i
     ho = _out_size(h, top, bottom, kh, sh, dh, False)
     wo = _out_size(wd, left, right, kw, sw, dw, False)
     if kh == 1 and kw == 1 and not (top or left or bottom or right):
-        return _conv_1x1(x, w, b, sh, sw, groups)
-    if groups == c and cg == 1 and groups > 1:
-        return _conv_depthwise(x, w, b, sh, sw, pads, dh, dw, ho, wo)
-    if (sh == 1 and sw == 1 and cg >= 128 and min(top, left, bottom, right) >= 0
+        y = _conv_1x1(x, w, b, sh, sw, groups)
+    elif groups == c and cg == 1 and groups > 1:
+        y = _conv_depthwise(x, w, b, sh, sw, pads, dh, dw, ho, wo)
+    elif (sh == 1 and sw == 1 and cg >= 128 and min(top, left, bottom, right) >= 0
             and n * c * kh * kw * ho * wo * 4 > 64 * 1024 * 1024):
-        return _conv_shifted(x, w, b, pads, dh, dw, groups, ho, wo)
-    return _conv_im2col(x, w, b, sh, sw, pads, dh, dw, groups, ho, wo)
+        y = _conv_shifted(x, w, b, pads, dh, dw, groups, ho, wo)
+    else:
+        y = _conv_im2col(x, w, b, sh, sw, pads, dh, dw, groups, ho, wo)
+    return _epilogue(y, activation, slope, residual)
 
 
 def conv_transpose2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, output_padding,
@@ -252,8 +256,11 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, output_pa
     return y
 
 
-def dense(x: np.ndarray, w: np.ndarray, b) -> np.ndarray:
-    """Fully connected layer: ``[N, F]`` → ``[N, O]`` or ``[N, F, 1, 1]`` → ``[N, O, 1, 1]``."""
+def dense(x: np.ndarray, w: np.ndarray, b, *, activation: str = "none", slope: float = 0.0) -> np.ndarray:
+    """Fully connected layer: ``[N, F]`` → ``[N, O]`` or ``[N, F, 1, 1]`` → ``[N, O, 1, 1]``.
+
+    A fused activation runs in place on the fresh output.
+    """
     x = x.astype(np.float32, copy=False)
     four_d = x.ndim == 4
     x2 = x.reshape(x.shape[0], -1)
@@ -262,7 +269,7 @@ def dense(x: np.ndarray, w: np.ndarray, b) -> np.ndarray:
         y += b.astype(np.float32, copy=False)
     if four_d:
         y = y.reshape(y.shape[0], y.shape[1], 1, 1)
-    return y
+    return _epilogue(y, activation, slope, None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -521,3 +528,36 @@ def crop(x: np.ndarray, *, offset, size) -> np.ndarray:
     oy, ox = offset
     h, w = size
     return np.ascontiguousarray(x[:, :, oy:oy + h, ox:ox + w])
+
+
+def _epilogue(y: np.ndarray, activation: str, slope: float, residual) -> np.ndarray:
+    """act(y + residual) computed in place in ``y`` (a fresh array owned by the caller)."""
+    if residual is not None:
+        np.add(y, residual, out=y)
+    if activation == "relu":
+        np.maximum(y, np.float32(0.0), out=y)
+    elif activation == "relu6":
+        np.clip(y, np.float32(0.0), np.float32(6.0), out=y)
+    elif activation == "leaky_relu":
+        np.multiply(y, np.float32(slope), out=y, where=y < 0)
+    elif activation == "sigmoid":
+        y *= np.float32(0.5)
+        np.tanh(y, out=y)
+        y += np.float32(1.0)
+        y *= np.float32(0.5)
+    return y
+
+
+def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Per-channel ``x · scale[c] + shift[c]`` over axis 1 (a batch norm that could not be folded)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = np.multiply(x, scale.astype(np.float32, copy=False).reshape(shape), dtype=np.float32)
+    y += shift.astype(np.float32, copy=False).reshape(shape)
+    return y
+
+
+def reduce(x: np.ndarray, *, mode: str, axes, keepdims: bool) -> np.ndarray:
+    """Mean or maximum over ``axes``."""
+    if mode == "mean":
+        return np.mean(x, axis=tuple(axes), keepdims=keepdims, dtype=np.float32)
+    return np.max(x, axis=tuple(axes), keepdims=keepdims)

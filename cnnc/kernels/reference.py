@@ -102,11 +102,13 @@ def _window_taps(kernel: Pair, dilation: Pair) -> list[Pair]:
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
-           pads: Pads, dilation: Pair, groups: int) -> np.ndarray:
-    """Grouped, strided, dilated 2-D convolution (cross-correlation).
+           pads: Pads, dilation: Pair, groups: int, activation: str = "none", slope: float = 0.0,
+           residual: np.ndarray | None = None) -> np.ndarray:
+    """Grouped, strided, dilated 2-D convolution (cross-correlation), with an optional epilogue.
 
     y[n,o,i,j] = b[o] + Σ_{c,u,v} xpad[n, g·C/G + c, i·sh + u·dh, j·sw + v·dw] · w[o,c,u,v]
-    with g = o // (O/G), ``w: [O, C/G, kh, kw]`` and ``xpad`` zero-padded by ``pads``.
+    with g = o // (O/G), ``w: [O, C/G, kh, kw]`` and ``xpad`` zero-padded by ``pads``; then
+    y = act(y + residual) (see `epilogue`).
     """
     xpad = _spatial_pad(_f64(x), pads)
     o, _, kh, kw = w.shape
@@ -120,7 +122,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
             y += _grouped_matmul(wg[..., u, v], xs, groups)
     if b is not None:
         y += _f64(b).reshape(1, -1, 1, 1)
-    return _out(y)
+    return epilogue(_out(y), activation, slope, residual)
 
 
 def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
@@ -153,8 +155,9 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stri
     return _out(y)
 
 
-def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    """Fully connected layer: y[n, o] = b[o] + Σ_f x[n, f] · w[o, f].
+def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, activation: str = "none",
+          slope: float = 0.0) -> np.ndarray:
+    """Fully connected layer: y[n, o] = act(b[o] + Σ_f x[n, f] · w[o, f]).
 
     ``x`` is ``[N, F]`` (→ ``[N, O]``) or ``[N, F, 1, 1]`` (→ ``[N, O, 1, 1]``).
     """
@@ -163,7 +166,7 @@ def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
         y = y + _f64(b)
     if x.ndim == 4:
         y = y.reshape(y.shape[0], -1, 1, 1)
-    return _out(y)
+    return epilogue(_out(y), activation, slope, None)
 
 
 # ---------------------------------------------------------------- normalization
@@ -379,3 +382,32 @@ def crop(x: np.ndarray, *, offset: Pair, size: Pair) -> np.ndarray:
     """y = x[:, :, oy : oy + h, ox : ox + w] with ``offset = (oy, ox)``, ``size = (h, w)``."""
     (oy, ox), (h, w) = offset, size
     return _out(x[:, :, oy : oy + h, ox : ox + w])
+
+
+# ---------------------------------------------------------------- fused epilogues and lowered forms
+
+
+def epilogue(y: np.ndarray, activation: str, slope: float, residual: np.ndarray | None) -> np.ndarray:
+    """act(y + residual): the work a fused conv/dense does after its sums.
+
+    ``activation`` is "none", "relu", "relu6", "leaky_relu" (with ``slope``) or "sigmoid".
+    """
+    if residual is not None:
+        y = add(y, residual)
+    if activation == "none":
+        return y
+    if activation == "leaky_relu":
+        return leaky_relu(y, slope=slope)
+    return {"relu": relu, "relu6": relu6, "sigmoid": sigmoid}[activation](y)
+
+
+def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Per-channel scale and shift over axis 1: y[n, c, ...] = x[n, c, ...] · scale[c] + shift[c]."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return _out(_f64(x) * _f64(scale).reshape(shape) + _f64(shift).reshape(shape))
+
+
+def reduce(x: np.ndarray, *, mode: str, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """Mean (``mode="mean"``) or maximum (``mode="max"``) over ``axes``."""
+    function = np.mean if mode == "mean" else np.max
+    return _out(function(_f64(x), axis=tuple(axes), keepdims=keepdims))
