@@ -15,23 +15,51 @@ import numpy as np  # noqa: E402
 from .errors import CnncError  # noqa: E402
 from .frontend import SourceLike, parse  # noqa: E402
 from .interpreter import eval_graph  # noqa: E402
+from .ir.graph import Graph  # noqa: E402
 from .runtime.network import CompiledNetwork  # noqa: E402
 from .runtime.params import init_params  # noqa: E402
 
 
 def compile(source: SourceLike, *, input_shapes: dict[str, tuple] | None = None,  # noqa: A001
             seed: int = 0, params: Mapping[str, np.ndarray] | None = None,
-            target: str = "numpy", name: str | None = None) -> CompiledNetwork:
+            target: str = "numpy", name: str | None = None, optimize: int = 2,
+            passes: list[str] | None = None, disable_passes: tuple[str, ...] = (), fcn: bool = False,
+            verify: bool = False) -> CompiledNetwork:
     """Compile a `.cnn` file (a path) or program text into a callable network.
 
-    Parameters start from a seeded He initialization (`seed`) unless `params` gives them all.
+    Parameters start from a seeded He initialization (`seed`) unless `params` gives them all;
+    they keep the source program's names whatever the passes do. `optimize` is the -O level
+    (0, 1, 2); `passes` runs exactly the named passes instead; `disable_passes` skips some;
+    `fcn=True` turns dense layers into convolutions (then `input_shapes` may enlarge the input);
+    `verify=True` checks every pass's output against the un-optimized graph.
     """
     from .codegen.python import generate
 
     if target != "numpy":
         raise CnncError(f"unknown target '{target}' (available: numpy)", where="target")
-    graph = parse(source, input_shapes=input_shapes, name=name)
+    graph = build_graph(source, input_shapes=input_shapes, name=name, optimize=optimize, passes=passes,
+                        disable_passes=disable_passes, fcn=fcn, verify=verify)
     return CompiledNetwork(graph, generate(graph), seed=seed, params=params)
 
 
-__all__ = ["CnncError", "CompiledNetwork", "compile", "eval_graph", "init_params", "parse", "__version__"]
+def build_graph(source: SourceLike, *, input_shapes: dict[str, tuple] | None = None, name: str | None = None,
+                optimize: int = 2, passes: list[str] | None = None, disable_passes: tuple[str, ...] = (),
+                fcn: bool = False, verify: bool = False, observer=None) -> Graph:
+    """Parse and optimize: the IR that `compile` generates code from."""
+    from .passes import optimize as run_passes
+
+    # An FCN is elaborated at its declared size (where its dense layers fit), converted, and only
+    # then given the larger input.
+    graph = parse(source, input_shapes=None if fcn else input_shapes, name=name)
+    optimized = run_passes(graph, level=optimize, passes=passes, disable=tuple(disable_passes), fcn=fcn,
+                           check_numerics=verify, observer=observer)
+    if fcn and input_shapes:
+        from .passes.fcn import reshape_inputs
+
+        optimized = reshape_inputs(optimized, input_shapes)
+    optimized.graph["source_graph"] = graph
+    return optimized
+
+
+__all__ = ["CnncError", "CompiledNetwork", "Graph", "build_graph", "compile", "eval_graph", "init_params", "parse",
+           "__version__"]

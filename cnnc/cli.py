@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, build_graph
 from .errors import CnncError, CnncInputError
 from .frontend import parse
 from .runtime.files import atomic_write
@@ -35,6 +35,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="override an input's declared shape, e.g. image=1x3x448x448")
 
 
+def _optimization(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("optimization")
+    group.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=2,
+                       help="optimization level: -O0 none, -O1 cleanups, -O2 fusion and lowering (default)")
+    group.add_argument("--passes", type=lambda s: [p for p in s.split(",") if p], metavar="A,B,C",
+                       help="run exactly these passes (in the pipeline's order) instead of a level")
+    group.add_argument("--disable-pass", action="append", default=[], metavar="NAME", help="skip a pass")
+    group.add_argument("--fcn", action="store_true",
+                       help="turn dense layers into convolutions (fully convolutional; use with --input-shape)")
+    group.add_argument("--verify", action="store_true",
+                       help="check every pass: verify the IR and compare outputs with the un-optimized graph")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnc", description="Compile and run .cnn network descriptions.")
     parser.add_argument("--version", action="version", version=f"cnnc {__version__}")
@@ -46,6 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--emit", choices=("python", "ir"), default="python", help="what to produce")
     compile_.add_argument("--params", help="parameters (.npz) to ship instead of a seeded initialization")
     compile_.add_argument("--seed", type=int, default=0, help="seed of the parameter initialization")
+    compile_.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
+    _optimization(compile_)
 
     run = commands.add_parser("run", help="compile and run on an input (random by default)")
     _common(run)
@@ -56,16 +71,31 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--top", type=int, default=5, help="classes to list for a classifier output")
     run.add_argument("--save-output", help="write the outputs to this .npz file")
     run.add_argument("--gpu", action="store_true", help="run on an NVIDIA GPU with CuPy")
+    _optimization(run)
 
     check = commands.add_parser("check", help="parse and infer every shape, run nothing")
     _common(check)
     summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs")
     _common(summary)
+    _optimization(summary)
+    summary.set_defaults(level=0)
     return parser
 
 
-def _graph(args: argparse.Namespace):
-    return parse(args.file, input_shapes=dict(args.input_shape) or None)
+def _graph(args: argparse.Namespace, observer=None):
+    """The IR for the command: parsed, then optimized as the options say."""
+    if not hasattr(args, "level"):
+        return parse(args.file, input_shapes=dict(args.input_shape) or None)
+    return build_graph(args.file, input_shapes=dict(args.input_shape) or None, optimize=args.level,
+                       passes=args.passes, disable_passes=tuple(args.disable_pass), fcn=args.fcn,
+                       verify=args.verify, observer=observer)
+
+
+def _print_after(name: str, graph, changed: bool) -> None:
+    from .ir.printer import print_graph
+
+    print(f"# ---- after {name}{'' if changed else ' (no change)'} ----")
+    print(print_graph(graph), end="")
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
@@ -84,9 +114,10 @@ def _cmd_summary(args: argparse.Namespace) -> None:
 def _cmd_compile(args: argparse.Namespace) -> None:
     from .codegen.python import generate
     from .ir.printer import print_graph
+    from .passes.derived import materialize
     from .runtime.params import ParamStore, init_params, read_npz
 
-    graph = _graph(args)
+    graph = _graph(args, _print_after if args.print_after_all else None)
     text = print_graph(graph) if args.emit == "ir" else generate(graph)
     if not args.output:
         sys.stdout.write(text)
@@ -96,12 +127,14 @@ def _cmd_compile(args: argparse.Namespace) -> None:
         with atomic_write(output) as handle:
             handle.write(text)
         return
-    specs = graph.graph["params"]
+    specs = graph.graph.get("user_params", graph.graph["params"])
     store = ParamStore(specs, init_params(specs, args.seed))
     if args.params:
         store.update_from(read_npz(args.params), args.params)
     module = output if output.suffix == ".py" else output.with_suffix(".py")
-    store.save(module.with_suffix(".npz"))  # both files are complete before either is visible
+    # The module reads the optimized graph's parameters (folded ones computed here).
+    with atomic_write(module.with_suffix(".npz"), "wb") as handle:
+        np.savez(handle, **materialize(graph, store.data))
     with atomic_write(module) as handle:
         handle.write(text)
     print(f"wrote {module} and {module.with_suffix('.npz')}")
@@ -151,4 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `cnnc compile ... | head`
+        sys.stderr.close()
+        return 0
     return 0

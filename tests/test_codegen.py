@@ -61,7 +61,7 @@ def test_compiled_module_runs_without_cnnc(tmp_path):
     subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, '.'); exec({script!r})"],
                    check=True, cwd=tmp_path, env=env, capture_output=True)
     net = cnnc.compile(GOLDEN / "tiny.cnn", seed=3)
-    ref = cnnc.eval_graph(net.graph, net.params, {"image": x})["probs"]
+    ref = cnnc.eval_graph(net.source_graph, net.params, {"image": x})["probs"]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, rtol=1e-5, atol=1e-6)
 
 
@@ -69,7 +69,7 @@ def test_generated_code_matches_interpreter_with_random_params():
     net = cnnc.compile(GOLDEN / "tiny.cnn")
     randomize(net, 5)
     x = np.random.default_rng(1).standard_normal((3, 1, 12, 12)).astype(np.float32)
-    ref = cnnc.eval_graph(net.graph, net.params, {"image": x})["probs"]
+    ref = cnnc.eval_graph(net.source_graph, net.params, {"image": x})["probs"]
     np.testing.assert_allclose(net(x), ref, rtol=1e-5, atol=1e-6)
 
 

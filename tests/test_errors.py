@@ -474,7 +474,7 @@ def test_hostile_layer_and_input_names(tmp_path, monkeypatch):
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     out = net(exec=x)
     assert set(out) == {"eval", "__builtins__"}
-    expected = cnnc.eval_graph(net.graph, net.params, {"exec": x})
+    expected = cnnc.eval_graph(net.source_graph, net.params, {"exec": x})
     for key in out:
         np.testing.assert_allclose(out[key], expected[key], rtol=1e-4, atol=1e-5)
     assert out["eval"].shape == (2, 4, 6, 6) and out["__builtins__"].shape == (2, 8, 6, 6)

@@ -45,7 +45,7 @@ def test_generated_code_matches_interpreter(name):
     rng = np.random.default_rng(0)
     inputs = {n: rng.standard_normal((1, *s[1:])).astype(np.float32) for n, s in net.input_shapes.items()}
     got = net.run(**inputs)
-    want = cnnc.eval_graph(net.graph, net.params, inputs)
+    want = cnnc.eval_graph(net.source_graph, net.params, inputs)  # the un-optimized IR
     assert set(got) == set(want)
     for out in want:
         assert got[out].shape == want[out].shape

@@ -70,7 +70,7 @@ def compare(label: str, source, model: nn.Module, input_shape: tuple, seed: int 
     ref = {k: v.numpy() for k, v in ref.items()} if isinstance(ref, dict) else {net.output_names[0]: ref.numpy()}
     assert set(ref) == set(net.output_names)
 
-    results = {"codegen": net.run(x), "interpreter": cnnc.eval_graph(net.graph, net.params, {"image": x})}
+    results = {"codegen": net.run(x), "interpreter": cnnc.eval_graph(net.source_graph, net.params, {"image": x})}
     diffs = {}
     failures = []
     for how, outputs in results.items():

@@ -55,6 +55,26 @@ class Graph(nx.MultiDiGraph):
             self.add_edge(source, name, key=slot)
         return name
 
+    def clone(self) -> Graph:
+        """A copy that passes may rewrite without touching this graph (attrs are immutable)."""
+        other = Graph()
+        other.graph.update({key: (dict(value) if isinstance(value, dict) else
+                                  list(value) if isinstance(value, list) else value)
+                            for key, value in self.graph.items()})
+        for name, data in self.nodes(data=True):
+            other.add_node(name, **{**data, "params": dict(data["params"])})
+        other.add_edges_from(self.edges(keys=True))
+        other._counter = count(max((d["order"] for _, d in self.nodes(data=True)), default=-1) + 1)
+        return other
+
+    def fresh_name(self, base: str) -> str:
+        """`base`, or `base` with a number appended, not yet naming a node."""
+        name, number = base, 1
+        while name in self:
+            number += 1
+            name = f"{base}{number}"
+        return name
+
     # ---- reading ----------------------------------------------------------------------------
     def op(self, name: str) -> Op:
         return self.nodes[name]["op"]

@@ -6,7 +6,7 @@ op table (cnnc/language/ops.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from enum import Enum
 
 Pair = tuple[int, int]
@@ -260,5 +260,7 @@ def kernel_kwargs(op: Op, attrs: object) -> dict[str, object]:
 
 
 def attrs_dict(attrs: object) -> dict[str, object]:
-    """All fields of an attrs dataclass, in declaration order (for printing)."""
-    return {f.name: getattr(attrs, f.name) for f in fields(attrs)}
+    """The fields of an attrs dataclass in declaration order, leaving out optional fields at
+    their default (an unfused conv prints no `activation=none`)."""
+    return {f.name: getattr(attrs, f.name) for f in fields(attrs)
+            if f.default is MISSING or getattr(attrs, f.name) != f.default}

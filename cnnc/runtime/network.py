@@ -1,6 +1,7 @@
 """CompiledNetwork: the object `cnnc.compile` returns — call it like a function."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 from ..errors import CnncInputError
 from ..ir.graph import Graph
 from ..ir.shapes import fmt
+from ..passes.derived import materialize
 from .loader import load_forward
 from .params import ParamStore, init_params
 
@@ -28,10 +30,28 @@ class CompiledNetwork:
         self.input_names: list[str] = list(graph.graph["inputs"])
         self.output_names: list[str] = list(graph.graph["outputs"])
         self._forward = load_forward(source, graph.graph["source_name"])
-        specs = graph.graph["params"]
+        specs = graph.graph.get("user_params", graph.graph["params"])
         self.params = ParamStore(specs, init_params(specs, seed))
         if params is not None:
             self.params.update_from(params, "params")
+        self._runtime: tuple[int, dict[str, np.ndarray]] = (-1, {})
+        self._lock = threading.Lock()
+
+    def runtime_params(self) -> dict[str, np.ndarray]:
+        """The parameters the generated code reads: the user's, plus those passes derived from
+        them (folded batch norms, reshaped weights), recomputed after any change."""
+        version, values = self._runtime
+        if version != self.params.version:
+            with self._lock:
+                version = self.params.version
+                values = materialize(self.graph, self.params.data)
+                self._runtime = (version, values)
+        return values
+
+    @property
+    def source_graph(self) -> Graph:
+        """The IR before optimization passes (what the reference interpreter checks against)."""
+        return self.graph.graph.get("source_graph", self.graph)
 
     @property
     def input_shapes(self) -> dict[str, tuple]:
@@ -76,7 +96,7 @@ class CompiledNetwork:
 
     def run(self, *args: object, **kwargs: object) -> dict[str, np.ndarray]:
         """All outputs as a dict, whatever their number."""
-        return self._forward(self.params.data, *self._bind_inputs(args, kwargs))
+        return self._forward(self.runtime_params(), *self._bind_inputs(args, kwargs))
 
     def __call__(self, *args: object, **kwargs: object):
         outputs = self.run(*args, **kwargs)

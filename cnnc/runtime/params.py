@@ -46,6 +46,7 @@ class ParamStore(MutableMapping):
     def __init__(self, specs: Mapping[str, ParamSpec], values: Mapping[str, np.ndarray]):
         self.specs = dict(specs)
         self.data: dict[str, np.ndarray] = {}
+        self.version = 0  # bumped on every change, so derived (folded) parameters are recomputed
         for name in self.specs:
             self[name] = values[name]
 
@@ -58,14 +59,18 @@ class ParamStore(MutableMapping):
         if isinstance(value, np.ndarray) and value.dtype == object:
             raise CnncParamError("parameter values must be numeric arrays", where=name)
         try:
-            array = np.ascontiguousarray(value, dtype=np.float32)
+            array = np.array(value, dtype=np.float32, order="C", copy=True)
         except (TypeError, ValueError) as error:
             raise CnncParamError(f"parameter values must be numeric arrays ({error})", where=name) from None
         expected = tuple(self.specs[name].shape)
         if array.shape != expected:
             raise CnncParamError(f"shape {array.shape} does not fit layer '{_owner(name)}', "
                                  f"which expects {expected}", where=name)
+        # Our own read-only copy: editing a value in place would bypass the version counter and
+        # leave folded parameters stale, so changes go through assignment.
+        array.flags.writeable = False
         self.data[name] = array
+        self.version += 1
 
     def __delitem__(self, name: str) -> None:
         raise CnncParamError("parameters cannot be deleted; assign new values instead", where=name)
@@ -88,6 +93,7 @@ class ParamStore(MutableMapping):
                                  where=source)
         staged = ParamStore(self.specs, values)  # validates everything before anything changes
         self.data = staged.data
+        self.version += 1
 
     def save(self, path: str | Path) -> None:
         with atomic_write(path, "wb") as handle:

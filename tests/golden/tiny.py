@@ -37,8 +37,7 @@ def forward(params, image):
     unit2_add1 = add(unit2_relu1, unit1_relu1)  # tiny.cnn:6 unit2.add1: add -> [N, 4, 12, 12]
     maxpool1 = max_pool2d(unit2_add1, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False)  # tiny.cnn:9 maxpool1: max_pool -> [N, 4, 6, 6]
     flatten1 = flatten(maxpool1)  # tiny.cnn:10 flatten1: flatten -> [N, 144]
-    dropout1 = flatten1  # tiny.cnn:10 dropout1: dropout -> [N, 144]
-    fc = dense(dropout1, params['fc.weight'], params['fc.bias'])  # tiny.cnn:10 fc: dense -> [N, 10]
+    fc = dense(flatten1, params['fc.weight'], params['fc.bias'])  # tiny.cnn:10 fc: dense -> [N, 10]
     softmax1 = softmax(fc, axis=1)  # tiny.cnn:10 softmax1: softmax -> [N, 10]
     return {'probs': softmax1}
 

@@ -1,0 +1,10 @@
+"""Optimization passes over the IR, one module per pass, run by `manager.optimize`.
+
+Importing this package registers every pass.
+"""
+from . import (  # noqa: F401  (imported for their registration)
+    eliminate,
+)
+from .manager import PASSES, optimize
+
+__all__ = ["PASSES", "optimize"]

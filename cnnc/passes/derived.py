@@ -1,0 +1,111 @@
+"""Derived parameters: values a pass computes from the user's parameters (folded BN weights, …).
+
+A pass never overwrites a user-visible parameter. It records a *derivation* — a rule name, the
+parameters it reads and constant arguments — under a new name (`conv1.weight~bn`), and the
+runtime computes it from the current user values whenever they change. So `net.params` keeps
+the names and shapes of the source program, and loading new weights re-folds them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.graph import Graph, ParamSpec
+
+
+@dataclass(frozen=True)
+class Derivation:
+    rule: str
+    inputs: tuple[str, ...]
+    kwargs: tuple[tuple[str, object], ...] = ()
+
+
+def _bn_scale(gamma, var, *, eps):
+    return gamma / np.sqrt(var + eps)
+
+
+def _bn_shift(gamma, beta, mean, var, *, eps):
+    return beta - mean * gamma / np.sqrt(var + eps)
+
+
+def _scale_out_channels(w, scale):
+    """Scale axis 0 (conv OIHW and dense [out, in] weights): one factor per output channel."""
+    return w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+
+
+def _scale_transpose_out_channels(w, scale, *, groups):
+    """conv_transpose weights [C, O/groups, kh, kw]: output channel g·O/groups + j sits at
+    row block g, column j."""
+    c, og, kh, kw = w.shape
+    blocks = w.reshape(groups, c // groups, og, kh, kw) * scale.reshape(groups, 1, og, 1, 1)
+    return blocks.reshape(c, og, kh, kw)
+
+
+def _affine_bias(*values):
+    """bias·scale + shift (or shift alone for a layer without bias)."""
+    *bias, scale, shift = values
+    return bias[0] * scale + shift if bias else shift
+
+
+def _mul(a, b):
+    return a * b
+
+
+def _reshape(w, *, shape):
+    return w.reshape(shape)
+
+
+def _fill(*, shape, value):
+    return np.full(shape, value)
+
+
+RULES: dict[str, Callable[..., np.ndarray]] = {
+    "bn_scale": _bn_scale,
+    "bn_shift": _bn_shift,
+    "scale_out_channels": _scale_out_channels,
+    "scale_transpose_out_channels": _scale_transpose_out_channels,
+    "affine_bias": _affine_bias,
+    "mul": _mul,
+    "reshape": _reshape,
+    "fill": _fill,
+}
+
+
+def derive(graph: Graph, name: str, rule: str, inputs: tuple[str, ...], shape: tuple[int, ...],
+           **kwargs: object) -> str:
+    """Register a derived parameter (unique name) and return its name."""
+    if rule not in RULES:
+        raise KeyError(f"unknown derivation rule {rule!r}; rules: {', '.join(sorted(RULES))}")
+    base, number = name, 1
+    while name in graph.graph["params"] or name in graph.graph["user_params"] or name in graph.graph["derived"]:
+        number += 1
+        name = f"{base}{number}"
+    graph.graph["derived"][name] = Derivation(rule, tuple(inputs), tuple(sorted(kwargs.items())))
+    graph.graph["params"][name] = ParamSpec(tuple(shape), "derived")
+    return name
+
+
+def materialize(graph: Graph, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The parameters the graph's nodes read, computed from the user's `values` (float32)."""
+    cache: dict[str, np.ndarray] = dict(values)
+    for name, d in graph.graph.get("derived", {}).items():  # insertion order is dependency order
+        args = [np.asarray(cache[i], dtype=np.float64) for i in d.inputs]
+        cache[name] = np.ascontiguousarray(RULES[d.rule](*args, **dict(d.kwargs)), dtype=np.float32)
+    return {name: cache[name] for name in graph.graph["params"]}
+
+
+def prune(graph: Graph) -> None:
+    """Forget derivations (and specs) that no node reads any more, directly or indirectly."""
+    read = {p for n in graph.nodes for p in graph.nodes[n]["params"].values()}
+    needed = set(read)
+    derived = graph.graph["derived"]
+    for name in reversed(list(derived)):
+        if name in needed:
+            needed.update(derived[name].inputs)
+        else:
+            del derived[name]
+    for name in list(graph.graph["params"]):
+        if name not in read:  # specs describe what nodes read; intermediates live in `derived` only
+            del graph.graph["params"][name]
