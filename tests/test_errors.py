@@ -115,9 +115,9 @@ CASES = [
      ["'image' is a tensor [N, 3, 16, 16], not an op or block"]),
     # arguments
     ("unknown_keyword_did_you_mean", H + "output y = image |> conv(8, 3x3, strides=2)\n", CnncTypeError,
-     "net.cnn:2:42", ["conv has no argument 'strides'", "did you mean 'stride'?", "its arguments: filters, kernel"]),
+     "net.cnn:2:34", ["conv has no argument 'strides'", "did you mean 'stride'?", "its arguments: filters, kernel"]),
     ("argument_positional_and_keyword", H + "output y = image |> conv(8, 3x3, kernel=3)\n", CnncTypeError,
-     "net.cnn:2:41", ["argument 'kernel' is given twice"]),
+     "net.cnn:2:34", ["argument 'kernel' is given twice"]),
     ("keyword_given_twice", H + "output y = image |> conv(8, 3x3, stride=1, stride=2)\n", CnncTypeError,
      "net.cnn:2:44", ["argument 'stride' is given twice"]),
     ("positional_after_keyword", H + "output y = image |> conv(filters=8, 3x3)\n", CnncTypeError, "net.cnn:2:37",
@@ -209,7 +209,7 @@ CASES = [
     ("unknown_parameter_type_name", "block b(c: integer) {\n    return x |> conv(c, 3x3)\n}\n" + H
      + "output y = image |> b(2)\n", CnncTypeError, "net.cnn:1:9",
      ["unknown type 'integer' (types: int, float, bool, tensor, str)"]),
-    ("block_unknown_keyword", BLOCK + H + "output y = image |> b(4, d=3)\n", CnncTypeError, "net.cnn:5:28",
+    ("block_unknown_keyword", BLOCK + H + "output y = image |> b(4, d=3)\n", CnncTypeError, "net.cnn:5:26",
      ["block 'b' has no argument 'd'", "(its arguments: x, c)"]),
     ("block_too_many_arguments", BLOCK + H + "output y = image |> b(4, 5)\n", CnncTypeError, "net.cnn:5:26",
      ["block 'b' takes 2 argument(s) (x, c), got 3"]),

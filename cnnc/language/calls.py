@@ -19,6 +19,11 @@ Given = list[tuple[object, Span]]
 Keywords = dict[str, tuple[object, Span]]
 
 
+def _keyword_span(call: t.Call, name: str, fallback: Span) -> Span:
+    """The whole `name=value` of a keyword argument (errors about the name point at the name)."""
+    return next((arg.span for arg in call.args if arg.name == name), fallback)
+
+
 def _unknown_keyword(owner: str, name: str, known: list[str], span: Span) -> CnncTypeError:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -51,9 +56,9 @@ def bind_layer_args(layer: LayerOp, call: t.Call, positional: Given, keywords: K
     given = dict(zip(names, rest))
     for name, (value, span) in keywords.items():
         if name not in names:
-            raise _unknown_keyword(layer.name, name, names, span)
+            raise _unknown_keyword(layer.name, name, names, _keyword_span(call, name, span))
         if name in given:
-            raise CnncTypeError(f"{layer.name}: argument '{name}' is given twice", span)
+            raise CnncTypeError(f"{layer.name}: argument '{name}' is given twice", _keyword_span(call, name, span))
         given[name] = (value, span)
     args = {}
     for spec in layer.args:
@@ -136,9 +141,10 @@ def bind_block_args(definition: t.BlockDef, call: t.Call, positional: Given, key
     given = dict(zip(names, positional))
     for name, (value, span) in keywords.items():
         if name not in names:
-            raise _unknown_keyword(f"block '{definition.name}'", name, names, span)
+            raise _unknown_keyword(f"block '{definition.name}'", name, names, _keyword_span(call, name, span))
         if name in given:
-            raise CnncTypeError(f"block '{definition.name}': argument '{name}' is given twice", span)
+            raise CnncTypeError(f"block '{definition.name}': argument '{name}' is given twice",
+                                _keyword_span(call, name, span))
         given[name] = (value, span)
     # The body sees module-level constants and blocks, never the main program's tensors, so a
     # block means the same wherever it is called.
