@@ -61,5 +61,18 @@ def build_graph(source: SourceLike, *, input_shapes: dict[str, tuple] | None = N
     return optimized
 
 
-__all__ = ["CnncError", "CompiledNetwork", "Graph", "build_graph", "compile", "eval_graph", "init_params", "parse",
-           "__version__"]
+# Imported on first use, so `import cnnc` stays light: cnnc.load_torch_state_dict(net, sd).
+_LAZY = {"load_torch_state_dict": "cnnc.interop.torch_weights",
+         "import_onnx": "cnnc.interop.onnx_import", "export_onnx": "cnnc.interop.onnx_export"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cnnc' has no attribute {name!r}")
+
+
+__all__ = ["CnncError", "CompiledNetwork", "Graph", "build_graph", "compile", "eval_graph", "export_onnx",
+           "import_onnx", "init_params", "load_torch_state_dict", "parse", "__version__"]

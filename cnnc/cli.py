@@ -70,6 +70,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch", type=int, default=1, help="batch size of a random input")
     run.add_argument("--top", type=int, default=5, help="classes to list for a classifier output")
     run.add_argument("--save-output", help="write the outputs to this .npz file")
+    run.add_argument("--draw", metavar="OUT.png",
+                     help="draw the detected boxes (an [N, K, 6] output, or a [N, 4] box) on the --input image")
+    run.add_argument("--mask", metavar="OUT.png",
+                     help="write the colour mask of a segmentation output [N, C, H, W] (image-sized with --input)")
     run.add_argument("--gpu", action="store_true", help="run on an NVIDIA GPU with CuPy")
     _optimization(run)
 
@@ -79,6 +83,17 @@ def _build_parser() -> argparse.ArgumentParser:
     _common(summary)
     _optimization(summary)
     summary.set_defaults(level=0)
+
+    import_ = commands.add_parser("import", help="convert an ONNX model to a .cnn program (+ .npz parameters)")
+    import_.add_argument("file", help="the .onnx model")
+    import_.add_argument("-o", "--output", help="write PROGRAM.cnn and PROGRAM.npz (default: beside the model)")
+    import_.add_argument("--input-shape", type=_shape_option, action="append", default=[], metavar="NAME=SHAPE",
+                         help="fix a model input's dynamic dimensions, e.g. input=1x3x224x224")
+    export = commands.add_parser("export", help="write the network (un-optimized) as an ONNX model")
+    _common(export)
+    export.add_argument("-o", "--output", help="the .onnx file to write (default: beside the .cnn file)")
+    export.add_argument("--params", help="parameters (.npz) to export instead of a seeded initialization")
+    export.add_argument("--seed", type=int, default=0, help="seed of the parameter initialization")
     return parser
 
 
@@ -152,6 +167,19 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.batch < 1:
         raise CnncInputError("--batch must be at least 1", where="--batch")
     graph = _graph(args)
+    draw_plan = mask_output = None
+    if args.draw or args.mask:  # is there something to draw? (before the network runs)
+        from .runtime import visualize
+
+        if args.draw:
+            draw_plan = visualize.plan_draw(graph)
+            if not args.input or Path(args.input).suffix.lower() == ".npy":
+                raise CnncInputError("--draw draws on the input image: give one with --input photo.jpg",
+                                     where="--draw")
+            visualize.image_format(args.draw, "--draw")
+        if args.mask:
+            mask_output = visualize.plan_mask(graph)
+            visualize.image_format(args.mask, "--mask")
     net = CompiledNetwork(graph, generate(graph), seed=args.seed)
     if args.params:
         net.load_params(args.params)
@@ -170,9 +198,43 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.save_output:
         with atomic_write(args.save_output, "wb") as handle:
             np.savez(handle, **outputs)
+    if draw_plan is not None:
+        count = visualize.draw_boxes(graph, draw_plan, outputs, graph.shape(name), args.input, args.draw)
+        print(f"wrote {args.draw}: {count} box{'es' if count != 1 else ''} from '{draw_plan.boxes}'")
+    if mask_output is not None:
+        image = args.input if args.input and Path(args.input).suffix.lower() != ".npy" else None
+        width, height = visualize.write_mask(outputs[mask_output], image, args.mask)
+        print(f"wrote {args.mask}: {width}x{height} mask of '{mask_output}'")
 
 
-_COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "check": _cmd_check, "summary": _cmd_summary}
+def _cmd_import(args: argparse.Namespace) -> None:
+    from .interop.onnx_import import import_onnx
+
+    text, params = import_onnx(args.file, input_shapes=dict(args.input_shape) or None)
+    program = Path(args.output) if args.output else Path(args.file).with_suffix(".cnn")
+    if program.suffix != ".cnn":
+        program = program.with_suffix(".cnn")
+    with atomic_write(program.with_suffix(".npz"), "wb") as handle:
+        np.savez(handle, **params)
+    with atomic_write(program) as handle:
+        handle.write(text)
+    print(f"wrote {program} and {program.with_suffix('.npz')} "
+          f"(run it: cnnc run {program} --params {program.with_suffix('.npz')})")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .interop.onnx_export import export_onnx
+    from .runtime.params import read_npz
+
+    graph = parse(args.file, input_shapes=dict(args.input_shape) or None)
+    params = read_npz(args.params) if args.params else None
+    output = Path(args.output) if args.output else Path(args.file).with_suffix(".onnx")
+    export_onnx(graph, params, output, seed=args.seed)
+    print(f"wrote {output}")
+
+
+_COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "check": _cmd_check, "summary": _cmd_summary,
+             "import": _cmd_import, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """`cnnc summary`: a per-layer table like Keras's summary or torchinfo, with totals."""
 from __future__ import annotations
 
-from .ir.cost import node_cost
+from .ir.cost import node_cost, peak_with_plan, peak_without_plan
 from .ir.graph import Graph
 from .ir.shapes import fmt
 
@@ -39,4 +39,16 @@ def summary_table(graph: Graph) -> str:
             f"Total MACs (conv, dense; per example): {total_macs:,} ({_human(total_macs)})",
             f"Activation memory (all layer outputs, float32, per example): {_human(total_bytes, 'B')}",
             f"Parameter memory (float32): {_human(4 * total_params, 'B')}"]
-    return "\n".join(body)
+    return "\n".join([*body, _peak_line(graph)])
+
+
+def _peak_line(graph: Graph) -> str:
+    """Peak activation memory of the code generated from `graph`, without and with the plan_memory
+    pass's plan (computed here when the graph was not planned, e.g. at -O0, summary's default)."""
+    from .passes.memory import memory_plan
+
+    plan = graph.graph.get("memory_plan")
+    if plan is None or not plan.matches(graph):
+        plan = memory_plan(graph)
+    return (f"Peak activation memory (float32, batch 1): {_human(peak_without_plan(graph), 'B')} without planning, "
+            f"{_human(peak_with_plan(graph, plan), 'B')} with plan_memory")

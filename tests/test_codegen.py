@@ -33,10 +33,14 @@ def test_generation_is_deterministic_across_processes():
 def test_one_statement_per_node_with_source_lines():
     net = cnnc.compile(GOLDEN / "tiny.cnn")
     body = net.source.split("def forward(")[1].split("\n\n\n")[0]
-    statements = [line for line in body.splitlines() if " = " in line and "# tiny.cnn:" in line]
+    lines = body.splitlines()[2:-1]  # between the docstring and the return
+    statements = [line for line in lines if " = " in line and "# tiny.cnn:" in line]
     non_input_nodes = [n for n in net.graph.nodes if str(net.graph.op(n)) != "input"]
     assert len(statements) == len(non_input_nodes)
     assert any("# tiny.cnn:5 unit1.conv1" in line for line in statements)
+    # every other line is plan_memory's bookkeeping: `del` after a last use, marked as such
+    others = [line for line in lines if line not in statements]
+    assert others and all(line.startswith("    del ") and line.endswith("  # last use") for line in others)
 
 
 def test_compiled_module_runs_without_cnnc(tmp_path):

@@ -12,7 +12,11 @@ import cnnc
 NETWORKS = sorted(p.name for p in EXAMPLES.glob("*.cnn") if p.name != "resnet_blocks.cnn")
 REQUIRED = {"lenet5.cnn", "alexnet.cnn", "vgg16.cnn", "resnet18.cnn", "resnet34.cnn", "resnet50.cnn",
             "resnet101.cnn", "resnet152.cnn", "googlenet.cnn", "xception.cnn", "se_resnet50.cnn",
-            "classify_localize.cnn", "segmentation.cnn"}
+            "classify_localize.cnn", "segmentation.cnn", "yolo_tiny.cnn"}
+
+# Detectors end in NMS, which is discontinuous (a score tie or an IoU at the threshold decides), so
+# tests/test_detection.py compares them before NMS and checks the NMS step on equal inputs.
+COMPARED_IN_PARTS = {"yolo_tiny.cnn"}
 
 
 # Deep networks that end in global pooling run at a reduced size to keep the suite fast.
@@ -39,6 +43,8 @@ def test_parameter_counts_match_torchvision(name, expected):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NETWORKS)
 def test_generated_code_matches_interpreter(name):
+    if name in COMPARED_IN_PARTS:
+        pytest.skip("compared before and after NMS in tests/test_detection.py")
     shapes = {"image": (1, 3, 112, 112)} if name in REDUCED else None
     net = cnnc.compile(EXAMPLES / name, input_shapes=shapes)
     randomize(net, seed=len(name))

@@ -209,3 +209,191 @@ def load_cnnc_weights_into_torch(net, model: nn.Module) -> None:
         name = f"{module}.{leaf}" if f"{module}.{leaf}" in net.params else f"{module.replace('_', '.')}.{leaf}"
         state[key] = torch.from_numpy(np.array(net.params[name]))
     model.load_state_dict(state)
+
+
+# ------------------------------------------------------------------------------------------
+# torchvision's architectures, rebuilt with torchvision's module names and structure (torchvision
+# itself is not a dependency), so that their state dicts have exactly torchvision's keys. The
+# examples examples/resnet50.cnn, vgg16.cnn, alexnet_torchvision.cnn, googlenet_torchvision.cnn
+# and mobilenet_v2.cnn load them with cnnc.load_torch_state_dict, unrenamed.
+
+class TorchvisionVGG16(nn.Module):
+    """torchvision.models.vgg16: features.0 ... features.30, avgpool, classifier.0 ... classifier.6.
+    `softmax=True` ends in a softmax like examples/vgg16.cnn (torchvision returns the logits)."""
+
+    def __init__(self, softmax: bool = False):
+        super().__init__()
+        layers, cin = [], 3
+        for width in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
+            if width == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(inplace=True)]
+                cin = width
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
+                                        nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, 1000))
+        self.softmax = softmax
+
+    def forward(self, x):
+        x = self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+        return F.softmax(x, dim=1) if self.softmax else x
+
+
+class TorchvisionAlexNet(nn.Module):
+    """torchvision.models.alexnet (examples/alexnet_torchvision.cnn)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(True),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(True),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(3, 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(True),
+            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(True), nn.Linear(4096, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class BasicConv2d(nn.Module):
+    """torchvision.models.googlenet.BasicConv2d: conv (no bias), BN (eps 0.001), ReLU."""
+
+    def __init__(self, cin: int, c: int, **kwargs):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, c, bias=False, **kwargs)
+        self.bn = nn.BatchNorm2d(c, eps=0.001)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class Inception(nn.Module):
+    """torchvision.models.googlenet.Inception, with its 3x3 (not 5x5) conv in branch3."""
+
+    def __init__(self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int):
+        super().__init__()
+        self.branch1 = BasicConv2d(cin, c1, kernel_size=1)
+        self.branch2 = nn.Sequential(BasicConv2d(cin, c3r, kernel_size=1),
+                                     BasicConv2d(c3r, c3, kernel_size=3, padding=1))
+        self.branch3 = nn.Sequential(BasicConv2d(cin, c5r, kernel_size=1),
+                                     BasicConv2d(c5r, c5, kernel_size=3, padding=1))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+                                     BasicConv2d(cin, pool_proj, kernel_size=1))
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class TorchvisionGoogLeNet(nn.Module):
+    """torchvision.models.googlenet(aux_logits=False, transform_input=False, init_weights=False)."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.conv1 = BasicConv2d(3, 64, kernel_size=7, stride=2, padding=3)
+        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.conv2 = BasicConv2d(64, 64, kernel_size=1)
+        self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
+        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
+        self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64)
+        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64)
+        self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64)
+        self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64)
+        self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64)
+        self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128)
+        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128)
+        self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
+        self.aux1 = self.aux2 = None
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(1024, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+        x = self.maxpool3(self.inception3b(self.inception3a(x)))
+        for name in ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"):
+            x = getattr(self, name)(x)
+        x = self.inception5b(self.inception5a(self.maxpool4(x)))
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+
+
+class Conv2dNormActivation(nn.Sequential):
+    """torchvision.ops.Conv2dNormActivation with BN and ReLU6: children 0 (conv), 1 (bn), 2."""
+
+    def __init__(self, cin: int, c: int, kernel_size: int = 3, stride: int = 1, groups: int = 1):
+        super().__init__(nn.Conv2d(cin, c, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(c), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    """torchvision.models.mobilenetv2.InvertedResidual."""
+
+    def __init__(self, cin: int, c: int, stride: int, expand_ratio: int):
+        super().__init__()
+        hidden = int(round(cin * expand_ratio))
+        self.use_res_connect = stride == 1 and cin == c
+        layers = [Conv2dNormActivation(cin, hidden, kernel_size=1)] if expand_ratio != 1 else []
+        layers += [Conv2dNormActivation(hidden, hidden, stride=stride, groups=hidden),
+                   nn.Conv2d(hidden, c, 1, 1, 0, bias=False), nn.BatchNorm2d(c)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class TorchvisionMobileNetV2(nn.Module):
+    """torchvision.models.mobilenet_v2 (width 1.0): features.0 ... features.18, classifier.1."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        layers, cin = [Conv2dNormActivation(3, 32, stride=2)], 32
+        for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                           (6, 160, 3, 2), (6, 320, 1, 1)]:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers.append(Conv2dNormActivation(cin, 1280, kernel_size=1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), (1, 1)), 1))
+
+
+class LeNet5(nn.Module):
+    """examples/lenet5.cnn, its layers registered under `names` (the .cnn's: c1, c3, c5, f6, out);
+    returns the logits, before the .cnn's final softmax."""
+
+    def __init__(self, names: tuple[str, ...] = ("c1", "c3", "c5", "f6", "out")):
+        super().__init__()
+        self.names = tuple(names)
+        layers = [nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5), nn.Conv2d(16, 120, 5), nn.Linear(120, 84), nn.Linear(84, 10)]
+        assert len(self.names) == len(layers), self.names
+        for name, layer in zip(self.names, layers):
+            self.add_module(name, layer)
+
+    def forward(self, x):
+        c1, c3, c5, f6, out = (getattr(self, name) for name in self.names)
+        x = F.avg_pool2d(torch.tanh(c1(x)), 2)
+        x = F.avg_pool2d(torch.tanh(c3(x)), 2)
+        x = torch.flatten(torch.tanh(c5(x)), 1)
+        return out(torch.tanh(f6(x)))
+
+
+# The torch twin of each example whose layer names are torchvision's, and torchvision's own
+# parameter count for it (sum of model.parameters(): BN running statistics excluded).
+TORCHVISION_TWINS = {
+    "resnet50": (lambda: ResNet(Bottleneck, [3, 4, 6, 3]), 25_557_032),
+    "vgg16": (lambda: TorchvisionVGG16(softmax=True), 138_357_544),
+    "alexnet_torchvision": (TorchvisionAlexNet, 61_100_840),
+    "googlenet_torchvision": (TorchvisionGoogLeNet, 6_624_904),
+    "mobilenet_v2": (TorchvisionMobileNetV2, 3_504_872),
+}

@@ -6,6 +6,7 @@ Output is deterministic: the same graph always gives the same text.
 """
 from __future__ import annotations
 
+import inspect
 from types import ModuleType
 
 from .. import __version__
@@ -23,11 +24,13 @@ _RESERVED = {"np", "math", "params", "forward", "load_params", "run", "INPUTS", 
 
 def _location(data: dict) -> str:
     spans = data["spans"]
-    where = ", ".join(f"{s.file.name}:{s.line}" for s in spans) if spans else "generated"
+    # a fused node lists each source line once (conv, bn and relu often share one line)
+    where = ", ".join(dict.fromkeys(f"{s.file.name}:{s.line}" for s in spans)) if spans else "generated"
     return safe_comment(where)
 
 
-def _call(graph: Graph, name: str, ns: Namespace) -> str:
+def _call(graph: Graph, name: str, ns: Namespace, in_place: bool = False) -> str:
+    """The kernel call computing `name`; `in_place`: write into the first input (`out=`)."""
     data = graph.nodes[name]
     op, info = data["op"], OP_INFO[data["op"]]
     inputs = [ns.name(i) for i in graph.inputs_of(name)]
@@ -36,7 +39,20 @@ def _call(graph: Graph, name: str, ns: Namespace) -> str:
     positional, keywords = kernel_call(op, data["attrs"], inputs, data["params"], lambda p: f"params[{p!r}]")
     args = ["None" if a is None else a for a in positional]  # input names and params[...] lookups
     args += [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
+    if in_place:
+        args.append(f"out={inputs[0]}")
     return f"{info.kernel}({', '.join(args)})"
+
+
+def _memory_plan(graph: Graph, kernels: ModuleType):
+    """The plan_memory pass's plan if it still describes `graph` (else None: plain code), and the
+    nodes to run in place: those the plan allows whose kernel in `kernels` takes `out=`."""
+    plan = graph.graph.get("memory_plan")
+    if plan is None or not plan.matches(graph):
+        return None, frozenset()
+    takes_out = {n for n in plan.in_place
+                 if "out" in inspect.signature(getattr(kernels, OP_INFO[graph.op(n)].kernel)).parameters}
+    return plan, frozenset(takes_out)
 
 
 def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
@@ -68,12 +84,16 @@ def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
         f"def forward(params, {', '.join(ns.name(n) for n in inputs)}):",
         '    """Run the network on float32 NCHW arrays; returns a dict of outputs."""',
     ]
+    plan, in_place = _memory_plan(graph, kernels)
     for name in order:
         if graph.op(name) == Op.INPUT:
             continue
         data = graph.nodes[name]
-        lines.append(f"    {ns.name(name)} = {_call(graph, name, ns)}"
+        lines.append(f"    {ns.name(name)} = {_call(graph, name, ns, name in in_place)}"
                      f"  # {_location(data)} {safe_comment(name)}: {data['op']} -> {fmt(data['shape'])}")
+        dead = plan.frees_after(name) if plan is not None else ()
+        if dead:  # bookkeeping, not a node: lets NumPy free or reuse the arrays now
+            lines.append(f"    del {', '.join(ns.name(n) for n in dead)}  # last use")
     lines.append("    return {" + ", ".join(f"{o!r}: {ns.name(n)}" for o, n in outputs.items()) + "}")
     lines += [
         "",

@@ -40,6 +40,10 @@ class Op(str, Enum):
     UPSAMPLE = "upsample"
     PAD = "pad"
     CROP = "crop"
+    SLICE = "slice"
+    IOU = "iou"
+    NMS = "nms"
+    YOLO_DECODE = "yolo_decode"
     # Produced by optimization passes only (no surface syntax):
     CHANNEL_AFFINE = "channel_affine"
     REDUCE = "reduce"
@@ -173,6 +177,36 @@ class CropAttrs:
 
 
 @dataclass(frozen=True)
+class SliceAttrs:
+    axis: int  # negative counts from the end; never the batch axis
+    start: int  # Python's rules: negative counts from the end
+    stop: int
+
+
+BOX_FORMATS = ("corners", "center")  # (x1, y1, x2, y2) | (cx, cy, w, h)
+
+
+@dataclass(frozen=True)
+class IouAttrs:
+    format: str  # one of BOX_FORMATS
+
+
+@dataclass(frozen=True)
+class NmsAttrs:
+    iou_threshold: float
+    score_threshold: float
+    max_boxes: int
+    format: str  # of the input boxes; the output is always corners
+
+
+@dataclass(frozen=True)
+class YoloDecodeAttrs:
+    anchors: tuple[tuple[float, float], ...]  # (width, height) of each anchor, in input pixels
+    classes: int
+    stride: Pair  # (height, width) of a grid cell, in input pixels
+
+
+@dataclass(frozen=True)
 class ReduceAttrs:
     mode: str  # "mean" | "max"
     axes: tuple[int, ...]
@@ -231,6 +265,11 @@ OP_INFO: dict[Op, OpInfo] = {
     Op.UPSAMPLE: OpInfo(UpsampleAttrs, "upsample", ("scale", "mode")),
     Op.PAD: OpInfo(PadAttrs, "pad", ("pads", "mode", "value")),
     Op.CROP: OpInfo(CropAttrs, "crop", ("offset", "size")),
+    Op.SLICE: OpInfo(SliceAttrs, "slice_axis", ("axis", "start", "stop")),
+    Op.IOU: OpInfo(IouAttrs, "box_iou", ("format",), min_inputs=2, max_inputs=2),
+    Op.NMS: OpInfo(NmsAttrs, "nms", ("iou_threshold", "score_threshold", "max_boxes", "format"),
+                   min_inputs=2, max_inputs=2),
+    Op.YOLO_DECODE: OpInfo(YoloDecodeAttrs, "yolo_decode", ("anchors", "classes", "stride")),
     Op.CHANNEL_AFFINE: OpInfo(NoAttrs, "channel_affine", (), ("scale", "shift")),
     Op.REDUCE: OpInfo(ReduceAttrs, "reduce", ("mode", "axes", "keepdims")),
 }

@@ -276,6 +276,62 @@ def _crop(a: o.CropAttrs, shapes: list[Shape]) -> Shape:
     return (x[0], x[1], h, w)
 
 
+def _slice(a: o.SliceAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    if not -len(x) <= a.axis < len(x):
+        raise ShapeRuleError(f"slice: axis {a.axis} is out of range for {fmt(x)}")
+    axis = a.axis % len(x)
+    if axis == 0:
+        raise ShapeRuleError("slice: the batch axis cannot be sliced")
+    size = x[axis]
+    start, stop = (i + size if i < 0 else i for i in (a.start, a.stop))
+    if not 0 <= start < stop <= size:
+        raise ShapeRuleError(f"slice: {a.start}:{a.stop} selects nothing of axis {axis} of {fmt(x)} "
+                             f"(size {size}; need start < stop, negative indices count from the end)")
+    return (*x[:axis], stop - start, *x[axis + 1:])
+
+
+def _boxes(shape: Shape, what: str, role: str) -> None:
+    if len(shape) != 3 or shape[2] != 4:
+        raise ShapeRuleError(f"{what}: {role} must be [N, count, 4], got {fmt(shape)}")
+
+
+def _same_batch(a: Shape, b: Shape, what: str) -> None:
+    if a[0] != b[0]:
+        raise ShapeRuleError(f"{what}: batch sizes differ: {fmt(a)} and {fmt(b)}")
+
+
+def _iou(a: o.IouAttrs, shapes: list[Shape]) -> Shape:
+    first, second = shapes
+    _boxes(first, "iou", "the first boxes")
+    _boxes(second, "iou", "the second boxes")
+    _same_batch(first, second, "iou")
+    return (first[0], first[1], second[1])
+
+
+def _nms(a: o.NmsAttrs, shapes: list[Shape]) -> Shape:
+    boxes, scores = shapes
+    _boxes(boxes, "nms", "boxes")
+    if len(scores) != 3:
+        raise ShapeRuleError(f"nms: scores must be [N, count, classes], got {fmt(scores)}")
+    _same_batch(boxes, scores, "nms")
+    if boxes[1] != scores[1]:
+        raise ShapeRuleError(f"nms: boxes {fmt(boxes)} and scores {fmt(scores)} differ in the number "
+                             f"of boxes: {boxes[1]} vs {scores[1]}")
+    return (boxes[0], a.max_boxes, 6)
+
+
+def _yolo_decode(a: o.YoloDecodeAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    _need_rank(x, (4,), "yolo_decode")
+    n, c, h, w = x
+    anchors = len(a.anchors)
+    if c != anchors * (5 + a.classes):
+        raise ShapeRuleError(f"yolo_decode: {anchors} anchors × (5 + {a.classes} classes) = "
+                             f"{anchors * (5 + a.classes)} channels expected, the input has {c}")
+    return (n, h * w * anchors, 4 + a.classes)
+
+
 def _reduce(a: o.ReduceAttrs, shapes: list[Shape]) -> Shape:
     (x,) = shapes
     axes = {axis % len(x) for axis in a.axes}
@@ -308,6 +364,10 @@ SHAPE_RULES: dict[Op, Callable[[object, list[Shape]], Shape]] = {
     Op.UPSAMPLE: _upsample,
     Op.PAD: _pad,
     Op.CROP: _crop,
+    Op.SLICE: _slice,
+    Op.IOU: _iou,
+    Op.NMS: _nms,
+    Op.YOLO_DECODE: _yolo_decode,
     Op.CHANNEL_AFFINE: _same,
     Op.REDUCE: _reduce,
 }

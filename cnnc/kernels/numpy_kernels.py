@@ -283,43 +283,52 @@ def _channel_shape(x: np.ndarray) -> tuple:
 
 
 def batch_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
-               var: np.ndarray, *, eps: float) -> np.ndarray:
-    """Inference batch norm over axis 1 as one fused per-channel multiply-add."""
+               var: np.ndarray, *, eps: float, out=None) -> np.ndarray:
+    """Inference batch norm over axis 1 as one fused per-channel multiply-add.
+
+    ``out``: a float32 array of x's shape to write the result into (may be ``x`` itself).
+    """
     scale = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps))
     shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
     shp = _channel_shape(x)
-    y = np.multiply(x, scale.astype(np.float32).reshape(shp), dtype=np.float32)
+    y = np.multiply(x, scale.astype(np.float32).reshape(shp), dtype=np.float32, out=out)
     y += shift.astype(np.float32).reshape(shp)
     return y
 
 
-def relu(x: np.ndarray) -> np.ndarray:
-    """max(x, 0)."""
-    return np.maximum(x, np.float32(0.0))
+def relu(x: np.ndarray, out=None) -> np.ndarray:
+    """max(x, 0); ``out`` (here and in the other elementwise kernels): an array of x's shape
+    to write the result into, which may be ``x`` itself."""
+    return np.maximum(x, np.float32(0.0), out=out)
 
 
-def relu6(x: np.ndarray) -> np.ndarray:
+def relu6(x: np.ndarray, out=None) -> np.ndarray:
     """min(max(x, 0), 6)."""
-    return np.clip(x, np.float32(0.0), np.float32(6.0))
+    return np.clip(x, np.float32(0.0), np.float32(6.0), out=out)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray, out=None) -> np.ndarray:
     """Logistic sigmoid, computed as 0.5·(1 + tanh(x/2)) (no overflow)."""
-    y = np.multiply(x, np.float32(0.5), dtype=np.float32)
+    y = np.multiply(x, np.float32(0.5), dtype=np.float32, out=out)
     np.tanh(y, out=y)
     y += np.float32(1.0)
     y *= np.float32(0.5)
     return y
 
 
-def tanh(x: np.ndarray) -> np.ndarray:
+def tanh(x: np.ndarray, out=None) -> np.ndarray:
     """Hyperbolic tangent."""
-    return np.tanh(x)
+    return np.tanh(x, out=out)
 
 
-def leaky_relu(x: np.ndarray, *, slope: float) -> np.ndarray:
+def leaky_relu(x: np.ndarray, *, slope: float, out=None) -> np.ndarray:
     """x if x ≥ 0 else slope·x."""
-    return np.where(x >= 0, x, x * np.float32(slope))
+    if out is None:
+        return np.where(x >= 0, x, x * np.float32(slope))
+    negative = x < 0  # taken before out (possibly x itself) is written
+    np.copyto(out, x)
+    np.multiply(out, np.float32(slope), out=out, where=negative)
+    return out
 
 
 def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
@@ -461,14 +470,14 @@ def reshape(x: np.ndarray, *, shape) -> np.ndarray:
     return x.reshape((x.shape[0],) + tuple(shape))
 
 
-def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise sum with NumPy broadcasting."""
-    return np.add(a, b)
+def add(a: np.ndarray, b: np.ndarray, out=None) -> np.ndarray:
+    """Elementwise sum with NumPy broadcasting; ``out`` may be ``a`` when nothing broadcasts."""
+    return np.add(a, b, out=out)
 
 
-def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise product with NumPy broadcasting."""
-    return np.multiply(a, b)
+def mul(a: np.ndarray, b: np.ndarray, out=None) -> np.ndarray:
+    """Elementwise product with NumPy broadcasting; ``out`` may be ``a`` when nothing broadcasts."""
+    return np.multiply(a, b, out=out)
 
 
 def concat(*xs: np.ndarray, axis: int) -> np.ndarray:
@@ -530,6 +539,113 @@ def crop(x: np.ndarray, *, offset, size) -> np.ndarray:
     return np.ascontiguousarray(x[:, :, oy:oy + h, ox:ox + w])
 
 
+def slice_axis(x: np.ndarray, *, axis: int, start: int, stop: int) -> np.ndarray:
+    """``x[..., start:stop, ...]`` along ``axis`` (negative values count from the end); a copy."""
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop)
+    return x[tuple(index)].copy()
+
+
+# ---------------------------------------------------------------------------------------
+# detection
+# ---------------------------------------------------------------------------------------
+
+
+def _corners(boxes: np.ndarray, format: str) -> np.ndarray:
+    """Boxes ``[..., 4]`` as float64 corners (x1, y1, x2, y2): ``format`` "corners" or "center"
+    ((cx, cy, w, h) → (cx − w/2, cy − h/2, cx + w/2, cy + h/2))."""
+    b = boxes.astype(np.float64)
+    if format == "center":
+        half = b[..., 2:4] / 2
+        return np.concatenate((b[..., 0:2] - half, b[..., 0:2] + half), axis=-1)
+    if format != "corners":
+        raise ValueError(f"unknown box format {format!r}")
+    return b
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Float64 IoU ``[..., A, B]`` of corner boxes ``a [..., A, 4]`` and ``b [..., B, 4]``.
+
+    A box with x2 < x1 or y2 < y1 is empty; where the union is empty the IoU is 0.
+    """
+    a = a[..., :, None, :]
+    b = b[..., None, :, :]
+    with np.errstate(invalid="ignore"):  # inf − inf with infinite coordinates: nan, never > a threshold
+        inter_w = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0)
+        inter_h = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0)
+        inter = inter_w * inter_h
+        area_a = np.maximum(a[..., 2] - a[..., 0], 0.0) * np.maximum(a[..., 3] - a[..., 1], 0.0)
+        area_b = np.maximum(b[..., 2] - b[..., 0], 0.0) * np.maximum(b[..., 3] - b[..., 1], 0.0)
+        union = area_a + area_b - inter
+        return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray, *, format: str) -> np.ndarray:
+    """Pairwise IoU: ``a [N, A, 4]``, ``b [N, B, 4]`` → ``[N, A, B]`` float32."""
+    return _iou_matrix(_corners(a, format), _corners(b, format)).astype(np.float32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, score_threshold: float,
+        max_boxes: int, format: str) -> np.ndarray:
+    """Class-wise greedy NMS: ``[N, K, 4]`` boxes, ``[N, K, C]`` scores → ``[N, max_boxes, 6]``.
+
+    Candidates (box k, class c) with score > score_threshold, by descending score (ties: k, then
+    c); each kept one removes the later candidates of its class whose IoU with it exceeds
+    iou_threshold. Rows (x1, y1, x2, y2, score, c), then padding (0, 0, 0, 0, -1, 0). Greedy
+    NMS is sequential: the Python loop runs over the images and the candidates in order (a
+    suppressed one costs a test; a kept one, at most max_boxes per image, one vector operation).
+    """
+    corners = _corners(boxes, format)
+    s = scores.astype(np.float64)
+    out = np.zeros((s.shape[0], max_boxes, 6), dtype=np.float32)
+    out[:, :, 4] = -1.0
+    for image in range(s.shape[0]):
+        ks, cs = np.nonzero(s[image] > score_threshold)  # in (k, c) order
+        order = np.argsort(-s[image, ks, cs], kind="stable")
+        ks, cs = ks[order], cs[order]
+        cand = corners[image, ks]
+        alive = np.ones(len(ks), dtype=bool)
+        count = 0
+        for j in range(len(ks)):
+            if not alive[j]:
+                continue
+            out[image, count, 0:4] = cand[j]
+            out[image, count, 4] = s[image, ks[j], cs[j]]
+            out[image, count, 5] = cs[j]
+            count += 1
+            if count == max_boxes:
+                break
+            rivals = j + 1 + np.flatnonzero(alive[j + 1:] & (cs[j + 1:] == cs[j]))
+            iou = _iou_matrix(cand[j:j + 1], cand[rivals])[0]
+            alive[rivals[iou > iou_threshold]] = False
+    return out
+
+
+def yolo_decode(x: np.ndarray, *, anchors, classes: int, stride) -> np.ndarray:
+    """YOLOv3 decoding ``[N, A·(5+C), H, W]`` → ``[N, H·W·A, 4+C]``: row (i·W + j)·A + a is cell
+    (i, j) and anchor a: corners of cx = (σ(tx) + j)·sw, cy = (σ(ty) + i)·sh, w = anchor_w·e^tw,
+    h = anchor_h·e^th (input pixels), then σ(objectness)·σ(class logit) for each class."""
+    n, _, h, w = x.shape
+    a = len(anchors)
+    sh, sw = stride
+    t = np.ascontiguousarray(x.reshape(n, a, 5 + classes, h, w).transpose(0, 3, 4, 1, 2), dtype=np.float32)
+    with np.errstate(over="ignore"):
+        half = np.exp(t[..., 2:4]) * (np.asarray(anchors, dtype=np.float32) / np.float32(2.0))  # [N, H, W, A, 2]
+    p = np.multiply(t, np.float32(0.5))  # σ(v) = 0.5·(1 + tanh(v/2)) of every field
+    np.tanh(p, out=p)
+    p += np.float32(1.0)
+    p *= np.float32(0.5)
+    cx = (p[..., 0] + np.arange(w, dtype=np.float32)[:, None]) * np.float32(sw)  # [N, H, W, A]
+    cy = (p[..., 1] + np.arange(h, dtype=np.float32)[:, None, None]) * np.float32(sh)
+    out = np.empty((n, h, w, a, 4 + classes), dtype=np.float32)
+    np.subtract(cx, half[..., 0], out=out[..., 0])
+    np.subtract(cy, half[..., 1], out=out[..., 1])
+    np.add(cx, half[..., 0], out=out[..., 2])
+    np.add(cy, half[..., 1], out=out[..., 3])
+    np.multiply(p[..., 4:5], p[..., 5:], out=out[..., 4:])
+    return out.reshape(n, h * w * a, 4 + classes)
+
+
 def _epilogue(y: np.ndarray, activation: str, slope: float, residual) -> np.ndarray:
     """act(y + residual) computed in place in ``y`` (a fresh array owned by the caller)."""
     if residual is not None:
@@ -548,10 +664,11 @@ def _epilogue(y: np.ndarray, activation: str, slope: float, residual) -> np.ndar
     return y
 
 
-def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Per-channel ``x · scale[c] + shift[c]`` over axis 1 (a batch norm that could not be folded)."""
+def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, out=None) -> np.ndarray:
+    """Per-channel ``x · scale[c] + shift[c]`` over axis 1 (a batch norm that could not be folded);
+    ``out`` may be ``x``."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    y = np.multiply(x, scale.astype(np.float32, copy=False).reshape(shape), dtype=np.float32)
+    y = np.multiply(x, scale.astype(np.float32, copy=False).reshape(shape), dtype=np.float32, out=out)
     y += shift.astype(np.float32, copy=False).reshape(shape)
     return y
 

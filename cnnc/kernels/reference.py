@@ -384,6 +384,127 @@ def crop(x: np.ndarray, *, offset: Pair, size: Pair) -> np.ndarray:
     return _out(x[:, :, oy : oy + h, ox : ox + w])
 
 
+def slice_axis(x: np.ndarray, *, axis: int, start: int, stop: int) -> np.ndarray:
+    """y = x[..., start : stop, ...] along ``axis`` (negative values count from the end)."""
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop)
+    return _out(x[tuple(index)])
+
+
+# ---------------------------------------------------------------- detection
+
+
+def _logistic(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^(−x)) in float64, without overflow (see :func:`sigmoid`)."""
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+
+
+def _box_corners(boxes: np.ndarray, format: str) -> np.ndarray:
+    """Boxes ``[..., 4]`` as float64 corners (x1, y1, x2, y2).
+
+    ``format`` "corners": the boxes are (x1, y1, x2, y2) already; "center": (cx, cy, w, h), and
+    x1 = cx − w/2, y1 = cy − h/2, x2 = cx + w/2, y2 = cy + h/2.
+    """
+    b = _f64(boxes)
+    if format == "corners":
+        return b
+    if format == "center":
+        cx, cy, w, h = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+        return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
+    raise ValueError(f"unknown box format {format!r}")
+
+
+def _box_area(c: np.ndarray) -> np.ndarray:
+    """max(x2 − x1, 0) · max(y2 − y1, 0): a box with x2 < x1 or y2 < y1 is empty."""
+    return np.maximum(c[..., 2] - c[..., 0], 0.0) * np.maximum(c[..., 3] - c[..., 1], 0.0)
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU[..., i, j] = |a_i ∩ b_j| / |a_i ∪ b_j| of corner boxes ``a [..., A, 4]``, ``b [..., B, 4]``.
+
+    |a ∩ b| = max(min(x2) − max(x1), 0) · max(min(y2) − max(y1), 0) and
+    |a ∪ b| = area(a) + area(b) − |a ∩ b|; the IoU is 0 where the union is 0 (two empty boxes).
+    """
+    a, b = a[..., :, None, :], b[..., None, :, :]
+    with np.errstate(invalid="ignore", divide="ignore"):  # non-finite coordinates: nan, never > a threshold
+        inter_w = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0)
+        inter_h = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0)
+        inter = inter_w * inter_h
+        union = _box_area(a) + _box_area(b) - inter
+        iou = inter / union
+    return np.where(union > 0, iou, 0.0)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray, *, format: str) -> np.ndarray:
+    """Pairwise IoU: ``a [N, A, 4]``, ``b [N, B, 4]`` → ``[N, A, B]`` (see :func:`_iou_matrix`)."""
+    return _out(_iou_matrix(_box_corners(a, format), _box_corners(b, format)))
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, score_threshold: float,
+        max_boxes: int, format: str) -> np.ndarray:
+    """Class-wise greedy non-maximum suppression: ``[N, K, 4]``, ``[N, K, C]`` → ``[N, max_boxes, 6]``.
+
+    For each image, the candidates are the pairs (box k, class c) with scores[k, c] >
+    score_threshold, taken in order of descending score, equal scores by k, then by c. A
+    candidate is kept when its IoU with every kept candidate of the same class is at most
+    iou_threshold. The first ``max_boxes`` kept candidates are the rows (x1, y1, x2, y2, score, c),
+    corners whatever ``format`` the input has; the remaining rows are (0, 0, 0, 0, −1, 0).
+
+    Greedy NMS is sequential: unlike the other kernels this loops over the images and over the
+    candidates in order (with an early stop at ``max_boxes``).
+    """
+    corners = _box_corners(boxes, format)
+    s = _f64(scores)
+    out = np.zeros((s.shape[0], max_boxes, 6))
+    out[:, :, 4] = -1.0
+    for image in range(s.shape[0]):
+        ks, cs = np.nonzero(s[image] > score_threshold)
+        order = np.lexsort((cs, ks, -s[image, ks, cs]))  # the last key is the primary one
+        kept: dict[int, list[np.ndarray]] = {}  # class → its kept boxes
+        rows = []
+        for j in order:
+            if len(rows) == max_boxes:
+                break
+            k, c = int(ks[j]), int(cs[j])
+            box = corners[image, k]
+            same_class = kept.get(c, [])
+            if same_class and np.any(_iou_matrix(box[None], np.array(same_class))[0] > iou_threshold):
+                continue
+            kept.setdefault(c, []).append(box)
+            rows.append([*box, s[image, k, c], c])
+        if rows:
+            out[image, : len(rows)] = rows
+    return _out(out)
+
+
+def yolo_decode(x: np.ndarray, *, anchors: tuple[tuple[float, float], ...], classes: int,
+                stride: Pair) -> np.ndarray:
+    """YOLOv3 decoding of a head ``[N, A·(5 + C), H, W]`` → ``[N, H·W·A, 4 + C]``.
+
+    Channel a·(5 + C) + f holds field f of anchor a: tx, ty, tw, th, objectness, C class logits.
+    Row (i·W + j)·A + a of the result belongs to grid cell (row i, column j) and anchor a =
+    (anchor_w, anchor_h) in input pixels; with σ the logistic function and ``stride = (sh, sw)``:
+    cx = (σ(tx) + j)·sw, cy = (σ(ty) + i)·sh, w = anchor_w·e^tw, h = anchor_h·e^th; the row is
+    (cx − w/2, cy − h/2, cx + w/2, cy + h/2, σ(objectness)·σ(logit_1), …, σ(objectness)·σ(logit_C)).
+    """
+    n, _, h, w = x.shape
+    sh, sw = stride
+    xf = _f64(x)
+    rows, cols = np.arange(h).reshape(1, h, 1), np.arange(w).reshape(1, 1, w)
+    per_anchor = []
+    for a, (anchor_w, anchor_h) in enumerate(anchors):
+        t = xf[:, a * (5 + classes) : (a + 1) * (5 + classes)]  # [N, 5 + C, H, W]
+        cx = (_logistic(t[:, 0]) + cols) * sw
+        cy = (_logistic(t[:, 1]) + rows) * sh
+        with np.errstate(over="ignore"):
+            bw, bh = anchor_w * np.exp(t[:, 2]), anchor_h * np.exp(t[:, 3])
+        box = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+        per_anchor.append(np.concatenate([box, _logistic(t[:, 4:5]) * _logistic(t[:, 5:])], axis=1))
+    y = np.stack(per_anchor, axis=-1)  # [N, 4 + C, H, W, A]
+    return _out(y.reshape(n, 4 + classes, h * w * len(anchors)).transpose(0, 2, 1))
+
+
 # ---------------------------------------------------------------- fused epilogues and lowered forms
 
 

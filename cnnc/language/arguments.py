@@ -111,6 +111,35 @@ def to_size(value: object) -> tuple[int, int]:
     return to_pair(value)
 
 
+def to_fraction(value: object) -> float:
+    """A number in [0, 1] (an IoU threshold)."""
+    number = to_float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ArgError(f"expected a number in [0, 1], got {number:g}")
+    return number
+
+
+def to_nonnegative_float(value: object) -> float:
+    number = to_float(value)
+    if number < 0.0:
+        raise ArgError(f"expected a non-negative number, got {number:g}")
+    return number
+
+
+def to_anchors(value: object) -> tuple[tuple[float, float], ...]:
+    """`((w, h), (w, h), …)`: one or more pairs of positive numbers (a single pair is one anchor)."""
+    pairs = value if isinstance(value, tuple) and value and isinstance(value[0], tuple) else (value,)
+    anchors = []
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ArgError(f"expected anchors as pairs ((w, h), (w, h), …), got {describe(value)}")
+        w, h = (to_float(v) for v in pair)
+        if w <= 0 or h <= 0:
+            raise ArgError(f"anchor sizes must be positive, got ({w:g}, {h:g})")
+        anchors.append((w, h))
+    return tuple(anchors)
+
+
 def choice(*words: str) -> Converter:
     """A word from a fixed set, written bare (`mode=bilinear`) or quoted."""
     def convert(value: object) -> str:

@@ -206,6 +206,18 @@ _TABLE = [
             _build_pad, "spatial padding"),
     LayerOp("crop", 1, (ArgSpec("size", a.to_size), ArgSpec("offset", a.to_nonnegative_pair, (0, 0))),
             _build_crop, "spatial crop to a size (or to another tensor's size)"),
+    LayerOp("slice", 1, (ArgSpec("axis", a.to_int), ArgSpec("start", a.to_int), ArgSpec("stop", a.to_int)),
+            _simple(Op.SLICE, o.SliceAttrs), "the part start:stop of one axis"),
+    LayerOp("iou", 2, (ArgSpec("format", a.choice(*o.BOX_FORMATS), "corners"),),
+            _simple(Op.IOU, o.IouAttrs), "pairwise intersection over union of two sets of boxes"),
+    LayerOp("nms", 2, (ArgSpec("iou_threshold", a.to_fraction, 0.5),
+                       ArgSpec("score_threshold", a.to_nonnegative_float, 0.05),
+                       ArgSpec("max_boxes", a.to_positive_int, 100),
+                       ArgSpec("format", a.choice(*o.BOX_FORMATS), "corners")),
+            _simple(Op.NMS, o.NmsAttrs), "class-wise non-maximum suppression to [N, max_boxes, 6] detections"),
+    LayerOp("yolo_decode", 1, (ArgSpec("anchors", a.to_anchors), ArgSpec("classes", a.to_positive_int),
+                               ArgSpec("stride", a.to_pair)),
+            _simple(Op.YOLO_DECODE, o.YoloDecodeAttrs), "YOLO head → [N, H·W·anchors, 4 + classes] boxes and scores"),
 ]
 
 LAYER_OPS: dict[str, LayerOp] = {op.name: op for op in _TABLE}

@@ -4,6 +4,11 @@ Importing this package registers every pass.
 """
 from . import (  # noqa: F401  (imported for their registration)
     eliminate,
+    fcn,
+    fold_bn,
+    fuse,
+    lower,
+    memory,
 )
 from .manager import PASSES, optimize
 

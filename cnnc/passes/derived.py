@@ -73,11 +73,17 @@ RULES: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+# Rules whose result has exactly the spec's shape: `derive` hands them `shape` itself.
+_SHAPED_RULES = ("reshape", "fill")
+
+
 def derive(graph: Graph, name: str, rule: str, inputs: tuple[str, ...], shape: tuple[int, ...],
            **kwargs: object) -> str:
     """Register a derived parameter (unique name) and return its name."""
     if rule not in RULES:
         raise KeyError(f"unknown derivation rule {rule!r}; rules: {', '.join(sorted(RULES))}")
+    if rule in _SHAPED_RULES:  # their `shape=` cannot be passed here (it would clash with `shape`)
+        kwargs["shape"] = tuple(shape)
     base, number = name, 1
     while name in graph.graph["params"] or name in graph.graph["user_params"] or name in graph.graph["derived"]:
         number += 1

@@ -11,34 +11,29 @@ import numpy as np
 INPUTS = {'image': ('N', 1, 12, 12)}
 OUTPUTS = {'probs': ('N', 10)}
 PARAMETERS = {
-    'unit1.conv1.weight': (4, 1, 3, 3),
-    'unit1.bn1.gamma': (4,),
-    'unit1.bn1.beta': (4,),
-    'unit1.bn1.mean': (4,),
-    'unit1.bn1.var': (4,),
-    'unit2.conv1.weight': (4, 4, 3, 3),
-    'unit2.bn1.gamma': (4,),
-    'unit2.bn1.beta': (4,),
-    'unit2.bn1.mean': (4,),
-    'unit2.bn1.var': (4,),
     'fc.weight': (10, 144),
     'fc.bias': (10,),
+    'unit1.conv1.weight~bn': (4, 1, 3, 3),
+    'unit1.conv1.bias~bn': (4,),
+    'unit2.conv1.weight~bn': (4, 4, 3, 3),
+    'unit2.conv1.bias~bn': (4,),
 }
 
 
 def forward(params, image):
     """Run the network on float32 NCHW arrays; returns a dict of outputs."""
-    unit1_conv1 = conv2d(image, params['unit1.conv1.weight'], None, stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12]
-    unit1_bn1 = batch_norm(unit1_conv1, params['unit1.bn1.gamma'], params['unit1.bn1.beta'], params['unit1.bn1.mean'], params['unit1.bn1.var'], eps=1e-05)  # tiny.cnn:5 unit1.bn1: batch_norm -> [N, 4, 12, 12]
-    unit1_relu1 = relu(unit1_bn1)  # tiny.cnn:5 unit1.relu1: relu -> [N, 4, 12, 12]
-    unit2_conv1 = conv2d(unit1_relu1, params['unit2.conv1.weight'], None, stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)  # tiny.cnn:5 unit2.conv1: conv -> [N, 4, 12, 12]
-    unit2_bn1 = batch_norm(unit2_conv1, params['unit2.bn1.gamma'], params['unit2.bn1.beta'], params['unit2.bn1.mean'], params['unit2.bn1.var'], eps=1e-05)  # tiny.cnn:5 unit2.bn1: batch_norm -> [N, 4, 12, 12]
-    unit2_relu1 = relu(unit2_bn1)  # tiny.cnn:5 unit2.relu1: relu -> [N, 4, 12, 12]
-    unit2_add1 = add(unit2_relu1, unit1_relu1)  # tiny.cnn:6 unit2.add1: add -> [N, 4, 12, 12]
+    unit1_conv1 = conv2d(image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu')  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12]
+    unit2_conv1 = conv2d(unit1_conv1, params['unit2.conv1.weight~bn'], params['unit2.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu')  # tiny.cnn:5 unit2.conv1: conv -> [N, 4, 12, 12]
+    unit2_add1 = add(unit2_conv1, unit1_conv1, out=unit2_conv1)  # tiny.cnn:6 unit2.add1: add -> [N, 4, 12, 12]
+    del unit1_conv1, unit2_conv1  # last use
     maxpool1 = max_pool2d(unit2_add1, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False)  # tiny.cnn:9 maxpool1: max_pool -> [N, 4, 6, 6]
+    del unit2_add1  # last use
     flatten1 = flatten(maxpool1)  # tiny.cnn:10 flatten1: flatten -> [N, 144]
+    del maxpool1  # last use
     fc = dense(flatten1, params['fc.weight'], params['fc.bias'])  # tiny.cnn:10 fc: dense -> [N, 10]
+    del flatten1  # last use
     softmax1 = softmax(fc, axis=1)  # tiny.cnn:10 softmax1: softmax -> [N, 10]
+    del fc  # last use
     return {'probs': softmax1}
 
 
@@ -271,27 +266,6 @@ def dense(x: np.ndarray, w: np.ndarray, b, *, activation: str = "none", slope: f
     return _epilogue(y, activation, slope, None)
 
 
-def _channel_shape(x: np.ndarray) -> tuple:
-    """Broadcast shape of a per-channel (axis 1) vector against ``x``."""
-    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
-
-
-def batch_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
-               var: np.ndarray, *, eps: float) -> np.ndarray:
-    """Inference batch norm over axis 1 as one fused per-channel multiply-add."""
-    scale = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps))
-    shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
-    shp = _channel_shape(x)
-    y = np.multiply(x, scale.astype(np.float32).reshape(shp), dtype=np.float32)
-    y += shift.astype(np.float32).reshape(shp)
-    return y
-
-
-def relu(x: np.ndarray) -> np.ndarray:
-    """max(x, 0)."""
-    return np.maximum(x, np.float32(0.0))
-
-
 def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
     """Numerically stable softmax along ``axis``."""
     y = x - np.max(x, axis=axis, keepdims=True)
@@ -330,9 +304,9 @@ def flatten(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
-def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise sum with NumPy broadcasting."""
-    return np.add(a, b)
+def add(a: np.ndarray, b: np.ndarray, out=None) -> np.ndarray:
+    """Elementwise sum with NumPy broadcasting; ``out`` may be ``a`` when nothing broadcasts."""
+    return np.add(a, b, out=out)
 
 
 def _epilogue(y: np.ndarray, activation: str, slope: float, residual) -> np.ndarray:

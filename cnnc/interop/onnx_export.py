@@ -1,0 +1,308 @@
+"""Export a network as an ONNX model (opset 17) of its un-optimized IR.
+
+    net = cnnc.compile("examples/resnet18.cnn")
+    cnnc.export_onnx(net, net.params, "resnet18.onnx")    # or export_onnx(net, path="...")
+
+The exported graph is `net.source_graph`, the IR before optimization passes: one ONNX node per
+layer (a few layers take two), named after the layer, with the parameters as initializers under
+their cnnc names (`layer1.0.conv1.weight`). A symbolic batch dimension stays symbolic. Every
+mapping is exact (docs/onnx.md lists them); an op without an exact ONNX equivalent is a CnncError.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import CnncError
+from ..ir import ops as o
+from ..ir.graph import Graph
+from ..ir.ops import Op
+
+OPSET = 17
+IR_VERSION = 8  # the IR version of ONNX 1.12, which introduced opset 17: readable by older runtimes
+
+
+def _source_graph(net_or_graph) -> tuple[Graph, Mapping | None]:
+    from ..runtime.network import CompiledNetwork
+
+    if isinstance(net_or_graph, CompiledNetwork):
+        return net_or_graph.source_graph, net_or_graph.params
+    if isinstance(net_or_graph, Graph):
+        return net_or_graph.graph.get("source_graph", net_or_graph), None
+    raise CnncError(f"expected a compiled network or an IR graph, got {type(net_or_graph).__name__}",
+                    where="export_onnx")
+
+
+class Exporter:
+    def __init__(self, graph: Graph, params: Mapping[str, np.ndarray]):
+        from .onnx_import import require_onnx
+
+        onnx = require_onnx()
+        from onnx import helper
+
+        self.onnx, self.helper = onnx, helper
+        self.graph = graph
+        self.params = params
+        self.nodes: list = []
+        self.initializers: list = []
+        self.taken: set[str] = set(graph.graph["params"])
+        self.value_names: dict[str, str] = {}
+        # Inputs and outputs keep their names (they are what users feed and read); an output
+        # names its node's value directly unless that node is an input or another output's.
+        for node in graph.graph["inputs"]:
+            self.value_names[node] = self._claim(node, "input")
+        for out_name, node in graph.graph["outputs"].items():
+            claimed = self._claim(out_name, "output")
+            if node not in self.value_names:
+                self.value_names[node] = claimed
+
+    # ---- names --------------------------------------------------------------------------------
+    def _claim(self, name: str, what: str) -> str:
+        if name in self.taken:
+            raise CnncError(f"the {what} name '{name}' is also the name of another input, output or parameter; "
+                            "ONNX needs distinct names", where="export_onnx")
+        self.taken.add(name)
+        return name
+
+    def fresh(self, base: str) -> str:
+        name, number = base, 1
+        while name in self.taken:
+            number += 1
+            name = f"{base}:{number}"
+        self.taken.add(name)
+        return name
+
+    def value(self, node: str) -> str:
+        """The ONNX value name of an IR node's output: the layer name when it is free."""
+        if node not in self.value_names:
+            self.value_names[node] = self.fresh(node)
+        return self.value_names[node]
+
+    def constant(self, base: str, array: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.initializers.append((name, np.asarray(array)))
+        return name
+
+    def param(self, node: str, role: str, reshape: tuple | None = None) -> str | None:
+        name = self.graph.nodes[node]["params"].get(role)
+        if name is None:
+            return None
+        array = np.asarray(self.params[name], dtype=np.float32)
+        if reshape is not None:
+            array = array.reshape(reshape)
+        self.initializers.append((name, array))
+        return name
+
+    def add(self, op_type: str, inputs: list[str | None], name: str, output: str, **attrs) -> None:
+        self.nodes.append(self.helper.make_node(op_type, ["" if i is None else i for i in inputs], [output],
+                                                name=name, **attrs))
+
+    # ---- the graph ----------------------------------------------------------------------------
+    def run(self):
+        helper, graph = self.helper, self.graph
+        inputs, outputs = [], []
+        for node in graph.graph["inputs"]:
+            inputs.append(helper.make_tensor_value_info(self.value(node), self.onnx.TensorProto.FLOAT,
+                                                        list(graph.shape(node))))
+        for node in graph.topo_order():
+            op = graph.op(node)
+            if op == Op.INPUT:
+                continue
+            handler = _HANDLERS.get(op)
+            if handler is None:
+                raise CnncError(f"op '{op}' has no ONNX export (exported ops: "
+                                f"{', '.join(sorted(str(k) for k in _HANDLERS))})", where=f"layer '{node}'")
+            handler(self, node, graph.attrs(node), [self.value(i) for i in graph.inputs_of(node)])
+        for out_name, node in graph.graph["outputs"].items():
+            value = self.value(node)
+            if value != out_name:
+                self.add("Identity", [value], self.fresh(f"output:{out_name}"), out_name)
+            outputs.append(helper.make_tensor_value_info(out_name, self.onnx.TensorProto.FLOAT,
+                                                         list(graph.shape(node))))
+        name = str(graph.graph.get("source_name", "cnnc"))
+        onnx_graph = helper.make_graph(self.nodes, name, inputs, outputs)
+        for init_name, array in self.initializers:  # filled in place: large weights are copied once
+            tensor = onnx_graph.initializer.add()
+            tensor.name = init_name
+            tensor.data_type = self.helper.np_dtype_to_tensor_dtype(array.dtype)
+            tensor.dims.extend(array.shape)
+            tensor.raw_data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="cnnc", doc_string=f"exported by cnnc from {name}")
+        model.ir_version = IR_VERSION
+        self.onnx.checker.check_model(model)
+        return model
+
+    # ---- ops ----------------------------------------------------------------------------------
+    def _no_fusion(self, node: str, attrs, inputs: list[str]) -> None:
+        if getattr(attrs, "activation", "none") != "none" or len(inputs) > 1:
+            raise CnncError("is a fused layer from an optimization pass; export the un-optimized graph "
+                            "(net.source_graph)", where=f"layer '{node}'")
+
+    def conv(self, node, a: o.ConvAttrs, inputs):
+        self._no_fusion(node, a, inputs)
+        self.add("Conv", [inputs[0], self.param(node, "weight"), self.param(node, "bias")], node, self.value(node),
+                 kernel_shape=list(a.kernel), strides=list(a.stride), pads=list(a.pads), dilations=list(a.dilation),
+                 group=a.groups)
+
+    def conv_transpose(self, node, a: o.ConvTransposeAttrs, inputs):
+        self.add("ConvTranspose", [inputs[0], self.param(node, "weight"), self.param(node, "bias")], node,
+                 self.value(node), kernel_shape=list(a.kernel), strides=list(a.stride), pads=list(a.pads),
+                 output_padding=list(a.output_padding), dilations=list(a.dilation), group=a.groups)
+
+    def dense(self, node, a: o.DenseAttrs, inputs):
+        self._no_fusion(node, a, inputs)
+        shape = self.graph.shape(self.graph.inputs_of(node)[0])
+        if len(shape) == 4:  # [N, F, 1, 1] → [N, units, 1, 1]: exactly a 1×1 convolution
+            weight = self.param(node, "weight", reshape=(a.units, shape[1], 1, 1))
+            self.add("Conv", [inputs[0], weight, self.param(node, "bias")], node, self.value(node),
+                     kernel_shape=[1, 1])
+        else:
+            self.add("Gemm", [inputs[0], self.param(node, "weight"), self.param(node, "bias")], node,
+                     self.value(node), transB=1)
+
+    def batch_norm(self, node, a: o.BatchNormAttrs, inputs):
+        roles = [self.param(node, r) for r in ("gamma", "beta", "mean", "var")]
+        self.add("BatchNormalization", [inputs[0], *roles], node, self.value(node), epsilon=float(a.eps))
+
+    def relu6(self, node, a, inputs):
+        low = self.constant(f"{node}:min", np.array(0.0, np.float32))
+        high = self.constant(f"{node}:max", np.array(6.0, np.float32))
+        self.add("Clip", [inputs[0], low, high], node, self.value(node))
+
+    def leaky_relu(self, node, a: o.LeakyReluAttrs, inputs):
+        self.add("LeakyRelu", inputs, node, self.value(node), alpha=float(a.slope))
+
+    def softmax(self, node, a: o.SoftmaxAttrs, inputs):
+        self.add("Softmax", inputs, node, self.value(node), axis=int(a.axis))
+
+    def dropout(self, node, a: o.DropoutAttrs, inputs):
+        ratio = self.constant(f"{node}:ratio", np.array(a.rate, np.float32))
+        self.add("Dropout", [inputs[0], ratio], node, self.value(node))
+
+    def lrn(self, node, a: o.LrnAttrs, inputs):
+        if a.size % 2 == 0:
+            raise CnncError(f"lrn size={a.size}: ONNX puts the extra channel of an even window after the centre, "
+                            "cnnc before it; only odd sizes export exactly", where=f"layer '{node}'")
+        self.add("LRN", inputs, node, self.value(node), size=a.size, alpha=float(a.alpha * a.size),
+                 beta=float(a.beta), bias=float(a.k))
+
+    def max_pool(self, node, a: o.MaxPoolAttrs, inputs):
+        self.add("MaxPool", inputs, node, self.value(node), kernel_shape=list(a.kernel), strides=list(a.stride),
+                 pads=list(a.pads), dilations=list(a.dilation), ceil_mode=int(a.ceil_mode))
+
+    def avg_pool(self, node, a: o.AvgPoolAttrs, inputs):
+        self.add("AveragePool", inputs, node, self.value(node), kernel_shape=list(a.kernel), strides=list(a.stride),
+                 pads=list(a.pads), ceil_mode=int(a.ceil_mode), count_include_pad=int(a.count_include_pad))
+
+    def depthwise_pool(self, node, a: o.DepthwisePoolAttrs, inputs):
+        _, c, h, w = self.graph.shape(self.graph.inputs_of(node)[0])
+        shape = self.constant(f"{node}:shape", np.array([0, c // a.size, a.size, h, w], np.int64))
+        grouped = self.fresh(f"{node}:groups")
+        self.add("Reshape", [inputs[0], shape], self.fresh(f"{node}:reshape"), grouped)
+        self.add("ReduceMax" if a.mode == "max" else "ReduceMean", [grouped], node, self.value(node), axes=[2],
+                 keepdims=0)
+
+    def reshape(self, node, a: o.ReshapeAttrs, inputs):
+        shape = self.constant(f"{node}:shape", np.array([0, *a.shape], np.int64))  # 0: keep the batch
+        self.add("Reshape", [inputs[0], shape], node, self.value(node))
+
+    def flatten(self, node, a, inputs):
+        self.add("Flatten", inputs, node, self.value(node), axis=1)
+
+    def concat(self, node, a: o.ConcatAttrs, inputs):
+        self.add("Concat", inputs, node, self.value(node), axis=int(a.axis))
+
+    def upsample(self, node, a: o.UpsampleAttrs, inputs):
+        scales = self.constant(f"{node}:scales", np.array([1, 1, *a.scale], np.float32))
+        if a.mode == "nearest":  # out[i] = in[⌊i / s⌋]
+            options = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+        else:  # PyTorch's bilinear, align_corners=False
+            options = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+        self.add("Resize", [inputs[0], "", scales], node, self.value(node), **options)
+
+    def pad(self, node, a: o.PadAttrs, inputs):
+        top, left, bottom, right = a.pads
+        pads = self.constant(f"{node}:pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
+        extra = [self.constant(f"{node}:value", np.array(a.value, np.float32))] if a.mode == "constant" else []
+        self.add("Pad", [inputs[0], pads, *extra], node, self.value(node), mode=a.mode)
+
+    def crop(self, node, a: o.CropAttrs, inputs):
+        (oy, ox), (h, w) = a.offset, a.size
+        starts = self.constant(f"{node}:starts", np.array([oy, ox], np.int64))
+        ends = self.constant(f"{node}:ends", np.array([oy + h, ox + w], np.int64))
+        axes = self.constant(f"{node}:axes", np.array([2, 3], np.int64))
+        self.add("Slice", [inputs[0], starts, ends, axes], node, self.value(node))
+
+
+def _simple(op_type: str):
+    """An op that maps onto one ONNX op with the same inputs and no attributes."""
+    def export(self: Exporter, node: str, attrs: object, inputs: list[str]) -> None:
+        self.add(op_type, inputs, node, self.value(node))
+    return export
+
+
+_HANDLERS = {
+    Op.CONV: Exporter.conv,
+    Op.CONV_TRANSPOSE: Exporter.conv_transpose,
+    Op.DENSE: Exporter.dense,
+    Op.FLATTEN: Exporter.flatten,
+    Op.RESHAPE: Exporter.reshape,
+    Op.BATCH_NORM: Exporter.batch_norm,
+    Op.RELU: _simple("Relu"),
+    Op.SIGMOID: _simple("Sigmoid"),
+    Op.TANH: _simple("Tanh"),
+    Op.RELU6: Exporter.relu6,
+    Op.LEAKY_RELU: Exporter.leaky_relu,
+    Op.SOFTMAX: Exporter.softmax,
+    Op.DROPOUT: Exporter.dropout,
+    Op.LRN: Exporter.lrn,
+    Op.MAX_POOL: Exporter.max_pool,
+    Op.AVG_POOL: Exporter.avg_pool,
+    Op.GLOBAL_AVG_POOL: _simple("GlobalAveragePool"),
+    Op.GLOBAL_MAX_POOL: _simple("GlobalMaxPool"),
+    Op.DEPTHWISE_POOL: Exporter.depthwise_pool,
+    Op.ADD: _simple("Add"),
+    Op.MUL: _simple("Mul"),
+    Op.CONCAT: Exporter.concat,
+    Op.UPSAMPLE: Exporter.upsample,
+    Op.PAD: Exporter.pad,
+    Op.CROP: Exporter.crop,
+}
+
+
+def to_model(net_or_graph, params: Mapping[str, np.ndarray] | None = None, *, seed: int = 0):
+    """The `onnx.ModelProto` that `export_onnx` writes."""
+    from ..runtime.params import ParamStore, init_params
+
+    graph, own = _source_graph(net_or_graph)
+    specs = graph.graph["params"]
+    values = params if params is not None else own
+    if values is None:
+        values = init_params(specs, seed)
+    elif not isinstance(values, ParamStore) or values.specs != specs:
+        store = ParamStore({}, {})
+        store.specs = dict(specs)
+        store.update_from(values, "params")  # every name and shape checked, all or nothing
+        values = store.data
+    return Exporter(graph, values).run()
+
+
+def export_onnx(net_or_graph, params: Mapping[str, np.ndarray] | None = None,
+                path: str | os.PathLike | None = None, *, seed: int = 0):
+    """Write `net_or_graph` (a CompiledNetwork, or an IR Graph) as an ONNX model at `path`.
+
+    The model is the un-optimized IR (`net.source_graph`) with opset 17. `params` defaults to
+    the network's own (`net.params`), or for a bare graph to the seeded initialization (`seed`).
+    Returns the `onnx.ModelProto`; with `path` None nothing is written.
+    """
+    from ..runtime.files import atomic_write
+
+    model = to_model(net_or_graph, params, seed=seed)
+    if path is not None:
+        data = model.SerializeToString()
+        with atomic_write(path, "wb") as handle:
+            handle.write(data)
+    return model
