@@ -63,26 +63,40 @@ def main() -> None:
         start = time.perf_counter()
         net = cnnc.compile(ROOT / "examples" / f"{model}.cnn")
         compile_ms = (time.perf_counter() - start) * 1000
+        plain = cnnc.compile(ROOT / "examples" / f"{model}.cnn", optimize=0, params=net.params)
         torch_model = build_torch_model(model, net)
         load_cnnc_weights_into_torch(net, torch_model)
         torch_model.eval()
+        session = None
+        if ort is not None:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            options.inter_op_num_threads = 1
+            model_bytes = cnnc.export_onnx(net).SerializeToString()
+            session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         for batch in args.batch:
             x = np.random.default_rng(0).standard_normal((batch, 3, *net.input_shapes["image"][2:]), np.float32)
             xt = torch.from_numpy(x)
             ours = _timed(lambda net=net, x=x: net(x), args.repeat, args.warmup)
+            unoptimized = _timed(lambda net=plain, x=x: net(x), args.repeat, args.warmup)
             with torch.inference_mode():
                 theirs = _timed(lambda m=torch_model, xt=xt: m(xt), args.repeat, args.warmup)
                 reference = torch_model(xt).numpy()
+            onnx = None
+            if session is not None:
+                feed = {session.get_inputs()[0].name: x}
+                onnx = _timed(lambda s=session, f=feed: s.run(None, f), args.repeat, args.warmup)
             diff = float(np.abs(net(x) - reference).max())
-            rows.append((model, batch, ours, theirs, None, diff, compile_ms))
+            rows.append((model, batch, ours, unoptimized, theirs, onnx, diff, compile_ms))
     print(f"threads={args.threads}, median (min–max) of {args.repeat} runs after {args.warmup} warm-ups, ms")
-    print("| model | batch | cnnc | PyTorch eager | cnnc / PyTorch | ONNX Runtime | "
+    print("| model | batch | cnnc -O2 | cnnc -O0 | PyTorch eager | ONNX Runtime | cnnc / PyTorch | cnnc / ORT | "
           "max abs diff vs PyTorch | compile ms |")
-    print("|---|---|---|---|---|---|---|---|")
-    for model, batch, ours, theirs, onnx, diff, compile_ms in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for model, batch, ours, unoptimized, theirs, onnx, diff, compile_ms in rows:
         ratio = statistics.median(ours) / statistics.median(theirs)
-        print(f"| {model} | {batch} | {_fmt(ours)} | {_fmt(theirs)} | {ratio:.2f} | {_fmt(onnx)} | {diff:.2e} | "
-              f"{compile_ms:.0f} |")
+        ort_ratio = f"{statistics.median(ours) / statistics.median(onnx):.2f}" if onnx else "—"
+        print(f"| {model} | {batch} | {_fmt(ours)} | {_fmt(unoptimized)} | {_fmt(theirs)} | {_fmt(onnx)} | "
+              f"{ratio:.2f} | {ort_ratio} | {diff:.2e} | {compile_ms:.0f} |")
     if ort is None:
         print("(onnxruntime not installed: its column is empty)")
 

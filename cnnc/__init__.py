@@ -31,15 +31,21 @@ def compile(source: SourceLike, *, input_shapes: dict[str, tuple] | None = None,
     they keep the source program's names whatever the passes do. `optimize` is the -O level
     (0, 1, 2); `passes` runs exactly the named passes instead; `disable_passes` skips some;
     `fcn=True` turns dense layers into convolutions (then `input_shapes` may enlarge the input);
-    `verify=True` checks every pass's output against the un-optimized graph.
+    `verify=True` checks every pass's output against the un-optimized graph. `target="cupy"`
+    runs the network on an NVIDIA GPU (the same as `.to("gpu")` on the result; it needs CuPy).
     """
     from .codegen.python import generate
 
-    if target != "numpy":
-        raise CnncError(f"unknown target '{target}' (available: numpy)", where="target")
+    if target not in ("numpy", "cupy"):
+        raise CnncError(f"unknown target '{target}' (available: numpy, cupy)", where="target")
+    if target == "cupy":  # fail before compiling when there is no GPU backend
+        from .runtime.gpu import require_gpu
+
+        require_gpu(where="target 'cupy'")
     graph = build_graph(source, input_shapes=input_shapes, name=name, optimize=optimize, passes=passes,
                         disable_passes=disable_passes, fcn=fcn, verify=verify)
-    return CompiledNetwork(graph, generate(graph), seed=seed, params=params)
+    net = CompiledNetwork(graph, generate(graph), seed=seed, params=params)
+    return net.to("gpu") if target == "cupy" else net
 
 
 def build_graph(source: SourceLike, *, input_shapes: dict[str, tuple] | None = None, name: str | None = None,

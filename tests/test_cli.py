@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT
 
 import cnnc
+from cnnc.runtime.gpu import gpu_available
 
 TINY = ROOT / "tests" / "golden" / "tiny.cnn"
 
@@ -76,6 +77,7 @@ def test_input_shape_override():
     assert graph.shape("fc") == ("N", 10) and graph.shape("maxpool1") == ("N", 4, 12, 12)
 
 
+@pytest.mark.skipif(gpu_available(), reason="CuPy and a GPU are here: tests/test_gpu.py runs --gpu")
 def test_gpu_flag_without_backend_is_one_clear_line():
     result = cnnc_cli("run", str(TINY), "--gpu")
     assert result.returncode != 0

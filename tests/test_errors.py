@@ -248,7 +248,7 @@ def test_input_shape_override_errors():
 def test_unknown_target():
     with pytest.raises(CnncError) as info:
         cnnc.compile(H + "output y = image\n", target="cuda")
-    assert str(info.value) == "target: error: unknown target 'cuda' (available: numpy)"
+    assert str(info.value) == "target: error: unknown target 'cuda' (available: numpy, cupy)"
 
 
 def test_parameter_too_large_to_allocate_is_an_error_not_a_crash():

@@ -10,14 +10,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES, randomize
 
 import cnnc
 from cnnc.ir.graph import Graph
 from cnnc.ir.ops import Op
 from cnnc.passes import fuse
 from cnnc.passes.manager import optimize
-
-from conftest import EXAMPLES, randomize
 
 PASS = "fuse_conv_bias_activation"
 

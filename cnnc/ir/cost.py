@@ -41,8 +41,8 @@ def node_cost(graph: Graph, name: str) -> NodeCost:
 #
 # What each NumPy kernel returns, read from cnnc/kernels/numpy_kernels.py (tests/test_pass_memory.py
 # checks it on every kernel):
-#   _FRESH ops           always a new array, whatever the attrs (concat of one input, np.pad and
-#                        reductions over no axis included);
+#   _FRESH ops           always a new array, whatever the attrs (concat of one input, np.pad,
+#                        reductions over no axis and slice_axis's explicit copy included);
 #   flatten, reshape     x.reshape(...): a view of x whenever x is contiguous (always, in practice);
 #   dropout              no kernel: generated code assigns the same object;
 #   crop                 np.ascontiguousarray(x[...]) returns the slice itself, a view, whenever the
@@ -53,7 +53,8 @@ def node_cost(graph: Graph, name: str) -> NodeCost:
 _FRESH = frozenset({
     Op.CONV, Op.CONV_TRANSPOSE, Op.DENSE, Op.BATCH_NORM, Op.RELU, Op.LEAKY_RELU, Op.RELU6, Op.SIGMOID,
     Op.TANH, Op.SOFTMAX, Op.LRN, Op.MAX_POOL, Op.AVG_POOL, Op.GLOBAL_AVG_POOL, Op.GLOBAL_MAX_POOL,
-    Op.DEPTHWISE_POOL, Op.ADD, Op.MUL, Op.CONCAT, Op.PAD, Op.CHANNEL_AFFINE, Op.REDUCE})
+    Op.DEPTHWISE_POOL, Op.ADD, Op.MUL, Op.CONCAT, Op.PAD, Op.CHANNEL_AFFINE, Op.REDUCE, Op.SLICE, Op.IOU,
+    Op.NMS, Op.YOLO_DECODE})
 _VIEWS = frozenset({Op.FLATTEN, Op.RESHAPE, Op.DROPOUT, Op.CROP})  # writable views of input 0
 
 

@@ -36,6 +36,20 @@ class CompiledNetwork:
             self.params.update_from(params, "params")
         self._runtime: tuple[int, dict[str, np.ndarray]] = (-1, {})
         self._lock = threading.Lock()
+        self._numpy_source = source
+        self._gpu = None  # a runtime.gpu.GpuExecutor after .to("gpu")
+
+    @property
+    def device(self) -> str:
+        """Where calls run: "cpu" (the generated NumPy code) or "gpu" (the CuPy code)."""
+        return "cpu" if self._gpu is None else "gpu"
+
+    def to(self, device: str, **options: object) -> CompiledNetwork:
+        """Run on "gpu" (CuPy; options: tf32=False, cuda_graph=True, outputs="numpy" or "cupy",
+        workspace_limit bytes) or back on "cpu". Returns the network; `source` follows."""
+        from .gpu import move
+
+        return move(self, device, options)
 
     def runtime_params(self) -> dict[str, np.ndarray]:
         """The parameters the generated code reads: the user's, plus those passes derived from
@@ -82,7 +96,10 @@ class CompiledNetwork:
 
     def _check_input(self, name: str, value: object) -> np.ndarray:
         try:
-            array = np.ascontiguousarray(value, dtype=np.float32)
+            if self._gpu is not None and hasattr(value, "__cuda_array_interface__"):  # stays on the GPU
+                array = self._gpu.device_array(name, value)
+            else:
+                array = np.ascontiguousarray(value, dtype=np.float32)
         except (TypeError, ValueError) as error:
             raise CnncInputError(f"input '{name}' must be a numeric array ({error})",
                                  where=f"input '{name}'") from None
@@ -96,6 +113,8 @@ class CompiledNetwork:
 
     def run(self, *args: object, **kwargs: object) -> dict[str, np.ndarray]:
         """All outputs as a dict, whatever their number."""
+        if self._gpu is not None:
+            return self._gpu.run(self._bind_inputs(args, kwargs))
         return self._forward(self.runtime_params(), *self._bind_inputs(args, kwargs))
 
     def __call__(self, *args: object, **kwargs: object):

@@ -1,0 +1,138 @@
+"""Kernel calls covering every op of the IR and the interesting cases of each (strides, asymmetric
+pads, dilation, groups, depthwise multipliers, fused epilogues, chunked workspaces, in-place
+calls, broadcasting), shared by the CuPy kernel tests on the GPU (tests/test_gpu.py) and on the
+CPU emulator (tests/test_cupy_emulated.py). Each case is checked against the NumPy kernel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Case:
+    id: str
+    kernel: str
+    args: tuple  # arrays (float32) or None
+    kwargs: dict = field(default_factory=dict)
+    in_place: bool = False  # also call with out= the first input
+    workspace: int | None = None  # workspace elements to pass (forcing chunks)
+
+
+def _n(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _boxes(rng, shape, center=False):
+    b = rng.uniform(0, 40, shape).astype(np.float32)
+    if center:
+        b[..., 2:] = rng.uniform(0, 10, shape[:-1] + (2,))
+    else:
+        b[..., 2:] = b[..., :2] + rng.uniform(-2, 10, shape[:-1] + (2,))  # some inverted (empty) boxes
+    return b
+
+
+def cases(seed: int = 0) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    conv = dict(stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    x = _n(rng, 2, 6, 9, 11)
+    out = [
+        Case("conv3x3_relu", "conv2d", (x, _n(rng, 7, 6, 3, 3), _n(rng, 7)), {**conv, "activation": "relu"}),
+        Case("conv3x3_s2_asym_dil", "conv2d", (x, _n(rng, 5, 6, 3, 2), None),
+             dict(stride=(2, 2), pads=(0, 1, 1, 2), dilation=(2, 1), groups=1)),
+        Case("conv1x1_residual_relu6", "conv2d", (x, _n(rng, 6, 6, 1, 1), _n(rng, 6)),
+             dict(stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, activation="relu6",
+                  residual=_n(rng, 2, 6, 9, 11))),
+        Case("conv1x1_groups2_leaky", "conv2d", (x, _n(rng, 4, 3, 1, 1), _n(rng, 4)),
+             dict(stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=2, activation="leaky_relu", slope=0.1)),
+        Case("conv1x1_stride2", "conv2d", (x, _n(rng, 8, 6, 1, 1), None),
+             dict(stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1)),
+        Case("conv3x3_groups3_sigmoid", "conv2d", (x, _n(rng, 9, 2, 3, 3), _n(rng, 9)),
+             {**conv, "groups": 3, "activation": "sigmoid"}),
+        Case("conv5x5_big_pad", "conv2d", (_n(rng, 1, 2, 4, 4), _n(rng, 3, 2, 5, 5), _n(rng, 3)),
+             dict(stride=(1, 1), pads=(3, 3, 3, 3), dilation=(1, 1), groups=1)),
+        Case("depthwise_residual_relu", "conv2d", (x, _n(rng, 6, 1, 3, 3), _n(rng, 6)),
+             {**conv, "groups": 6, "activation": "relu", "residual": _n(rng, 2, 6, 9, 11)}),
+        Case("depthwise_multiplier2_s2", "conv2d", (x, _n(rng, 12, 1, 3, 3), None),
+             dict(stride=(2, 2), pads=(0, 1, 1, 0), dilation=(1, 1), groups=6)),
+        Case("depthwise_dilated_leaky", "conv2d", (x, _n(rng, 6, 1, 3, 3), _n(rng, 6)),
+             dict(stride=(1, 1), pads=(2, 2, 2, 2), dilation=(2, 2), groups=6, activation="leaky_relu", slope=0.2)),
+        Case("conv_chunked_workspace", "conv2d", (_n(rng, 5, 3, 8, 8), _n(rng, 4, 3, 3, 3), _n(rng, 4)),
+             {**conv, "activation": "relu"}, workspace=2 * 27 * 64),  # 2 images per chunk: 2 + 2 + 1
+        Case("conv_transpose_k4s2p1", "conv_transpose2d", (_n(rng, 2, 4, 5, 6), _n(rng, 4, 3, 4, 4), _n(rng, 3)),
+             dict(stride=(2, 2), pads=(1, 1, 1, 1), output_padding=(0, 0), dilation=(1, 1), groups=1)),
+        Case("conv_transpose_groups_asym", "conv_transpose2d", (_n(rng, 2, 4, 5, 5), _n(rng, 4, 3, 3, 3), None),
+             dict(stride=(2, 3), pads=(0, 1, 1, 0), output_padding=(1, 2), dilation=(1, 2), groups=2)),
+        Case("conv_transpose_chunked", "conv_transpose2d", (_n(rng, 3, 2, 4, 4), _n(rng, 2, 5, 2, 2), _n(rng, 5)),
+             dict(stride=(2, 2), pads=(0, 0, 0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1),
+             workspace=5 * 4 * 16),  # one image per chunk
+        Case("dense_relu", "dense", (_n(rng, 3, 20), _n(rng, 7, 20), _n(rng, 7)), {"activation": "relu"}),
+        Case("dense_4d_sigmoid", "dense", (_n(rng, 3, 20, 1, 1), _n(rng, 7, 20), None), {"activation": "sigmoid"}),
+        Case("batch_norm_4d", "batch_norm", (x, _n(rng, 6), _n(rng, 6), _n(rng, 6),
+                                             rng.uniform(0.5, 2, 6).astype(np.float32)), {"eps": 1e-5}, in_place=True),
+        Case("batch_norm_2d", "batch_norm", (_n(rng, 4, 6), _n(rng, 6), _n(rng, 6), _n(rng, 6),
+                                             rng.uniform(0.5, 2, 6).astype(np.float32)), {"eps": 1e-3}),
+        Case("channel_affine_4d", "channel_affine", (x, _n(rng, 6), _n(rng, 6)), in_place=True),
+        Case("channel_affine_2d", "channel_affine", (_n(rng, 4, 6), _n(rng, 6), _n(rng, 6))),
+        *(Case(name, name, (_n(rng, 2, 3, 4, 5, scale=4),), in_place=True)
+          for name in ("relu", "relu6", "sigmoid", "tanh")),
+        Case("leaky_relu", "leaky_relu", (_n(rng, 2, 3, 4, 5),), {"slope": 0.2}, in_place=True),
+        Case("softmax_2d", "softmax", (_n(rng, 3, 10, scale=5),), {"axis": 1}),
+        Case("softmax_3d_last", "softmax", (_n(rng, 2, 4, 6),), {"axis": -1}),
+        Case("softmax_4d", "softmax", (_n(rng, 2, 5, 3, 3),), {"axis": 1}),
+        Case("lrn5", "lrn", (_n(rng, 2, 8, 4, 5),), dict(size=5, alpha=1e-2, beta=0.75, k=2.0)),
+        Case("lrn4", "lrn", (_n(rng, 2, 8, 4, 5),), dict(size=4, alpha=1e-1, beta=0.5, k=1.0)),
+        Case("max_pool_3x3s2p1", "max_pool2d", (x,), dict(kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1),
+                                                          dilation=(1, 1), ceil_mode=False)),
+        Case("max_pool_same_bottom_right", "max_pool2d", (x,), dict(kernel=(2, 2), stride=(1, 1), pads=(0, 0, 1, 1),
+                                                                    dilation=(1, 1), ceil_mode=False)),
+        Case("max_pool_ceil_dilated", "max_pool2d", (x,), dict(kernel=(2, 3), stride=(2, 2), pads=(0, 1, 0, 1),
+                                                               dilation=(2, 1), ceil_mode=True)),
+        *(Case(f"avg_pool_include_{flag}", "avg_pool2d", (x,), dict(kernel=(3, 3), stride=(1, 1), pads=(1, 1, 1, 1),
+                                                                    ceil_mode=False, count_include_pad=flag))
+          for flag in (True, False)),
+        *(Case(f"avg_pool_ceil_include_{flag}", "avg_pool2d", (x,), dict(kernel=(3, 2), stride=(2, 2),
+                                                                         pads=(1, 0, 1, 0), ceil_mode=True,
+                                                                         count_include_pad=flag))
+          for flag in (True, False)),
+        Case("global_avg_pool", "global_avg_pool", (x,)),
+        Case("global_max_pool", "global_max_pool", (x,)),
+        Case("depthwise_pool_max", "depthwise_pool", (x,), {"size": 2, "mode": "max"}),
+        Case("depthwise_pool_avg", "depthwise_pool", (x,), {"size": 3, "mode": "avg"}),
+        Case("flatten", "flatten", (x,)),
+        Case("reshape", "reshape", (x,), {"shape": (3, -1)}),
+        Case("add", "add", (x, _n(rng, 2, 6, 9, 11)), in_place=True),
+        Case("add_broadcast", "add", (x, _n(rng, 2, 6, 1, 1))),
+        Case("mul_broadcast", "mul", (x, _n(rng, 2, 6, 1, 1)), in_place=True),
+        Case("concat_channels", "concat", (x, _n(rng, 2, 3, 9, 11), _n(rng, 2, 1, 9, 11)), {"axis": 1}),
+        Case("concat_rows", "concat", (_n(rng, 2, 5, 6), _n(rng, 2, 3, 6)), {"axis": 1}),
+        Case("concat_last", "concat", (_n(rng, 2, 5, 6), _n(rng, 2, 5, 2)), {"axis": -1}),
+        Case("upsample_nearest", "upsample", (x,), {"scale": (2, 3), "mode": "nearest"}),
+        Case("upsample_bilinear", "upsample", (x,), {"scale": (2, 2), "mode": "bilinear"}),
+        Case("upsample_bilinear_32", "upsample", (x,), {"scale": (3, 2), "mode": "bilinear"}),
+        Case("pad_constant", "pad", (x,), {"pads": (1, 2, 0, 3), "mode": "constant", "value": 1.5}),
+        Case("pad_reflect", "pad", (x,), {"pads": (2, 3, 4, 1), "mode": "reflect"}),
+        Case("pad_edge", "pad", (x,), {"pads": (3, 0, 1, 2), "mode": "edge"}),
+        Case("crop", "crop", (x,), {"offset": (2, 3), "size": (5, 4)}),
+        Case("slice_channels", "slice_axis", (x,), {"axis": 1, "start": 1, "stop": 4}),
+        Case("slice_last_negative", "slice_axis", (_n(rng, 2, 7, 9),), {"axis": -1, "start": -5, "stop": -1}),
+        *(Case(f"box_iou_{fmt}", "box_iou", (_boxes(rng, (2, 5, 4), fmt == "center"),
+                                              _boxes(rng, (2, 7, 4), fmt == "center")), {"format": fmt})
+          for fmt in ("corners", "center")),
+        Case("nms", "nms", (_boxes(rng, (2, 30, 4)), rng.uniform(0, 1, (2, 30, 3)).astype(np.float32)),
+             dict(iou_threshold=0.4, score_threshold=0.2, max_boxes=12, format="corners")),
+        Case("yolo_decode", "yolo_decode", (_n(rng, 2, 3 * 7, 4, 5),),
+             dict(anchors=((10.0, 14.0), (23.0, 27.0), (37.0, 58.0)), classes=2, stride=(16, 8))),
+        Case("reduce_mean_hw", "reduce", (x,), {"mode": "mean", "axes": (2, 3), "keepdims": True}),
+        Case("reduce_max_hw", "reduce", (x,), {"mode": "max", "axes": (-2, -1), "keepdims": False}),
+        Case("reduce_mean_channels", "reduce", (x,), {"mode": "mean", "axes": (1,), "keepdims": True}),
+        Case("reduce_max_groups", "reduce", (_n(rng, 2, 3, 2, 4, 5),), {"mode": "max", "axes": (2,),
+                                                                          "keepdims": False}),
+    ]
+    return out
+
+
+def tolerance(case: Case) -> tuple[float, float]:
+    """(rtol, atol relative to the reference's scale): float32 sums in another order."""
+    return (1e-4, 1e-5) if case.kernel not in ("lrn",) else (2e-4, 2e-5)
