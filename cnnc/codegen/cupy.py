@@ -22,14 +22,14 @@ import math
 from dataclasses import dataclass
 from types import ModuleType
 
-from .. import __version__
 from ..ir.graph import Graph
 from ..ir.ops import OP_INFO, Op, kernel_call
 from ..ir.shapes import fmt
 from ..kernels import cupy_kernels, numpy_kernels
 from ..source import safe_comment
+from .common import docstring, interface_tables, source_location
+from .kernel_source import reachable
 from .namespace import Namespace
-from .python import _location
 
 # Ops whose CuPy kernel returns a view of its first input (no storage of their own).
 VIEW_OPS = frozenset({Op.FLATTEN, Op.RESHAPE, Op.DROPOUT})
@@ -207,13 +207,7 @@ class _Rename(ast.NodeTransformer):
 def _host_sources(names: set[str]) -> list[str]:
     """NumPy kernels used as host fallbacks, with their helpers, renamed `_host_<name>`."""
     definitions = _definitions(numpy_kernels)
-    needed, todo = set(), [_HOST_FALLBACKS[n] for n in sorted(names)]
-    while todo:
-        name = todo.pop()
-        if name in needed or name not in definitions:
-            continue
-        needed.add(name)
-        todo.extend(definitions[name][2])
+    needed = reachable([_HOST_FALLBACKS[n] for n in names], {n: d[2] for n, d in definitions.items()})
     renames = {n: f"_host_{n.lstrip('_')}" for n in needed}
     sources = []
     for name in sorted(needed, key=lambda n: definitions[n][0]):
@@ -227,16 +221,11 @@ def kernel_sources(names: list[str], provided: frozenset[str] = frozenset()) -> 
     constants; host fallbacks renamed), in the module's order; `provided` names are left out
     (the module header defines them)."""
     definitions = _definitions(cupy_kernels)
-    needed, host, todo = set(), set(), list(names)
-    while todo:
-        name = todo.pop()
-        if name in needed or name in host or name in provided:
-            continue
-        if name in _HOST_FALLBACKS:
-            host.add(name)
-        elif name in definitions:
-            needed.add(name)
-            todo.extend(definitions[name][2])
+    references = {n: d[2] for n, d in definitions.items()}
+    references.update({n: () for n in _HOST_FALLBACKS})  # host fallbacks: NumPy's, copied below
+    found = reachable(names, references, stop=provided)
+    host = found & set(_HOST_FALLBACKS)
+    needed = found - host
     segments = dict.fromkeys(definitions[n][1] for n in sorted(needed, key=lambda n: definitions[n][0]))
     return _host_sources(host) + list(segments)
 
@@ -281,19 +270,14 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
     ns = Namespace(reserved_names())
     inputs = graph.graph["inputs"]
     outputs = graph.graph["outputs"]
-    source_name = safe_comment(graph.graph["source_name"]).replace("\\", "\\\\").replace('"', '\\"')
     blockers = [f"{n}: {graph.op(n)} runs on the host" for n in plan.order if graph.op(n) in HOST_OPS]
     first = ns.name(inputs[0]) if inputs else None
     lines = [
-        f'"""Network compiled by cnnc {__version__} for CuPy from {source_name} (generated code: do not edit).',
-        "",
-        "Inputs:  " + ", ".join(f"{n} {fmt(graph.shape(n))}" for n in inputs),
-        "Outputs: " + ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in outputs.items()),
-        "Run it:  run = runner(load_params()); outputs = run(x)   # x: a NumPy or CuPy float32 array",
-        "runner() keeps the parameters and preallocated buffers on the GPU and replays a CUDA graph;",
-        "forward(params, x) runs once, eagerly. Parameters are float32 arrays by name; load_params()",
-        "reads the .npz file saved beside this module and uploads it.",
-        '"""',
+        *docstring(graph, " for CuPy", [
+            "Run it:  run = runner(load_params()); outputs = run(x)   # x: a NumPy or CuPy float32 array",
+            "runner() keeps the parameters and preallocated buffers on the GPU and replays a CUDA graph;",
+            "forward(params, x) runs once, eagerly. Parameters are float32 arrays by name; load_params()",
+            "reads the .npz file saved beside this module and uploads it."]),
         "import math",
         "import os",
         "from pathlib import Path",
@@ -301,11 +285,7 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
         "import cupy as cp",
         "import numpy as np",
         "",
-        f"INPUTS = {{{', '.join(f'{n!r}: {graph.shape(n)!r}' for n in inputs)}}}",
-        f"OUTPUTS = {{{', '.join(f'{o!r}: {graph.shape(n)!r}' for o, n in outputs.items())}}}",
-        "PARAMETERS = {",
-        *(f"    {p!r}: {tuple(spec.shape)!r}," for p, spec in graph.graph["params"].items()),
-        "}",
+        *interface_tables(graph),
         f"WORKSPACE_LIMIT = {cupy_kernels.WORKSPACE_LIMIT!r}  # bytes of im2col columns; larger batches run in chunks",
         f"TF32 = {bool(tf32)!r}  # runner()'s default: TF32 tensor cores in GEMMs (~1e-3 relative error a product)",
         "# Activation storage: each slot holds the values listed, in turn (never two alive at once);",
@@ -342,7 +322,7 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
         data = graph.nodes[name]
         call, note = _call(graph, name, ns, plan)
         lines.append(f"    {ns.name(name)} = {call}"
-                     f"  # {_location(data)} {safe_comment(name)}: {data['op']} -> {fmt(data['shape'])}, {note}")
+                     f"  # {source_location(data)} {safe_comment(name)}: {data['op']} -> {fmt(data['shape'])}, {note}")
     lines.append("    return {" + ", ".join(f"{o!r}: {ns.name(n)}" for o, n in outputs.items()) + "}")
     lines += [
         "",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from types import ModuleType
 
 
@@ -20,16 +22,28 @@ def _functions(module: ModuleType) -> dict[str, tuple[str, frozenset[str]]]:
     return found
 
 
+def reachable(roots: Iterable[str], references: Mapping[str, Iterable[str]],
+              stop: AbstractSet[str] = frozenset()) -> set[str]:
+    """The names in `references` reachable from `roots` by following `references[name]`.
+
+    Names not in `references` (numpy, builtins, locals) and names in `stop` are neither
+    returned nor followed.
+    """
+    found: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in found or name in stop or name not in references:
+            continue
+        found.add(name)
+        todo.extend(references[name])
+    return found
+
+
 def kernel_sources(module: ModuleType, names: list[str]) -> list[str]:
     """Sources of `names` and every top-level function they reach, in the module's order."""
     functions = _functions(module)
-    needed, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        if name in needed or name not in functions:
-            continue
-        needed.add(name)
-        todo.extend(functions[name][1])
+    needed = reachable(names, {name: used for name, (_, used) in functions.items()})
     return [source for name, (source, _) in functions.items() if name in needed]
 
 

@@ -9,24 +9,17 @@ from __future__ import annotations
 import inspect
 from types import ModuleType
 
-from .. import __version__
 from ..ir.graph import Graph
 from ..ir.ops import OP_INFO, Op, kernel_call
 from ..ir.shapes import fmt
 from ..kernels import numpy_kernels
 from ..source import safe_comment
+from .common import docstring, interface_tables, source_location
 from .kernel_source import function_names, kernel_sources
 from .namespace import Namespace
 
 _RESERVED = {"np", "math", "params", "forward", "load_params", "run", "INPUTS", "OUTPUTS",
              "PARAMETERS", "Path"}
-
-
-def _location(data: dict) -> str:
-    spans = data["spans"]
-    # a fused node lists each source line once (conv, bn and relu often share one line)
-    where = ", ".join(dict.fromkeys(f"{s.file.name}:{s.line}" for s in spans)) if spans else "generated"
-    return safe_comment(where)
 
 
 def _call(graph: Graph, name: str, ns: Namespace, in_place: bool = False) -> str:
@@ -61,24 +54,14 @@ def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
     order = graph.topo_order()
     inputs = graph.graph["inputs"]
     outputs = graph.graph["outputs"]
-    # inside the module docstring: a quote or backslash in a file name must not end or break it
-    source_name = safe_comment(graph.graph["source_name"]).replace("\\", "\\\\").replace('"', '\\"')
     lines = [
-        f'"""Network compiled by cnnc {__version__} from {source_name} (generated code: do not edit).',
-        "",
-        "Inputs:  " + ", ".join(f"{n} {fmt(graph.shape(n))}" for n in inputs),
-        "Outputs: " + ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in outputs.items()),
-        "Parameters are float32 arrays by name; load_params() reads the .npz file saved beside this module.",
-        '"""',
+        *docstring(graph, "", ["Parameters are float32 arrays by name; load_params() reads the .npz file saved "
+                               "beside this module."]),
         "from pathlib import Path",
         "",
         "import numpy as np",
         "",
-        f"INPUTS = {{{', '.join(f'{n!r}: {graph.shape(n)!r}' for n in inputs)}}}",
-        f"OUTPUTS = {{{', '.join(f'{o!r}: {graph.shape(n)!r}' for o, n in outputs.items())}}}",
-        "PARAMETERS = {",
-        *(f"    {p!r}: {tuple(spec.shape)!r}," for p, spec in graph.graph["params"].items()),
-        "}",
+        *interface_tables(graph),
         "",
         "",
         f"def forward(params, {', '.join(ns.name(n) for n in inputs)}):",
@@ -90,7 +73,7 @@ def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
             continue
         data = graph.nodes[name]
         lines.append(f"    {ns.name(name)} = {_call(graph, name, ns, name in in_place)}"
-                     f"  # {_location(data)} {safe_comment(name)}: {data['op']} -> {fmt(data['shape'])}")
+                     f"  # {source_location(data)} {safe_comment(name)}: {data['op']} -> {fmt(data['shape'])}")
         dead = plan.frees_after(name) if plan is not None else ()
         if dead:  # bookkeeping, not a node: lets NumPy free or reuse the arrays now
             lines.append(f"    del {', '.join(ns.name(n) for n in dead)}  # last use")
