@@ -510,7 +510,9 @@ def upsample(x: np.ndarray, *, scale, mode: str) -> np.ndarray:
     sh, sw = scale
     if mode == "nearest":
         y = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, sh, wd, sw))
-        return y.reshape(n, c, h * sh, wd * sw)
+        # When only size-1 axes grow, the reshape stays a read-only broadcast view; a fresh array
+        # keeps the output writable (in-place ops downstream) like every other kernel's.
+        return np.ascontiguousarray(y.reshape(n, c, h * sh, wd * sw))
     if mode == "bilinear":
         mh = _linear_matrix(h, sh)
         mw = _linear_matrix(wd, sw)
