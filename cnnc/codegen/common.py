@@ -39,3 +39,22 @@ def interface_tables(graph: Graph) -> list[str]:
         *(f"    {p!r}: {tuple(spec.shape)!r}," for p, spec in graph.graph["params"].items()),
         "}",
     ]
+
+
+def load_params_function(doc: str, result: str) -> list[str]:
+    """`load_params(path=None)`: read the .npz beside the module, check names and shapes against
+    PARAMETERS, and return `result` (an expression of `params`)."""
+    return [
+        "def load_params(path=None):",
+        f'    """{doc}"""',
+        "    path = Path(__file__).with_suffix('.npz') if path is None else Path(path)",
+        "    with np.load(path, allow_pickle=False) as archive:",
+        "        params = {name: archive[name].astype(np.float32) for name in archive.files}",
+        "    missing = sorted(set(PARAMETERS) - set(params))",
+        "    if missing:",
+        "        raise KeyError(f'{path}: missing parameter {missing[0]!r}')",
+        "    for name, shape in PARAMETERS.items():",
+        "        if params[name].shape != shape:",
+        "            raise ValueError(f'{path}: parameter {name!r} has shape {params[name].shape}, expected {shape}')",
+        f"    return {result}",
+    ]

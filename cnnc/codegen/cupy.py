@@ -27,7 +27,7 @@ from ..ir.ops import OP_INFO, Op, kernel_call
 from ..ir.shapes import fmt
 from ..kernels import cupy_kernels, numpy_kernels
 from ..source import safe_comment
-from .common import docstring, interface_tables, source_location
+from .common import docstring, interface_tables, load_params_function, source_location
 from .kernel_source import reachable
 from .namespace import Namespace
 
@@ -332,18 +332,8 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
         "    return {name: cp.asarray(np.ascontiguousarray(values[name], dtype=np.float32)) for name in PARAMETERS}",
         "",
         "",
-        "def load_params(path=None):",
-        '    """Parameters from an .npz file (default: this module\'s path with .npz), on the GPU."""',
-        "    path = Path(__file__).with_suffix('.npz') if path is None else Path(path)",
-        "    with np.load(path, allow_pickle=False) as archive:",
-        "        params = {name: archive[name].astype(np.float32) for name in archive.files}",
-        "    missing = sorted(set(PARAMETERS) - set(params))",
-        "    if missing:",
-        "        raise KeyError(f'{path}: missing parameter {missing[0]!r}')",
-        "    for name, shape in PARAMETERS.items():",
-        "        if params[name].shape != shape:",
-        "            raise ValueError(f'{path}: parameter {name!r} has shape {params[name].shape}, expected {shape}')",
-        "    return upload_params(params)",
+        *load_params_function("Parameters from an .npz file (default: this module's path with .npz), on the GPU.",
+                              "upload_params(params)"),
         "",
         "",
         "def runner(params, *, cuda_graph=True, tf32=TF32, outputs='numpy', workspace_limit=WORKSPACE_LIMIT):",

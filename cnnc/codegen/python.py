@@ -14,7 +14,7 @@ from ..ir.ops import OP_INFO, Op, kernel_call
 from ..ir.shapes import fmt
 from ..kernels import numpy_kernels
 from ..source import safe_comment
-from .common import docstring, interface_tables, source_location
+from .common import docstring, interface_tables, load_params_function, source_location
 from .kernel_source import function_names, kernel_sources
 from .namespace import Namespace
 
@@ -81,18 +81,7 @@ def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
     lines += [
         "",
         "",
-        "def load_params(path=None):",
-        '    """Parameters from an .npz file (default: this module\'s path with .npz)."""',
-        "    path = Path(__file__).with_suffix('.npz') if path is None else Path(path)",
-        "    with np.load(path, allow_pickle=False) as archive:",
-        "        params = {name: archive[name].astype(np.float32) for name in archive.files}",
-        "    missing = sorted(set(PARAMETERS) - set(params))",
-        "    if missing:",
-        "        raise KeyError(f'{path}: missing parameter {missing[0]!r}')",
-        "    for name, shape in PARAMETERS.items():",
-        "        if params[name].shape != shape:",
-        "            raise ValueError(f'{path}: parameter {name!r} has shape {params[name].shape}, expected {shape}')",
-        "    return params",
+        *load_params_function("Parameters from an .npz file (default: this module's path with .npz).", "params"),
         "",
         "",
         f"# ---- kernels, copied from cnnc.kernels.{kernels.__name__.rsplit('.', 1)[-1]} ----",
