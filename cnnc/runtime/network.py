@@ -31,9 +31,10 @@ class CompiledNetwork:
         self.output_names: list[str] = list(graph.graph["outputs"])
         self._forward = load_forward(source, graph.graph["source_name"])
         specs = graph.graph.get("user_params", graph.graph["params"])
-        self.params = ParamStore(specs, init_params(specs, seed))
-        if params is not None:
-            self.params.update_from(params, "params")
+        # Given parameters replace the seeded initialization, which is then not computed at all
+        # (it is most of VGG-16's compile time).
+        self.params = (ParamStore(specs, init_params(specs, seed)) if params is None
+                       else ParamStore.from_values(specs, params, "params"))
         self._runtime: tuple[int, dict[str, np.ndarray]] = (-1, {})
         self._lock = threading.Lock()
         self._numpy_source = source

@@ -81,17 +81,23 @@ class ParamStore(MutableMapping):
     def __len__(self) -> int:
         return len(self.data)
 
-    def update_from(self, values: Mapping[str, np.ndarray], source: str) -> None:
-        """Replace every parameter from `values`, all or nothing: names must match exactly."""
-        missing = [n for n in self.specs if n not in values]
-        extra = [n for n in values if n not in self.specs]
+    @classmethod
+    def from_values(cls, specs: Mapping[str, ParamSpec], values: Mapping[str, np.ndarray],
+                    source: str) -> ParamStore:
+        """A store holding exactly `values`: every name of `specs`, no other, each of its shape."""
+        missing = [n for n in specs if n not in values]
+        extra = [n for n in values if n not in specs]
         if missing:
             raise CnncParamError(f"missing parameter '{missing[0]}' (layer '{_owner(missing[0])}')"
                                  + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""), where=source)
         if extra:
             raise CnncParamError(f"unknown parameter '{extra[0]}': the network has no such layer",
                                  where=source)
-        staged = ParamStore(self.specs, values)  # validates everything before anything changes
+        return cls(specs, values)
+
+    def update_from(self, values: Mapping[str, np.ndarray], source: str) -> None:
+        """Replace every parameter from `values`, all or nothing: names must match exactly."""
+        staged = ParamStore.from_values(self.specs, values, source)  # validates before anything changes
         self.data = staged.data
         self.version += 1
 
