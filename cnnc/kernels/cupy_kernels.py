@@ -271,25 +271,24 @@ _EW_LRN = (
     y = x[i] * powf(k + alpha * s, -beta)
     """, "cnnc_lrn")
 
-_EW_UPSAMPLE_NEAREST = (
-    "raw float32 x, int32 h, int32 w, int32 sh, int32 sw", "float32 y",
-    """
+# Upsampling: output pixel i → its column ox, row oy and image-channel index t.
+_UPSAMPLE_PIXEL = """
     int wo = w * sw, ho = h * sh;
     int ox = (int)(i % wo);
     long long t = i / wo;
     int oy = (int)(t % ho);
     t /= ho;
+"""
+
+_EW_UPSAMPLE_NEAREST = (
+    "raw float32 x, int32 h, int32 w, int32 sh, int32 sw", "float32 y",
+    _UPSAMPLE_PIXEL + """
     y = x[(t * h + oy / sh) * w + ox / sw]
     """, "cnnc_upsample_nearest")
 
 _EW_UPSAMPLE_BILINEAR = (
     "raw float32 x, int32 h, int32 w, int32 sh, int32 sw", "float32 y",
-    """
-    int wo = w * sw, ho = h * sh;
-    int ox = (int)(i % wo);
-    long long t = i / wo;
-    int oy = (int)(t % ho);
-    t /= ho;
+    _UPSAMPLE_PIXEL + """
     double fy = fmax((oy + 0.5) / sh - 0.5, 0.0), fx = fmax((ox + 0.5) / sw - 0.5, 0.0);
     int r0 = min((int)floor(fy), h - 1), c0 = min((int)floor(fx), w - 1);
     int r1 = min(r0 + 1, h - 1), c1 = min(c0 + 1, w - 1);
