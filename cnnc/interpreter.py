@@ -11,7 +11,7 @@ from types import ModuleType
 import numpy as np
 
 from .ir.graph import Graph
-from .ir.ops import OP_INFO, Op, kernel_call
+from .ir.ops import Op, kernel_call, record
 from .kernels import reference
 
 
@@ -21,7 +21,7 @@ def eval_graph(graph: Graph, params: Mapping[str, np.ndarray], inputs: Mapping[s
     values: dict[str, np.ndarray] = {}
     for name in graph.topo_order():
         data = graph.nodes[name]
-        op, info = data["op"], OP_INFO[data["op"]]
+        op, info = data["op"], record(data["op"])
         args = [values[i] for i in graph.inputs_of(name)]
         if op == Op.INPUT:
             values[name] = np.asarray(inputs[name], dtype=np.float32)

@@ -26,12 +26,12 @@ from conftest import EXAMPLES, ROOT
 import cnnc
 from cnnc.codegen import cupy as cupy_codegen
 from cnnc.errors import CnncError
-from cnnc.ir.ops import OP_INFO, Op
+from cnnc.ir.ops import RECORDS, Op
 from cnnc.kernels import cupy_kernels, numpy_kernels
 
 TINY = ROOT / "tests" / "golden" / "tiny.cnn"
 NETWORKS = sorted(p.name for p in EXAMPLES.glob("*.cnn") if p.name != "resnet_blocks.cnn")
-KERNELS = sorted({info.kernel for info in OP_INFO.values() if info.kernel})
+KERNELS = sorted({info.kernel for info in RECORDS.values() if info.kernel})
 VIEW_KERNELS = {"flatten", "reshape"}  # views of their input: no out=
 
 

@@ -72,9 +72,9 @@ def _want(case):
 
 
 def test_cases_cover_every_op():
-    from cnnc.ir.ops import OP_INFO
+    from cnnc.ir.ops import RECORDS
 
-    assert {c.kernel for c in cases()} == {info.kernel for info in OP_INFO.values() if info.kernel}
+    assert {c.kernel for c in cases()} == {info.kernel for info in RECORDS.values() if info.kernel}
 
 
 @pytest.mark.parametrize("case", cases(), ids=lambda c: c.id)

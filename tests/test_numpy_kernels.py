@@ -406,9 +406,9 @@ def test_module_ast_constraints():
             funcs[node.name] = node
         else:
             pytest.fail(f"forbidden top-level node: {ast.dump(node)[:80]}")
-    from cnnc.ir.ops import OP_INFO
+    from cnnc.ir.ops import RECORDS
 
-    expected = sorted({info.kernel for info in OP_INFO.values() if info.kernel})
+    expected = sorted({info.kernel for info in RECORDS.values() if info.kernel})
     for name in expected:
         assert name in funcs, f"kernel {name} missing"
     for name in funcs:

@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 
 import cnnc
 from cnnc.ir.cost import aliased_inputs, read_only
-from cnnc.ir.ops import OP_INFO, Op, kernel_call
+from cnnc.ir.ops import Op, kernel_call, record
 from cnnc.kernels import numpy_kernels
 from cnnc.passes import lower
 from cnnc.passes.derived import materialize
@@ -610,12 +610,12 @@ def test_kernels_alias_only_where_the_memory_plan_expects(program: Program, seed
         if op == Op.INPUT:
             continue
         args = [arrays[i] for i in inputs]
-        if OP_INFO[op].kernel is None:
+        if record(op).kernel is None:
             arrays[name] = args[0]
         else:
             positional, keywords = kernel_call(op, graph.attrs(name), args, graph.nodes[name]["params"],
                                                params.__getitem__)
-            arrays[name] = getattr(numpy_kernels, OP_INFO[op].kernel)(*positional, **keywords)
+            arrays[name] = getattr(numpy_kernels, record(op).kernel)(*positional, **keywords)
         shared = {i for i in inputs if np.shares_memory(arrays[name], arrays[i])}
         assert shared <= set(aliased_inputs(graph, name)), f"{name} ({op}) is a view of {shared}"
         assert arrays[name].flags.writeable or read_only(graph, name), f"{name} ({op}) is read-only"

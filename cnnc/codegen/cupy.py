@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from ..ir.graph import Graph
-from ..ir.ops import OP_INFO, Op, kernel_call
+from ..ir.ops import Op, Output, kernel_call, record
 from ..ir.shapes import fmt
 from ..kernels import cupy_kernels, numpy_kernels
 from ..source import safe_comment
@@ -31,10 +31,6 @@ from .common import docstring, interface_tables, load_params_function, source_lo
 from .kernel_source import reachable
 from .namespace import Namespace
 
-# Ops whose CuPy kernel returns a view of its first input (no storage of their own).
-VIEW_OPS = frozenset({Op.FLATTEN, Op.RESHAPE, Op.DROPOUT})
-# Ops computed on the host: they synchronize, so a network holding one is never graph-captured.
-HOST_OPS = frozenset({Op.NMS})
 # Module-level names of the kernel module provided by the generated module's header.
 _HEADER_NAMES = {"math", "os", "np", "cp"}
 # Host fallbacks: names in cupy_kernels bound to a NumPy kernel, copied in renamed.
@@ -124,7 +120,7 @@ def plan_buffers(graph: Graph) -> BufferPlan:
     views, in_place = set(), set()
     for name in order:
         op = graph.op(name)
-        if op in VIEW_OPS:
+        if record(op).output == Output.VIEW:  # flatten, reshape, dropout: no storage of their own
             root[name] = root[graph.inputs_of(name)[0]]
             views.add(name)
         elif name in planned_in_place:
@@ -242,7 +238,7 @@ def reserved_names() -> set[str]:
 def _call(graph: Graph, name: str, ns: Namespace, plan: BufferPlan) -> tuple[str, str]:
     """The statement's right-hand side and its storage note."""
     data = graph.nodes[name]
-    op, info = data["op"], OP_INFO[data["op"]]
+    op, info = data["op"], record(data["op"])
     inputs = [ns.name(i) for i in graph.inputs_of(name)]
     if info.kernel is None:  # dropout
         return inputs[0], "view"
@@ -259,7 +255,7 @@ def _call(graph: Graph, name: str, ns: Namespace, plan: BufferPlan) -> tuple[str
         note = f"slot {plan.slot_of[name]}"
     if name in plan.columns:
         args.append("workspace=workspace")
-    if op in HOST_OPS:
+    if record(op).on_host:
         note += ", on the host"
     return f"{info.kernel}({', '.join(args)})", note
 
@@ -270,7 +266,7 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
     ns = Namespace(reserved_names())
     inputs = graph.graph["inputs"]
     outputs = graph.graph["outputs"]
-    blockers = [f"{n}: {graph.op(n)} runs on the host" for n in plan.order if graph.op(n) in HOST_OPS]
+    blockers = [f"{n}: {graph.op(n)} runs on the host" for n in plan.order if record(graph.op(n)).on_host]
     first = ns.name(inputs[0]) if inputs else None
     lines = [
         *docstring(graph, " for CuPy", [
@@ -344,7 +340,7 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
         "",
         "# ---- kernels, copied from cnnc.kernels.cupy_kernels (host fallbacks from numpy_kernels) ----",
     ]
-    used = sorted({OP_INFO[graph.op(n)].kernel for n in plan.order if OP_INFO[graph.op(n)].kernel})
+    used = sorted({record(graph.op(n)).kernel for n in plan.order if record(graph.op(n)).kernel})
     for source in kernel_sources(used + ["Runner", "batch_shape", "workspace_elements"],
                                  provided=frozenset({"WORKSPACE_LIMIT"})):
         lines += ["", "", source]

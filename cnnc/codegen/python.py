@@ -10,7 +10,7 @@ import inspect
 from types import ModuleType
 
 from ..ir.graph import Graph
-from ..ir.ops import OP_INFO, Op, kernel_call
+from ..ir.ops import Op, kernel_call, record
 from ..ir.shapes import fmt
 from ..kernels import numpy_kernels
 from ..source import safe_comment
@@ -25,7 +25,7 @@ _RESERVED = {"np", "math", "params", "forward", "load_params", "run", "INPUTS", 
 def _call(graph: Graph, name: str, ns: Namespace, in_place: bool = False) -> str:
     """The kernel call computing `name`; `in_place`: write into the first input (`out=`)."""
     data = graph.nodes[name]
-    op, info = data["op"], OP_INFO[data["op"]]
+    op, info = data["op"], record(data["op"])
     inputs = [ns.name(i) for i in graph.inputs_of(name)]
     if info.kernel is None:  # dropout
         return inputs[0]
@@ -44,7 +44,7 @@ def _memory_plan(graph: Graph, kernels: ModuleType):
     if plan is None or not plan.matches(graph):
         return None, frozenset()
     takes_out = {n for n in plan.in_place
-                 if "out" in inspect.signature(getattr(kernels, OP_INFO[graph.op(n)].kernel)).parameters}
+                 if "out" in inspect.signature(getattr(kernels, record(graph.op(n)).kernel)).parameters}
     return plan, frozenset(takes_out)
 
 
@@ -86,7 +86,7 @@ def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
         "",
         f"# ---- kernels, copied from cnnc.kernels.{kernels.__name__.rsplit('.', 1)[-1]} ----",
     ]
-    used = sorted({OP_INFO[graph.op(n)].kernel for n in order if OP_INFO[graph.op(n)].kernel})
+    used = sorted({record(graph.op(n)).kernel for n in order if record(graph.op(n)).kernel})
     for source in kernel_sources(kernels, used):
         lines += ["", "", source]
     return "\n".join(lines) + "\n"

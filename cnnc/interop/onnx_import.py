@@ -34,8 +34,8 @@ import numpy as np
 
 from ..errors import CnncError
 from ..ir import ops as o
-from ..ir.ops import Op
-from ..ir.shapes import ShapeRuleError, fmt, infer_shape, param_specs
+from ..ir.ops import Op, infer_shape, param_specs
+from ..ir.shapes import ShapeRuleError, fmt
 from ..language import builtins as language_builtins
 from ..language.layers import LAYER_OPS, same_pads
 from ..source import safe_comment

@@ -11,25 +11,15 @@ Graph-level data: `inputs` (list of input node names), `outputs` (output name â†
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from itertools import count
 
 import networkx as nx
 
 from ..source import Span
 from .ops import Op
+from .shapes import ParamSpec, Shape
 
-Shape = tuple  # tuple[int | str, ...]; only dimension 0 may be a str (the batch symbol)
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """A parameter's shape and how `cnnc.init_params` fills it (he, glorot, zeros, ones)."""
-
-    shape: tuple[int, ...]
-    init: str
-    fan_in: int = 1
-    fan_out: int = 1
+__all__ = ["Graph", "ParamSpec", "Shape"]
 
 
 class Graph(nx.MultiDiGraph):
@@ -112,13 +102,3 @@ class Graph(nx.MultiDiGraph):
         for out_name, node in outputs.items():
             if node == old:
                 outputs[out_name] = new
-
-    def erase(self, name: str) -> None:
-        """Remove a node that nothing uses any more, with parameters only it referenced."""
-        if self.out_degree(name) or self.is_output(name):
-            raise ValueError(f"cannot erase {name!r}: it is still used")
-        owned = set(self.nodes[name]["params"].values())
-        self.remove_node(name)
-        still_used = {p for n in self.nodes for p in self.nodes[n]["params"].values()}
-        for param in owned - still_used:
-            self.graph["params"].pop(param, None)

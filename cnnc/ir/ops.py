@@ -1,13 +1,28 @@
-"""The closed set of IR ops, their attributes, and how each maps onto a kernel.
+"""The op registry: the closed set of IR ops and one record per op holding every fact about it.
 
-Adding an op means: a member here, an attrs dataclass, an OpInfo entry, a shape rule in
-shapes.py, a kernel in both kernel modules (docs/kernels.md), and a builder in the language's
-op table (cnnc/language/ops.py).
+A record (`OpRecord`) says what an op is and how every part of cnnc treats it: its attrs
+dataclass, its shape rule and parameter rule, its cost rule (MACs), its traits (how its kernels'
+results alias their inputs, whether it may run in place, whether a conv/dense epilogue computes
+it, how it behaves under the FCN pass, when it is an identity, …), the name of its kernel in
+each kernel module, and its spellings in the `.cnn` language. Passes, cost, summary, the
+interpreter and both code generators ask the record; no other module keeps a set of op names.
+
+Adding an op (docs/architecture.md, "Adding an op"): a member of `Op`, its attrs and record
+here; its kernel in cnnc/kernels/reference.py, numpy_kernels.py and cupy_kernels.py; tests.
+tests/test_op_registry.py fails, naming the op and the missing piece, until all are there.
+
+A trait left at its default is the safe choice (no rewrite, no in-place write); `output` and
+`surfaces` have no default, because a wrong guess there is a wrong result or a lost op.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from enum import Enum
+from typing import Any
+
+from .shapes import ParamSpec, Shape, ShapeRuleError, broadcast, fmt, need_rank, per_example, pool_out, window_out
 
 Pair = tuple[int, int]
 Pads = tuple[int, int, int, int]  # (top, left, bottom, right)
@@ -52,12 +67,104 @@ class Op(str, Enum):
         return self.value
 
 
+# ---- the record's vocabulary -------------------------------------------------------------------
+
+
+class Output(Enum):
+    """How the NumPy kernel's result relates to its first input (liveness and in-place writes
+    depend on it; tests/test_pass_memory.py checks every kernel against its record)."""
+
+    FRESH = "fresh"  # always a new array
+    VIEW = "view"  # input 0 itself or a writable view of it, on every backend (flatten, reshape)
+    MAYBE_VIEW = "maybe view"  # a writable view of input 0 when the slice is contiguous, else new (crop)
+    READ_ONLY_VIEW = "read-only view"  # a read-only (broadcast) view of input 0
+
+
+class Rank(Enum):
+    """How an op meets `dense_to_conv`, which turns [N, F] values into [N, F, 1, 1] ones."""
+
+    FIXED = "fixed"  # its result depends on the rank: a lifted value may not flow in
+    POINTWISE = "pointwise"  # elementwise, no parameters: commutes with flatten, any rank
+    RANK_FREE = "rank free"  # the same values on [N, F, 1, 1] as on [N, F] (per-channel, broadcast)
+    ALONG_AXIS = "along axis"  # rank free when its `axis` is 1, the channel axis in both ranks
+    ABSORBS = "absorbs"  # gives the same result for an [N, F, 1, 1] input as for [N, F]
+
+
+REQUIRED: Any = object()  # an Arg without a default
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a surface op: its name, a converter named in
+    cnnc/language/arguments.py's CONVERTERS (or `choices`), and its default."""
+
+    name: str
+    kind: str
+    default: object = REQUIRED
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Surface:
+    """A spelling of the op in a `.cnn` file.
+
+    Tensor inputs come first (`inputs` of them; None: one or more), then `args`. Without a
+    `builder` the converted args (plus `fixed`) are the attrs fields; a builder named here is a
+    function in cnnc/language/layers.py (padding `same`, stride defaults, several nodes).
+    """
+
+    name: str
+    summary: str
+    args: tuple[Arg, ...] = ()
+    inputs: int | None = 1
+    builder: str | None = None
+    fixed: tuple[tuple[str, object], ...] = ()
+
+
+ShapeRule = Callable[[Any, list[Shape]], Shape]
+ParamRule = Callable[[Any, list[Shape]], dict[str, ParamSpec]]
+CostRule = Callable[[Any, list[Shape], Shape], int]  # (attrs, input shapes, output shape) → MACs per example
+ShapePredicate = Callable[[Any, list[Shape], Shape], bool]
+OutputRule = Callable[[Any], Output]
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """Everything cnnc knows about one op.
+
+    A kernel is called as `kernel(*data_inputs, *params_in_role_order, **kwargs)`; an absent
+    optional parameter (a conv without bias) is passed as None. Data inputs beyond the first
+    `len(inputs) - len(keyword_inputs)` are passed by keyword (a fused conv's `residual=`).
+    """
+
+    attrs: type
+    shape: ShapeRule
+    output: Output | OutputRule  # see Output; a rule when it depends on the attrs
+    surfaces: tuple[Surface, ...]  # () for ops that only passes create
+    kernel: str | None  # the function's name in every kernel module; None: input, dropout
+    kwargs: tuple[str, ...] = ()  # attrs passed to the kernel by keyword
+    params: ParamRule | None = None  # role → ParamSpec
+    roles: tuple[str, ...] = ()  # parameter roles in the kernel's argument order
+    min_inputs: int = 1
+    max_inputs: int | None = 1  # None: any number
+    keyword_inputs: tuple[str, ...] = ()
+    kwarg_defaults: tuple[tuple[str, object], ...] = ()  # kwargs left out when at their default
+    macs: CostRule | None = None  # multiply-accumulates per example; None: not counted
+    in_place: bool = False  # elementwise; its kernels take out= and may be given input 0
+    epilogue: bool = False  # a conv/dense epilogue computes it: activation=<op name> (and its slope)
+    fused_epilogue: bool = False  # its attrs carry activation/slope that fusion may set
+    rank: Rank = Rank.FIXED
+    identity: ShapePredicate | None = None  # when the node returns its first input unchanged
+    scale_rule: str | None = None  # derivation rule scaling its weight's output channels (BN folding)
+    on_host: bool = False  # the CuPy backend computes it on the host (no CUDA-graph capture)
+
+
+# ---- attrs -------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class NoAttrs:
     pass
-
-
-ACTIVATIONS = ("none", "relu", "relu6", "leaky_relu", "sigmoid")  # fusable epilogues
 
 
 @dataclass(frozen=True)
@@ -213,93 +320,560 @@ class ReduceAttrs:
     keepdims: bool
 
 
-@dataclass(frozen=True)
-class OpInfo:
-    """How an op is computed: the kernel function and which attrs become its keyword arguments.
-
-    A kernel is called as `kernel(*data_inputs, *params_in_role_order, **kwargs)`; an absent
-    optional parameter (a conv without bias) is passed as None. Data inputs beyond the first
-    `len(inputs) - len(keyword_inputs)` are passed by keyword (a fused conv's `residual=`).
-    """
-
-    attrs: type
-    kernel: str | None  # None: no kernel (input; dropout is an identity)
-    kwargs: tuple[str, ...] = ()
-    params: tuple[str, ...] = ()
-    min_inputs: int = 1
-    max_inputs: int | None = 1  # None: any number
-    keyword_inputs: tuple[str, ...] = ()
-    kwarg_defaults: tuple[tuple[str, object], ...] = ()  # kwargs left out when at their default
+# ---- shared rules ------------------------------------------------------------------------------
 
 
+def _same(a: object, shapes: list[Shape]) -> Shape:
+    return shapes[0]
+
+
+def _same_4d(what: str) -> ShapeRule:
+    def rule(a: object, shapes: list[Shape]) -> Shape:
+        need_rank(shapes[0], (4,), what)
+        return shapes[0]
+    return rule
+
+
+def _unchanged_shape(a: object, shapes: list[Shape], out: Shape) -> bool:
+    return bool(shapes) and tuple(shapes[0]) == tuple(out)
+
+
+def _always(a: object, shapes: list[Shape], out: Shape) -> bool:
+    return True
+
+
+def _channels_params(*roles_inits: tuple[str, str]) -> ParamRule:
+    def rule(a: object, shapes: list[Shape]) -> dict[str, ParamSpec]:
+        c = shapes[0][1]
+        return {role: ParamSpec((c,), init) for role, init in roles_inits}
+    return rule
+
+
+def _weight_and_bias(weight: tuple[int, ...], fan_in: int, bias: bool, channels: int) -> dict[str, ParamSpec]:
+    specs = {"weight": ParamSpec(weight, "he", fan_in)}
+    if bias:
+        specs["bias"] = ParamSpec((channels,), "zeros")
+    return specs
+
+
+def _check_pool_pads(kernel: tuple[int, int], pads: tuple[int, ...], what: str) -> None:
+    for k, p in zip(kernel + kernel, pads):
+        if p > k // 2:
+            raise ShapeRuleError(f"{what}: padding {p} is more than half the kernel ({k}); "
+                                 "a window would see only padding")
+
+
+_WINDOW = (Arg("stride", "pair", (1, 1)), Arg("pad", "padding", (0, 0, 0, 0)), Arg("dilation", "pair", (1, 1)))
+_POOL = (Arg("kernel", "pair"), Arg("stride", "optional_pair", None), Arg("pad", "padding", (0, 0, 0, 0)))
 _EPILOGUE = (("activation", "none"), ("slope", 0.0))
 
-OP_INFO: dict[Op, OpInfo] = {
-    Op.INPUT: OpInfo(NoAttrs, None, min_inputs=0, max_inputs=0),
-    Op.CONV: OpInfo(ConvAttrs, "conv2d", ("stride", "pads", "dilation", "groups", "activation", "slope"),
-                    ("weight", "bias"), max_inputs=2, keyword_inputs=("residual",), kwarg_defaults=_EPILOGUE),
-    Op.CONV_TRANSPOSE: OpInfo(
-        ConvTransposeAttrs, "conv_transpose2d",
-        ("stride", "pads", "output_padding", "dilation", "groups"), ("weight", "bias")),
-    Op.DENSE: OpInfo(DenseAttrs, "dense", ("activation", "slope"), ("weight", "bias"), kwarg_defaults=_EPILOGUE),
-    Op.FLATTEN: OpInfo(NoAttrs, "flatten"),
-    Op.RESHAPE: OpInfo(ReshapeAttrs, "reshape", ("shape",)),
-    Op.BATCH_NORM: OpInfo(BatchNormAttrs, "batch_norm", ("eps",), ("gamma", "beta", "mean", "var")),
-    Op.RELU: OpInfo(NoAttrs, "relu"),
-    Op.LEAKY_RELU: OpInfo(LeakyReluAttrs, "leaky_relu", ("slope",)),
-    Op.RELU6: OpInfo(NoAttrs, "relu6"),
-    Op.SIGMOID: OpInfo(NoAttrs, "sigmoid"),
-    Op.TANH: OpInfo(NoAttrs, "tanh"),
-    Op.SOFTMAX: OpInfo(SoftmaxAttrs, "softmax", ("axis",)),
-    Op.DROPOUT: OpInfo(DropoutAttrs, None),
-    Op.LRN: OpInfo(LrnAttrs, "lrn", ("size", "alpha", "beta", "k")),
-    Op.MAX_POOL: OpInfo(MaxPoolAttrs, "max_pool2d", ("kernel", "stride", "pads", "dilation", "ceil_mode")),
-    Op.AVG_POOL: OpInfo(
-        AvgPoolAttrs, "avg_pool2d", ("kernel", "stride", "pads", "ceil_mode", "count_include_pad")),
-    Op.GLOBAL_AVG_POOL: OpInfo(NoAttrs, "global_avg_pool"),
-    Op.GLOBAL_MAX_POOL: OpInfo(NoAttrs, "global_max_pool"),
-    Op.DEPTHWISE_POOL: OpInfo(DepthwisePoolAttrs, "depthwise_pool", ("size", "mode")),
-    Op.ADD: OpInfo(NoAttrs, "add", min_inputs=2, max_inputs=2),
-    Op.MUL: OpInfo(NoAttrs, "mul", min_inputs=2, max_inputs=2),
-    Op.CONCAT: OpInfo(ConcatAttrs, "concat", ("axis",), min_inputs=1, max_inputs=None),
-    Op.UPSAMPLE: OpInfo(UpsampleAttrs, "upsample", ("scale", "mode")),
-    Op.PAD: OpInfo(PadAttrs, "pad", ("pads", "mode", "value")),
-    Op.CROP: OpInfo(CropAttrs, "crop", ("offset", "size")),
-    Op.SLICE: OpInfo(SliceAttrs, "slice_axis", ("axis", "start", "stop")),
-    Op.IOU: OpInfo(IouAttrs, "box_iou", ("format",), min_inputs=2, max_inputs=2),
-    Op.NMS: OpInfo(NmsAttrs, "nms", ("iou_threshold", "score_threshold", "max_boxes", "format"),
-                   min_inputs=2, max_inputs=2),
-    Op.YOLO_DECODE: OpInfo(YoloDecodeAttrs, "yolo_decode", ("anchors", "classes", "stride")),
-    Op.CHANNEL_AFFINE: OpInfo(NoAttrs, "channel_affine", (), ("scale", "shift")),
-    Op.REDUCE: OpInfo(ReduceAttrs, "reduce", ("mode", "axes", "keepdims")),
+
+# ---- convolution and dense ---------------------------------------------------------------------
+
+
+def _conv_out(a: ConvAttrs, x: Shape) -> Shape:
+    need_rank(x, (4,), "conv")
+    n, c, h, w = x
+    if c % a.groups or a.filters % a.groups:
+        raise ShapeRuleError(f"conv: groups={a.groups} must divide both the input channels ({c}) "
+                             f"and the filters ({a.filters})")
+    pt, pl, pb, pr = a.pads
+    return (n, a.filters,
+            window_out(h, a.kernel[0], a.stride[0], pt + pb, a.dilation[0], False, "conv", "height"),
+            window_out(w, a.kernel[1], a.stride[1], pl + pr, a.dilation[1], False, "conv", "width"))
+
+
+def _conv(a: ConvAttrs, shapes: list[Shape]) -> Shape:
+    x, *residual = shapes
+    out = _conv_out(a, x)
+    if residual and tuple(residual[0]) != out:
+        raise ShapeRuleError(f"conv: the fused residual {fmt(residual[0])} must have the output's shape {fmt(out)}")
+    return out
+
+
+def _conv_params(a: ConvAttrs, shapes: list[Shape]) -> dict[str, ParamSpec]:
+    c = shapes[0][1]
+    kh, kw = a.kernel
+    return _weight_and_bias((a.filters, c // a.groups, kh, kw), c // a.groups * kh * kw, a.bias, a.filters)
+
+
+def _conv_macs(a: ConvAttrs, shapes: list[Shape], out: Shape) -> int:
+    return per_example(out) * (shapes[0][1] // a.groups) * a.kernel[0] * a.kernel[1]
+
+
+def _conv_transpose(a: ConvTransposeAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "conv_transpose")
+    n, c, h, w = x
+    if c % a.groups or a.filters % a.groups:
+        raise ShapeRuleError(f"conv_transpose: groups={a.groups} must divide both the input channels "
+                             f"({c}) and the filters ({a.filters})")
+    for op_, s, d in zip(a.output_padding, a.stride, a.dilation):
+        if op_ >= max(s, d):
+            raise ShapeRuleError(f"conv_transpose: output_padding {op_} must be smaller than the "
+                                 f"stride ({s}) or the dilation ({d})")
+    pt, pl, pb, pr = a.pads
+    out_h = (h - 1) * a.stride[0] - pt - pb + a.dilation[0] * (a.kernel[0] - 1) + a.output_padding[0] + 1
+    out_w = (w - 1) * a.stride[1] - pl - pr + a.dilation[1] * (a.kernel[1] - 1) + a.output_padding[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ShapeRuleError(f"conv_transpose: padding {a.pads} leaves an empty output")
+    return (n, a.filters, out_h, out_w)
+
+
+def _conv_transpose_params(a: ConvTransposeAttrs, shapes: list[Shape]) -> dict[str, ParamSpec]:
+    c = shapes[0][1]
+    kh, kw = a.kernel
+    return _weight_and_bias((c, a.filters // a.groups, kh, kw), c // a.groups * kh * kw, a.bias, a.filters)
+
+
+def _conv_transpose_macs(a: ConvTransposeAttrs, shapes: list[Shape], out: Shape) -> int:
+    return per_example(shapes[0]) * (a.filters // a.groups) * a.kernel[0] * a.kernel[1]
+
+
+def _dense(a: DenseAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    if len(x) == 2:
+        return (x[0], a.units)
+    if len(x) == 4 and x[2] == 1 and x[3] == 1:
+        return (x[0], a.units, 1, 1)
+    raise ShapeRuleError(f"dense expects [N, features] or [N, C, 1, 1], got {fmt(x)}; "
+                         "insert `flatten` (or global_avg_pool) first")
+
+
+def _dense_params(a: DenseAttrs, shapes: list[Shape]) -> dict[str, ParamSpec]:
+    features = shapes[0][1]
+    return _weight_and_bias((a.units, features), features, a.bias, a.units)
+
+
+def _dense_macs(a: DenseAttrs, shapes: list[Shape], out: Shape) -> int:
+    return a.units * shapes[0][1]
+
+
+_CONV_ARGS = (Arg("filters", "positive_int"), Arg("kernel", "pair"), *_WINDOW, Arg("groups", "positive_int", 1),
+              Arg("bias", "bool", True))
+_DEPTHWISE_ARGS = (Arg("kernel", "pair"), *_WINDOW, Arg("multiplier", "positive_int", 1), Arg("bias", "bool", True))
+
+_CONVOLUTIONS = {
+    Op.CONV: OpRecord(
+        ConvAttrs, _conv, Output.FRESH,
+        (Surface("conv", "2-D convolution", _CONV_ARGS, builder="conv"),
+         Surface("depthwise_conv", "one filter per input channel (groups = channels)", _DEPTHWISE_ARGS,
+                 builder="depthwise_conv"),
+         Surface("separable_conv", "depthwise conv, then a 1x1 conv (Xception)",
+                 (Arg("filters", "positive_int"), *_DEPTHWISE_ARGS), builder="separable_conv")),
+        "conv2d", ("stride", "pads", "dilation", "groups", "activation", "slope"), _conv_params, ("weight", "bias"),
+        max_inputs=2, keyword_inputs=("residual",), kwarg_defaults=_EPILOGUE, macs=_conv_macs,
+        fused_epilogue=True, scale_rule="scale_out_channels"),
+    Op.CONV_TRANSPOSE: OpRecord(
+        ConvTransposeAttrs, _conv_transpose, Output.FRESH,
+        (Surface("conv_transpose", "transposed (fractionally strided) convolution",
+                 (Arg("filters", "positive_int"), Arg("kernel", "pair"), Arg("stride", "pair", (1, 1)),
+                  Arg("pad", "padding", (0, 0, 0, 0)), Arg("output_padding", "nonnegative_pair", (0, 0)),
+                  Arg("dilation", "pair", (1, 1)), Arg("groups", "positive_int", 1), Arg("bias", "bool", True)),
+                 builder="conv_transpose"),),
+        "conv_transpose2d", ("stride", "pads", "output_padding", "dilation", "groups"), _conv_transpose_params,
+        ("weight", "bias"), macs=_conv_transpose_macs, scale_rule="scale_transpose_out_channels"),
+    Op.DENSE: OpRecord(
+        DenseAttrs, _dense, Output.FRESH,
+        (Surface("dense", "fully connected layer", (Arg("units", "positive_int"), Arg("bias", "bool", True))),),
+        "dense", ("activation", "slope"), _dense_params, ("weight", "bias"), kwarg_defaults=_EPILOGUE,
+        macs=_dense_macs, fused_epilogue=True, scale_rule="scale_out_channels"),
 }
 
 
-def kernel_call(op: Op, attrs: object, inputs: list, params: dict, param_value) -> tuple[list, dict]:
-    """Positional and keyword arguments of the op's kernel.
+# ---- reshaping ---------------------------------------------------------------------------------
 
-    `inputs` are the data inputs (values, or names in generated code), `params` the node's
-    role → parameter-name map, `param_value(name)` what to pass for a parameter.
-    """
-    info = OP_INFO[op]
-    plain = 1 if info.keyword_inputs else len(inputs)
-    args = list(inputs[:plain])
-    args += [param_value(params[r]) if r in params else None for r in info.params]
-    kwargs = kernel_kwargs(op, attrs)
-    kwargs.update(zip(info.keyword_inputs, inputs[plain:]))
-    return args, kwargs
+
+def _flatten(a: object, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    if len(x) < 2:
+        raise ShapeRuleError(f"flatten expects at least a 2-D input, got {fmt(x)}")
+    return (x[0], math.prod(x[1:]))
+
+
+def _reshape(a: ReshapeAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    total = math.prod(x[1:])
+    target = list(a.shape)
+    if target.count(-1) > 1 or any(d == 0 or d < -1 for d in target):
+        raise ShapeRuleError(f"reshape: shape {tuple(target)} may hold positive sizes and at most one -1")
+    known = math.prod(d for d in target if d != -1)
+    if -1 in target:
+        if total % known:
+            raise ShapeRuleError(f"reshape: cannot fit {total} values per example into {tuple(target)}")
+        target[target.index(-1)] = total // known
+    if math.prod(target) != total:
+        raise ShapeRuleError(f"reshape: {fmt(x)} has {total} values per example, "
+                             f"shape {tuple(a.shape)} holds {math.prod(target)}")
+    return (x[0], *target)
+
+
+def _concat(a: ConcatAttrs, shapes: list[Shape]) -> Shape:
+    first = shapes[0]
+    axis = a.axis % len(first)
+    if axis == 0:
+        raise ShapeRuleError("concat along the batch axis is not supported")
+    for other in shapes[1:]:
+        if len(other) != len(first) or any(
+                d1 != d2 for i, (d1, d2) in enumerate(zip(first, other)) if i != axis):
+            raise ShapeRuleError(f"concat along axis {axis}: {fmt(first)} and {fmt(other)} differ "
+                                 f"outside that axis")
+    return (*first[:axis], sum(s[axis] for s in shapes), *first[axis + 1:])
+
+
+def _concat_identity(a: object, shapes: list[Shape], out: Shape) -> bool:
+    return len(shapes) == 1
+
+
+def _upsample(a: UpsampleAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "upsample")
+    return (x[0], x[1], x[2] * a.scale[0], x[3] * a.scale[1])
+
+
+def _upsample_output(a: UpsampleAttrs) -> Output:
+    # NumPy's nearest kernel at scale (1, 1) returns its broadcast reshape, a read-only view.
+    return Output.READ_ONLY_VIEW if a.mode == "nearest" and tuple(a.scale) == (1, 1) else Output.FRESH
+
+
+def _pad(a: PadAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "pad")
+    pt, pl, pb, pr = a.pads
+    if a.mode == "reflect" and (max(pt, pb) >= x[2] or max(pl, pr) >= x[3]):
+        raise ShapeRuleError(f"pad: reflect padding {a.pads} must be smaller than the input {fmt(x)}")
+    return (x[0], x[1], x[2] + pt + pb, x[3] + pl + pr)
+
+
+def _crop(a: CropAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "crop")
+    (oy, ox), (h, w) = a.offset, a.size
+    if oy + h > x[2] or ox + w > x[3]:
+        raise ShapeRuleError(f"crop: offset ({oy}, {ox}) + size ({h}, {w}) exceeds the input {fmt(x)}")
+    return (x[0], x[1], h, w)
+
+
+def _slice(a: SliceAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    if not -len(x) <= a.axis < len(x):
+        raise ShapeRuleError(f"slice: axis {a.axis} is out of range for {fmt(x)}")
+    axis = a.axis % len(x)
+    if axis == 0:
+        raise ShapeRuleError("slice: the batch axis cannot be sliced")
+    size = x[axis]
+    start, stop = (i + size if i < 0 else i for i in (a.start, a.stop))
+    if not 0 <= start < stop <= size:
+        raise ShapeRuleError(f"slice: {a.start}:{a.stop} selects nothing of axis {axis} of {fmt(x)} "
+                             f"(size {size}; need start < stop, negative indices count from the end)")
+    return (*x[:axis], stop - start, *x[axis + 1:])
+
+
+_RESHAPING = {
+    Op.FLATTEN: OpRecord(NoAttrs, _flatten, Output.VIEW, (Surface("flatten", "[N, ...] → [N, features]"),),
+                         "flatten", rank=Rank.ABSORBS),
+    Op.RESHAPE: OpRecord(
+        ReshapeAttrs, _reshape, Output.VIEW,
+        (Surface("reshape", "reshape all but the batch dimension", (Arg("shape", "int_tuple"),)),),
+        "reshape", ("shape",), rank=Rank.ABSORBS, identity=_unchanged_shape),
+    Op.CONCAT: OpRecord(
+        ConcatAttrs, _concat, Output.FRESH,
+        (Surface("concat", "join tensors along an axis (channels by default)", (Arg("axis", "int", 1),),
+                 inputs=None),),
+        "concat", ("axis",), max_inputs=None, rank=Rank.ALONG_AXIS, identity=_concat_identity),
+    Op.UPSAMPLE: OpRecord(
+        UpsampleAttrs, _upsample, _upsample_output,
+        (Surface("upsample", "upsample by an integer factor",
+                 (Arg("scale", "pair", (2, 2)), Arg("mode", "choice", "nearest", ("nearest", "bilinear")))),),
+        "upsample", ("scale", "mode"), identity=_unchanged_shape),
+    Op.PAD: OpRecord(
+        PadAttrs, _pad, Output.FRESH,
+        (Surface("pad", "spatial padding",
+                 (Arg("pad", "padding"), Arg("mode", "choice", "constant", ("constant", "reflect", "edge")),
+                  Arg("value", "float", 0.0)), builder="pad"),),
+        "pad", ("pads", "mode", "value"), identity=_unchanged_shape),
+    Op.CROP: OpRecord(
+        CropAttrs, _crop, Output.MAYBE_VIEW,
+        (Surface("crop", "spatial crop to a size (or to another tensor's size)",
+                 (Arg("size", "size"), Arg("offset", "nonnegative_pair", (0, 0)))),),
+        "crop", ("offset", "size"), identity=_unchanged_shape),
+    Op.SLICE: OpRecord(
+        SliceAttrs, _slice, Output.FRESH,
+        (Surface("slice", "the part start:stop of one axis",
+                 (Arg("axis", "int"), Arg("start", "int"), Arg("stop", "int"))),),
+        "slice_axis", ("axis", "start", "stop")),
+}
+
+
+# ---- normalization and activations -------------------------------------------------------------
+
+
+def _batch_norm(a: BatchNormAttrs, shapes: list[Shape]) -> Shape:
+    need_rank(shapes[0], (2, 4), "bn")
+    return shapes[0]
+
+
+def _softmax(a: SoftmaxAttrs, shapes: list[Shape]) -> Shape:
+    if not -len(shapes[0]) <= a.axis < len(shapes[0]):
+        raise ShapeRuleError(f"softmax: axis {a.axis} is out of range for {fmt(shapes[0])}")
+    return shapes[0]
+
+
+def _activation(name: str, summary: str, kernel_kwargs: tuple[str, ...] = (), attrs: type = NoAttrs,
+                args: tuple[Arg, ...] = (), epilogue: bool = False) -> OpRecord:
+    """An elementwise activation: same shape, in place, pointwise under dense_to_conv."""
+    return OpRecord(attrs, _same, Output.FRESH, (Surface(name, summary, args),), name, kernel_kwargs,
+                    in_place=True, epilogue=epilogue, rank=Rank.POINTWISE)
+
+
+_ELEMENTWISE = {
+    Op.BATCH_NORM: OpRecord(
+        BatchNormAttrs, _batch_norm, Output.FRESH,
+        (Surface("bn", "batch normalization (inference)", (Arg("eps", "float", 1e-5),)),),
+        "batch_norm", ("eps",), _channels_params(("gamma", "ones"), ("beta", "zeros"), ("mean", "zeros"),
+                                                 ("var", "ones")),
+        ("gamma", "beta", "mean", "var"), in_place=True, rank=Rank.RANK_FREE),
+    Op.CHANNEL_AFFINE: OpRecord(
+        NoAttrs, _same, Output.FRESH, (), "channel_affine", (), _channels_params(("scale", "ones"), ("shift", "zeros")),
+        ("scale", "shift"), in_place=True, rank=Rank.RANK_FREE),
+    Op.RELU: _activation("relu", "max(x, 0)", epilogue=True),
+    Op.LEAKY_RELU: _activation("leaky_relu", "x, or slope·x below 0", ("slope",), LeakyReluAttrs,
+                               (Arg("slope", "float", 0.01),), epilogue=True),
+    Op.RELU6: _activation("relu6", "min(max(x, 0), 6)", epilogue=True),
+    Op.SIGMOID: _activation("sigmoid", "1 / (1 + e^-x)", epilogue=True),
+    Op.TANH: _activation("tanh", "hyperbolic tangent"),
+    Op.SOFTMAX: OpRecord(
+        SoftmaxAttrs, _softmax, Output.FRESH,
+        (Surface("softmax", "softmax along an axis", (Arg("axis", "int", 1),)),),
+        "softmax", ("axis",), rank=Rank.ALONG_AXIS),
+    Op.DROPOUT: OpRecord(
+        DropoutAttrs, _same, Output.VIEW,
+        (Surface("dropout", "identity at inference", (Arg("rate", "probability", 0.5),)),),
+        None, rank=Rank.POINTWISE, identity=_always),
+    Op.LRN: OpRecord(
+        LrnAttrs, _same_4d("lrn"), Output.FRESH,
+        (Surface("lrn", "local response normalization across channels (AlexNet)",
+                 (Arg("size", "positive_int", 5), Arg("alpha", "float", 1e-4), Arg("beta", "float", 0.75),
+                  Arg("k", "float", 2.0))),),
+        "lrn", ("size", "alpha", "beta", "k")),
+    Op.ADD: OpRecord(
+        NoAttrs, lambda a, s: broadcast(s[0], s[1], "+"), Output.FRESH,
+        (Surface("add", "elementwise sum with broadcasting (also `a + b`)", inputs=2),),
+        "add", min_inputs=2, max_inputs=2, in_place=True, rank=Rank.RANK_FREE),
+    Op.MUL: OpRecord(
+        NoAttrs, lambda a, s: broadcast(s[0], s[1], "*"), Output.FRESH,
+        (Surface("mul", "elementwise product with broadcasting (also `a * b`)", inputs=2),),
+        "mul", min_inputs=2, max_inputs=2, in_place=True, rank=Rank.RANK_FREE),
+}
+
+
+# ---- pooling -----------------------------------------------------------------------------------
+
+
+def _max_pool(a: MaxPoolAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "maxpool")
+    _check_pool_pads(a.kernel, a.pads, "maxpool")
+    n, c, h, w = x
+    pt, pl, pb, pr = a.pads
+    return (n, c,
+            pool_out(h, a.kernel[0], a.stride[0], pt, pb, a.dilation[0], a.ceil_mode, "maxpool", "height"),
+            pool_out(w, a.kernel[1], a.stride[1], pl, pr, a.dilation[1], a.ceil_mode, "maxpool", "width"))
+
+
+def _avg_pool(a: AvgPoolAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "avgpool")
+    _check_pool_pads(a.kernel, a.pads, "avgpool")
+    n, c, h, w = x
+    pt, pl, pb, pr = a.pads
+    return (n, c,
+            pool_out(h, a.kernel[0], a.stride[0], pt, pb, 1, a.ceil_mode, "avgpool", "height"),
+            pool_out(w, a.kernel[1], a.stride[1], pl, pr, 1, a.ceil_mode, "avgpool", "width"))
+
+
+def _unit_window(a: MaxPoolAttrs | AvgPoolAttrs, shapes: list[Shape], out: Shape) -> bool:
+    return _unchanged_shape(a, shapes, out) and a.kernel == (1, 1) and a.stride == (1, 1)
+
+
+def _global_pool(a: object, shapes: list[Shape]) -> Shape:
+    need_rank(shapes[0], (4,), "global pooling")
+    return (shapes[0][0], shapes[0][1], 1, 1)
+
+
+def _depthwise_pool(a: DepthwisePoolAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "depthwise pooling")
+    if x[1] % a.size:
+        raise ShapeRuleError(f"depthwise pooling: size {a.size} must divide the channels ({x[1]})")
+    return (x[0], x[1] // a.size, x[2], x[3])
+
+
+def _reduce(a: ReduceAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    axes = {axis % len(x) for axis in a.axes}
+    if 0 in axes:
+        raise ShapeRuleError("reduce: the batch axis cannot be reduced")
+    if a.keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(x))
+    return tuple(d for i, d in enumerate(x) if i not in axes)
+
+
+_POOLING = {
+    Op.MAX_POOL: OpRecord(
+        MaxPoolAttrs, _max_pool, Output.FRESH,
+        (Surface("maxpool", "max pooling", (*_POOL, Arg("dilation", "pair", (1, 1)), Arg("ceil_mode", "bool", False)),
+                 builder="max_pool"),),
+        "max_pool2d", ("kernel", "stride", "pads", "dilation", "ceil_mode"), identity=_unit_window),
+    Op.AVG_POOL: OpRecord(
+        AvgPoolAttrs, _avg_pool, Output.FRESH,
+        (Surface("avgpool", "average pooling",
+                 (*_POOL, Arg("ceil_mode", "bool", False), Arg("count_include_pad", "bool", True)),
+                 builder="avg_pool"),),
+        "avg_pool2d", ("kernel", "stride", "pads", "ceil_mode", "count_include_pad"), identity=_unit_window),
+    Op.GLOBAL_AVG_POOL: OpRecord(
+        NoAttrs, _global_pool, Output.FRESH, (Surface("global_avg_pool", "[N, C, H, W] → [N, C, 1, 1] mean"),),
+        "global_avg_pool"),
+    Op.GLOBAL_MAX_POOL: OpRecord(
+        NoAttrs, _global_pool, Output.FRESH, (Surface("global_max_pool", "[N, C, H, W] → [N, C, 1, 1] max"),),
+        "global_max_pool"),
+    Op.DEPTHWISE_POOL: OpRecord(
+        DepthwisePoolAttrs, _depthwise_pool, Output.FRESH,
+        (Surface("depthwise_maxpool", "max over groups of `size` channels", (Arg("size", "positive_int"),),
+                 fixed=(("mode", "max"),)),
+         Surface("depthwise_avgpool", "mean over groups of `size` channels", (Arg("size", "positive_int"),),
+                 fixed=(("mode", "avg"),))),
+        "depthwise_pool", ("size", "mode")),
+    Op.REDUCE: OpRecord(ReduceAttrs, _reduce, Output.FRESH, (), "reduce", ("mode", "axes", "keepdims")),
+}
+
+
+# ---- detection ---------------------------------------------------------------------------------
+
+
+def _boxes(shape: Shape, what: str, role: str) -> None:
+    if len(shape) != 3 or shape[2] != 4:
+        raise ShapeRuleError(f"{what}: {role} must be [N, count, 4], got {fmt(shape)}")
+
+
+def _same_batch(a: Shape, b: Shape, what: str) -> None:
+    if a[0] != b[0]:
+        raise ShapeRuleError(f"{what}: batch sizes differ: {fmt(a)} and {fmt(b)}")
+
+
+def _iou(a: IouAttrs, shapes: list[Shape]) -> Shape:
+    first, second = shapes
+    _boxes(first, "iou", "the first boxes")
+    _boxes(second, "iou", "the second boxes")
+    _same_batch(first, second, "iou")
+    return (first[0], first[1], second[1])
+
+
+def _nms(a: NmsAttrs, shapes: list[Shape]) -> Shape:
+    boxes, scores = shapes
+    _boxes(boxes, "nms", "boxes")
+    if len(scores) != 3:
+        raise ShapeRuleError(f"nms: scores must be [N, count, classes], got {fmt(scores)}")
+    _same_batch(boxes, scores, "nms")
+    if boxes[1] != scores[1]:
+        raise ShapeRuleError(f"nms: boxes {fmt(boxes)} and scores {fmt(scores)} differ in the number "
+                             f"of boxes: {boxes[1]} vs {scores[1]}")
+    return (boxes[0], a.max_boxes, 6)
+
+
+def _yolo_decode(a: YoloDecodeAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "yolo_decode")
+    n, c, h, w = x
+    anchors = len(a.anchors)
+    if c != anchors * (5 + a.classes):
+        raise ShapeRuleError(f"yolo_decode: {anchors} anchors × (5 + {a.classes} classes) = "
+                             f"{anchors * (5 + a.classes)} channels expected, the input has {c}")
+    return (n, h * w * anchors, 4 + a.classes)
+
+
+_BOX_FORMAT = Arg("format", "choice", "corners", BOX_FORMATS)
+
+_DETECTION = {
+    Op.IOU: OpRecord(
+        IouAttrs, _iou, Output.FRESH,
+        (Surface("iou", "pairwise intersection over union of two sets of boxes", (_BOX_FORMAT,), inputs=2),),
+        "box_iou", ("format",), min_inputs=2, max_inputs=2),
+    Op.NMS: OpRecord(
+        NmsAttrs, _nms, Output.FRESH,
+        (Surface("nms", "class-wise non-maximum suppression to [N, max_boxes, 6] detections",
+                 (Arg("iou_threshold", "fraction", 0.5), Arg("score_threshold", "nonnegative_float", 0.05),
+                  Arg("max_boxes", "positive_int", 100), _BOX_FORMAT), inputs=2),),
+        "nms", ("iou_threshold", "score_threshold", "max_boxes", "format"), min_inputs=2, max_inputs=2,
+        on_host=True),
+    Op.YOLO_DECODE: OpRecord(
+        YoloDecodeAttrs, _yolo_decode, Output.FRESH,
+        (Surface("yolo_decode", "YOLO head → [N, H·W·anchors, 4 + classes] boxes and scores",
+                 (Arg("anchors", "anchors"), Arg("classes", "positive_int"), Arg("stride", "pair"))),),
+        "yolo_decode", ("anchors", "classes", "stride")),
+}
+
+
+# ---- the registry ------------------------------------------------------------------------------
+
+RECORDS: dict[Op, OpRecord] = {
+    Op.INPUT: OpRecord(NoAttrs, _same, Output.FRESH, (), None, min_inputs=0, max_inputs=0),
+    **_CONVOLUTIONS, **_RESHAPING, **_ELEMENTWISE, **_POOLING, **_DETECTION,
+}
+RECORDS = {op: RECORDS[op] for op in Op if op in RECORDS}  # enum order, whatever the sections' order
+
+
+def record(op: Op) -> OpRecord:
+    """The op's record; a KeyError naming the ops that have one if it has none."""
+    try:
+        return RECORDS[op]
+    except KeyError:
+        known = ", ".join(str(k) for k in RECORDS)
+        raise KeyError(f"no record for op {op}; ops with one: {known}") from None
+
+
+def output_kind(op: Op, attrs: object) -> Output:
+    """How the node's NumPy result relates to its first input (the record's `output`)."""
+    rule = record(op).output
+    return rule if isinstance(rule, Output) else rule(attrs)
+
+
+def infer_shape(op: Op, attrs: object, shapes: list[Shape]) -> Shape:
+    """The output shape of `op` on inputs of `shapes` (ShapeRuleError if they do not fit)."""
+    return tuple(record(op).shape(attrs, shapes))
+
+
+def param_specs(op: Op, attrs: object, shapes: list[Shape]) -> dict[str, ParamSpec]:
+    """The op's parameters (role → spec); empty for ops without parameters."""
+    rule = record(op).params
+    return rule(attrs, shapes) if rule else {}
 
 
 def kernel_kwargs(op: Op, attrs: object) -> dict[str, object]:
     """The keyword arguments the op's kernel takes, read from its attrs (defaults left out)."""
-    info = OP_INFO[op]
+    info = record(op)
     defaults = dict(info.kwarg_defaults)
     return {name: getattr(attrs, name) for name in info.kwargs
             if name not in defaults or getattr(attrs, name) != defaults[name]}
 
 
+def kernel_call(op: Op, attrs: object, inputs: list, params: dict, param_value: Callable) -> tuple[list, dict]:
+    """Positional and keyword arguments of the op's kernel.
+
+    `inputs` are the data inputs (values, or names in generated code), `params` the node's
+    role → parameter-name map, `param_value(name)` what to pass for a parameter.
+    """
+    info = record(op)
+    plain = 1 if info.keyword_inputs else len(inputs)
+    args = list(inputs[:plain])
+    args += [param_value(params[r]) if r in params else None for r in info.roles]
+    kwargs = kernel_kwargs(op, attrs)
+    kwargs.update(zip(info.keyword_inputs, inputs[plain:]))
+    return args, kwargs
+
+
 def attrs_dict(attrs: object) -> dict[str, object]:
     """The fields of an attrs dataclass in declaration order, leaving out optional fields at
     their default (an unfused conv prints no `activation=none`)."""
-    return {f.name: getattr(attrs, f.name) for f in fields(attrs)
+    return {f.name: getattr(attrs, f.name) for f in fields(attrs)  # type: ignore[arg-type]
             if f.default is MISSING or getattr(attrs, f.name) != f.default}

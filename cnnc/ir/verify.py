@@ -8,8 +8,7 @@ import networkx as nx
 
 from ..errors import CnncIRError
 from .graph import Graph
-from .ops import OP_INFO, Op
-from .shapes import infer_shape, param_specs
+from .ops import Op, infer_shape, param_specs, record
 
 
 def verify(graph: Graph) -> None:
@@ -23,7 +22,7 @@ def verify(graph: Graph) -> None:
             if key not in data:
                 raise CnncIRError(f"node lacks '{key}'", where=name)
         op: Op = data["op"]
-        info = OP_INFO[op]
+        info = record(op)
         if not isinstance(data["attrs"], info.attrs):
             raise CnncIRError(f"attrs of type {type(data['attrs']).__name__}, expected {info.attrs.__name__}",
                               where=name)

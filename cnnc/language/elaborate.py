@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..errors import CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncTypeError
 from ..ir.graph import Graph
-from ..ir.ops import NoAttrs, Op
-from ..ir.shapes import ShapeRuleError, infer_shape, param_specs
+from ..ir.ops import NoAttrs, Op, infer_shape, param_specs
+from ..ir.shapes import ShapeRuleError
 from ..source import SourceFile, Span
 from ..syntax import tree as t
 from ..syntax.parser import parse_source

@@ -4,24 +4,16 @@ from __future__ import annotations
 import networkx as nx
 
 from ..ir.graph import Graph
-from ..ir.ops import Op
+from ..ir.ops import Op, record
 from .manager import register
 from .rewrite import bypass
 
 
 def _is_identity(graph: Graph, name: str) -> bool:
-    op, attrs = graph.op(name), graph.attrs(name)
-    inputs = graph.inputs_of(name)
-    same_shape = bool(inputs) and tuple(graph.shape(inputs[0])) == tuple(graph.shape(name))
-    if op == Op.DROPOUT:
-        return True
-    if op in (Op.PAD, Op.RESHAPE, Op.CROP, Op.UPSAMPLE) and same_shape:
-        return True  # zero padding, a reshape to the same shape, a full crop, a scale of 1
-    if op in (Op.MAX_POOL, Op.AVG_POOL) and same_shape:
-        return attrs.kernel == (1, 1) and attrs.stride == (1, 1)
-    if op == Op.CONCAT and len(inputs) == 1:
-        return True
-    return False
+    """The record's identity rule: dropout, zero pads, no-op reshapes/crops/upsamples, 1x1 pools, …"""
+    rule = record(graph.op(name)).identity
+    return rule is not None and rule(graph.attrs(name), [graph.shape(i) for i in graph.inputs_of(name)],
+                                     graph.shape(name))
 
 
 @register("eliminate_identity", level=1)

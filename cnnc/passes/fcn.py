@@ -42,21 +42,17 @@ import networkx as nx
 from ..errors import CnncNameError, CnncShapeError
 from ..ir import ops as o
 from ..ir.graph import Graph, Shape
-from ..ir.ops import Op
-from ..ir.shapes import ShapeRuleError, fmt, infer_shape, param_specs
+from ..ir.ops import Op, Rank, infer_shape, param_specs, record
+from ..ir.shapes import ShapeRuleError, fmt
 from ..ir.verify import verify
 from .derived import derive
 from .manager import PASSES, register
 from .rewrite import bypass, sole_user
 
-# Elementwise ops without parameters: they commute with flatten and work on any rank.
-_POINTWISE = frozenset({Op.RELU, Op.RELU6, Op.LEAKY_RELU, Op.SIGMOID, Op.TANH, Op.DROPOUT})
-# Ops computing the same values on [N, F, 1, 1] inputs as on [N, F] ones (softmax and concat
-# only along axis 1, the channel axis in both ranks).
-_RANK_FREE = _POINTWISE | {Op.BATCH_NORM, Op.CHANNEL_AFFINE, Op.ADD, Op.MUL}
-_ALONG_AXIS = frozenset({Op.SOFTMAX, Op.CONCAT})
-# Ops that give the same result for [N, F, 1, 1] as for [N, F]: a lifted value may flow into them.
-_ABSORBS_RANK = frozenset({Op.FLATTEN, Op.RESHAPE})
+
+def _rank(graph: Graph, name: str) -> Rank:
+    """How the node meets a lifted [N, F, 1, 1] value (the record's `rank`, cnnc.ir.ops.Rank)."""
+    return record(graph.op(name)).rank
 
 
 # ---- dense_to_conv ---------------------------------------------------------------------------
@@ -65,7 +61,7 @@ def _pointwise_chain(graph: Graph, flatten: str) -> list[str]:
     """The pointwise ops between `flatten` and a dense, each the sole user of the one before
     ([] unless the chain is non-empty and ends in a dense)."""
     chain, node = [], sole_user(graph, flatten)
-    while node is not None and graph.op(node) in _POINTWISE:
+    while node is not None and _rank(graph, node) == Rank.POINTWISE:
         chain.append(node)
         node = sole_user(graph, node)
     return chain if node is not None and graph.op(node) == Op.DENSE else []
@@ -95,9 +91,9 @@ def _may_lift(graph: Graph, name: str) -> bool:
     op = graph.op(name)
     if op == Op.FLATTEN:  # of [N, C, 1, 1]: lifted, it is the identity
         return graph.shape(graph.inputs_of(name)[0])[2:] == (1, 1)
-    if op in _ALONG_AXIS:
+    if _rank(graph, name) == Rank.ALONG_AXIS:
         return graph.attrs(name).axis % 2 == 1
-    return op == Op.DENSE or op in _RANK_FREE
+    return op == Op.DENSE or _rank(graph, name) in (Rank.POINTWISE, Rank.RANK_FREE)
 
 
 def _stays_liftable(graph: Graph, name: str, lifted: set[str]) -> bool:
@@ -108,7 +104,7 @@ def _stays_liftable(graph: Graph, name: str, lifted: set[str]) -> bool:
     else:
         fed = op == Op.FLATTEN or all(i in lifted for i in inputs)
     # every reader must take [N, F, 1, 1] too (outputs may: that is the score map)
-    read = all(user in lifted or graph.op(user) in _ABSORBS_RANK for user, _ in graph.users(name))
+    read = all(user in lifted or _rank(graph, user) == Rank.ABSORBS for user, _ in graph.users(name))
     return fed and read
 
 
@@ -154,7 +150,7 @@ def _to_conv(graph: Graph, dense: str) -> None:
 def _reinfer_lifted(graph: Graph, name: str) -> None:
     """The shape of a node whose inputs were lifted (softmax/concat now along axis 1)."""
     attrs = graph.attrs(name)
-    if graph.op(name) in _ALONG_AXIS:
+    if _rank(graph, name) == Rank.ALONG_AXIS:
         attrs = replace(attrs, axis=1)
     graph.nodes[name].update(attrs=attrs, shape=infer_shape(graph.op(name), attrs,
                                                               [graph.shape(i) for i in graph.inputs_of(name)]))

@@ -16,18 +16,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.graph import Graph
-from ..ir.ops import NoAttrs, Op
+from ..ir.ops import NoAttrs, Op, record
 from .derived import derive
 from .manager import register
 from .rewrite import absorb, set_attrs, sole_user
 
-# Layers whose output channels are rows of their weight (after the layout rule of each op).
-_FOLDS_INTO = (Op.CONV, Op.CONV_TRANSPOSE, Op.DENSE)
-
 
 def _can_fold_into(graph: Graph, producer: str, node: str) -> bool:
     """Whether the per-channel affine `node` may be folded into the layer computing its input."""
-    if graph.op(producer) not in _FOLDS_INTO:
+    if record(graph.op(producer)).scale_rule is None:
         return False  # inputs, pools, adds, concats, …: nothing carries a per-channel weight
     if sole_user(graph, producer) != node:
         return False  # another reader (or an output) still needs the un-scaled value
@@ -44,13 +41,13 @@ def _fold_into(graph: Graph, producer: str, node: str, scale: str, shift: str) -
     attrs, specs = data["attrs"], graph.graph["params"]
     weight = data["params"]["weight"]
     shape = tuple(specs[weight].shape)
-    if graph.op(producer) == Op.CONV_TRANSPOSE:
-        # [in, out/groups, kh, kw]: output channels are spread over row blocks and columns
-        new_weight = derive(graph, f"{producer}.weight~bn", "scale_transpose_out_channels",
-                            (weight, scale), shape, groups=attrs.groups)
-    else:
-        # conv OIHW (any groups, depthwise [C·m, 1, kh, kw] included) and dense [out, in]: axis 0
-        new_weight = derive(graph, f"{producer}.weight~bn", "scale_out_channels", (weight, scale), shape)
+    # The record names how its weight layout scales output channels: conv OIHW (depthwise
+    # included) and dense [out, in] along axis 0; conv_transpose [in, out/groups, kh, kw] over
+    # row blocks and columns, which needs the groups.
+    rule = record(graph.op(producer)).scale_rule
+    assert rule is not None  # _can_fold_into checked it
+    extra = {"groups": attrs.groups} if rule == "scale_transpose_out_channels" else {}
+    new_weight = derive(graph, f"{producer}.weight~bn", rule, (weight, scale), shape, **extra)
     bias = (data["params"]["bias"],) if "bias" in data["params"] else ()
     channels = (graph.shape(producer)[1],)
     new_bias = derive(graph, f"{producer}.bias~bn", "affine_bias", (*bias, scale, shift), channels)
@@ -81,7 +78,7 @@ def fold_batch_norm(graph: Graph) -> bool:
     for bn in graph.topo_order():
         if graph.op(bn) != Op.BATCH_NORM:
             continue
-        (producer,) = graph.inputs_of(bn)  # BN has exactly one input (OP_INFO)
+        (producer,) = graph.inputs_of(bn)  # BN has exactly one input (its record)
         scale, shift = _bn_affine(graph, bn)
         if _can_fold_into(graph, producer, bn):
             _fold_into(graph, producer, bn, scale, shift)
@@ -118,7 +115,7 @@ def fold_constants(graph: Graph) -> bool:
     for node in graph.topo_order():
         if node not in graph or graph.op(node) != Op.CHANNEL_AFFINE:
             continue  # (nodes absorbed earlier in this loop are gone)
-        (producer,) = graph.inputs_of(node)  # channel_affine has exactly one input (OP_INFO)
+        (producer,) = graph.inputs_of(node)  # channel_affine has exactly one input (its record)
         if graph.op(producer) == Op.CHANNEL_AFFINE and sole_user(graph, producer) == node:
             # sole user: the intermediate value is read by nothing else, so it need not exist
             _merge_affines(graph, producer, node)

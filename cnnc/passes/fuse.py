@@ -16,18 +16,15 @@ from dataclasses import replace
 import networkx as nx
 
 from ..ir.graph import Graph
-from ..ir.ops import Op
+from ..ir.ops import Op, record
 from .manager import register
 from .rewrite import absorb, add_input, set_attrs, sole_user
-
-# Element-wise activations the epilogue implements, by the name the kernels use.
-_EPILOGUE_NAMES = {Op.RELU: "relu", Op.RELU6: "relu6", Op.LEAKY_RELU: "leaky_relu", Op.SIGMOID: "sigmoid"}
 
 
 def _has_no_epilogue(graph: Graph, name: str) -> bool:
     """A conv/dense that applies nothing after its sums yet (act(act(y)) is not act(y) for sigmoid,
     and a second residual slot does not exist)."""
-    return graph.op(name) in (Op.CONV, Op.DENSE) and graph.attrs(name).activation == "none"
+    return record(graph.op(name)).fused_epilogue and graph.attrs(name).activation == "none"
 
 
 def fuse_activation(graph: Graph, producer: str) -> bool:
@@ -38,10 +35,11 @@ def fuse_activation(graph: Graph, producer: str) -> bool:
         return False
     # Precondition: nobody else reads the pre-activation value (sole_user: one use, no output).
     user = sole_user(graph, producer)
-    if user is None or graph.op(user) not in _EPILOGUE_NAMES:
+    if user is None or not record(graph.op(user)).epilogue:
         return False
-    slope = graph.attrs(user).slope if graph.op(user) == Op.LEAKY_RELU else 0.0
-    set_attrs(graph, producer, replace(graph.attrs(producer), activation=_EPILOGUE_NAMES[graph.op(user)],
+    # The epilogue names an activation by its op's name; a slope is the one attr it carries.
+    slope = getattr(graph.attrs(user), "slope", 0.0)
+    set_attrs(graph, producer, replace(graph.attrs(producer), activation=graph.op(user).value,
                                        slope=float(slope)))
     absorb(graph, producer, user)
     return True
@@ -94,6 +92,6 @@ def fuse_conv_bias_activation(graph: Graph) -> bool:
             continue
         if graph.op(name) == Op.ADD:
             changed |= fuse_residual(graph, name, position)
-        elif graph.op(name) in (Op.CONV, Op.DENSE):
+        elif record(graph.op(name)).fused_epilogue:
             changed |= fuse_activation(graph, name)
     return changed

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from ..ir import ops as o
 from ..ir.graph import Graph
-from ..ir.ops import Op
-from ..ir.shapes import infer_shape
+from ..ir.ops import Op, infer_shape
 from .derived import derive
 from .manager import register
 

@@ -19,13 +19,8 @@ from functools import cached_property
 
 from ..ir.cost import aliased_inputs, read_only
 from ..ir.graph import Graph
-from ..ir.ops import Op
+from ..ir.ops import Op, record
 from .manager import register
-
-# Elementwise ops whose NumPy kernel takes `out=` and computes correctly when `out` is its first
-# input (every element is read before the same element is written).
-IN_PLACE_OPS = frozenset({Op.RELU, Op.RELU6, Op.LEAKY_RELU, Op.SIGMOID, Op.TANH, Op.CHANNEL_AFFINE,
-                          Op.BATCH_NORM, Op.ADD, Op.MUL})
 
 
 def fingerprint(graph: Graph) -> tuple:
@@ -105,7 +100,8 @@ def _same_shape_operands(graph: Graph, name: str) -> bool:
 
 def _can_run_in_place(graph: Graph, name: str, buffers: _Buffers, last: dict[str, int], here: int) -> bool:
     """Whether `name` may write its output into its first input's buffer. Each precondition:"""
-    if graph.op(name) not in IN_PLACE_OPS:  # an elementwise kernel that accepts out=
+    # an elementwise kernel that accepts out= and reads every element before writing it
+    if not record(graph.op(name)).in_place:
         return False
     inputs = graph.inputs_of(name)
     if not _same_shape_operands(graph, name):  # ADD/MUL broadcasting into the first operand: no

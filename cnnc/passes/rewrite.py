@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ir.graph import Graph
-from ..ir.shapes import infer_shape
+from ..ir.ops import infer_shape
 
 
 def sole_user(graph: Graph, name: str) -> str | None:
