@@ -76,7 +76,7 @@ def cases(seed: int = 0) -> list[Case]:
         Case("channel_affine_4d", "channel_affine", (x, _n(rng, 6), _n(rng, 6)), in_place=True),
         Case("channel_affine_2d", "channel_affine", (_n(rng, 4, 6), _n(rng, 6), _n(rng, 6))),
         *(Case(name, name, (_n(rng, 2, 3, 4, 5, scale=4),), in_place=True)
-          for name in ("relu", "relu6", "sigmoid", "tanh")),
+          for name in ("relu", "relu6", "sigmoid", "tanh", "hardsigmoid")),
         Case("leaky_relu", "leaky_relu", (_n(rng, 2, 3, 4, 5),), {"slope": 0.2}, in_place=True),
         Case("softmax_2d", "softmax", (_n(rng, 3, 10, scale=5),), {"axis": 1}),
         Case("softmax_3d_last", "softmax", (_n(rng, 2, 4, 6),), {"axis": -1}),

@@ -182,6 +182,7 @@ LAUNCHES = {
     "dense": {"_gemm", "_epilogue_spec"},
     "batch_norm": {"_EW_BATCH_NORM"}, "channel_affine": {"_EW_CHANNEL_AFFINE"}, "lrn": {"_EW_LRN"},
     "relu": {"_EW_RELU"}, "relu6": {"_EW_RELU6"}, "sigmoid": {"_EW_SIGMOID"}, "tanh": {"_EW_TANH"},
+    "hardsigmoid": {"_EW_HARDSIGMOID"},
     "leaky_relu": {"_EW_LEAKY_RELU"},
     "max_pool2d": {"_CU_MAX_POOL"}, "avg_pool2d": {"_CU_AVG_POOL"},
     "global_avg_pool": {"_CU_REDUCE_ROWS"}, "global_max_pool": {"_CU_REDUCE_ROWS"}, "reduce": {"_CU_REDUCE_ROWS"},

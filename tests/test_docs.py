@@ -39,6 +39,14 @@ def error_cases() -> list[tuple[str, str]]:
     return cases
 
 
+def test_every_op_of_the_language_is_documented():
+    """docs/language.md's reference names every spelling the op records give the language."""
+    from cnnc.language.layers import LAYER_OPS
+
+    text = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    assert [name for name in LAYER_OPS if f"`{name}" not in text] == []
+
+
 def test_the_document_has_examples():
     assert len(programs()) >= 15 and len(error_cases()) >= 5
 

@@ -125,6 +125,37 @@ def lrn(size: int, alpha: float, beta: float, k: float) -> nn.Module:
     return nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)
 
 
+# ------------------------------------------------------------- MobileNetV3's SE gate (hardsigmoid)
+
+SE_HARDSIGMOID = """input image: [N, 8, 12, 12]
+x = image |> conv(16, 3x3, pad=1) as conv |> relu
+s = x |> global_avg_pool |> conv(4, 1x1) as fc1 |> relu |> conv(16, 1x1) as fc2 |> hardsigmoid
+output y = x * s
+"""
+
+
+class SEHardsigmoid(nn.Module):
+    """torchvision's SqueezeExcitation with scale_activation=Hardsigmoid (MobileNetV3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1 = nn.Conv2d(16, 4, 1)
+        self.fc2 = nn.Conv2d(4, 16, 1)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        s = F.hardsigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        return x * s
+
+
+def test_se_block_with_hardsigmoid_gate():
+    """The gate's conv absorbs hardsigmoid as its epilogue at -O2; both match torch."""
+    net = cnnc.compile(SE_HARDSIGMOID)
+    assert "activation='hardsigmoid'" in net.source
+    compare("SE block, hardsigmoid gate (inline)", SE_HARDSIGMOID, SEHardsigmoid(), (2, 8, 12, 12), seed=7)
+
+
 # ------------------------------------------------------------------------- ResNet-18 (torchvision)
 
 def test_resnet18_small_input():

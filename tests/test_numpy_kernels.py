@@ -203,6 +203,7 @@ def test_elementwise_activations():
     x[0, 0, 0, :3] = [0.0, 100.0, -100.0]
     check(K.relu(x), F.relu(t(x)))
     check(K.relu6(x), F.relu6(t(x)))
+    check(K.hardsigmoid(x), F.hardsigmoid(t(x)))
     check(K.sigmoid(x), torch.sigmoid(t(x)), tol=1e-6)
     check(K.tanh(x), torch.tanh(t(x)), tol=1e-6)
     check(K.leaky_relu(x, slope=0.1), F.leaky_relu(t(x), 0.1))

@@ -397,7 +397,7 @@ class Program:
         return f"{x} |> flatten", (c * h * w,)
 
     def unary_stage(self) -> str:
-        return self.choice(["relu", "bn", "relu6", "leaky_relu", "leaky_relu(0.2)", "sigmoid", "tanh",
+        return self.choice(["relu", "bn", "relu6", "leaky_relu", "leaky_relu(0.2)", "sigmoid", "tanh", "hardsigmoid",
                             "dropout", "dropout(0.1)", "bn(eps=1e-3)"])
 
     OPS_4D = ("unary", "conv", "add", "maxpool", "avgpool", "mul", "concat", "depthwise_conv",

@@ -179,6 +179,7 @@ def test_activations() -> None:
     x[0, 0, 0, :3] = [0.0, 6.0, -0.0]
     check(ref.relu(x), F.relu(t(x)))
     check(ref.relu6(x), F.relu6(t(x)))
+    check(ref.hardsigmoid(x), F.hardsigmoid(t(x)))
     check(ref.sigmoid(x), torch.sigmoid(t(x)))
     check(ref.tanh(x), torch.tanh(t(x)))
     check(ref.leaky_relu(x, slope=0.1), F.leaky_relu(t(x), 0.1))

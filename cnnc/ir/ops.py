@@ -41,6 +41,7 @@ class Op(str, Enum):
     RELU6 = "relu6"
     SIGMOID = "sigmoid"
     TANH = "tanh"
+    HARDSIGMOID = "hardsigmoid"
     SOFTMAX = "softmax"
     DROPOUT = "dropout"
     LRN = "lrn"
@@ -642,6 +643,7 @@ _ELEMENTWISE = {
     Op.RELU6: _activation("relu6", "min(max(x, 0), 6)", epilogue=True),
     Op.SIGMOID: _activation("sigmoid", "1 / (1 + e^-x)", epilogue=True),
     Op.TANH: _activation("tanh", "hyperbolic tangent"),
+    Op.HARDSIGMOID: _activation("hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3)", epilogue=True),
     Op.SOFTMAX: OpRecord(
         SoftmaxAttrs, _softmax, Output.FRESH,
         (Surface("softmax", "softmax along an axis", (Arg("axis", "int", 1),)),),

@@ -54,7 +54,7 @@ WORKSPACE_LIMIT = 256 * 1024 * 1024  # bytes of im2col columns; larger batches r
 _BLOCK = 256
 _MAX_BLOCKS = 65535 * 16  # grid-stride loops cover the rest
 _INT32_LIMIT = 2 ** 31 - 1
-_ACTIVATIONS = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4}
+_ACTIVATIONS = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "hardsigmoid": 5}
 _CACHE = {}  # compiled kernels by name (each compiles once per process and device)
 _SETTINGS = {"tf32": None}  # None: follow CUPY_TF32
 
@@ -67,11 +67,13 @@ _CU_COMMON = r"""
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += blockDim.x * gridDim.x)
 
 __device__ __forceinline__ float cnnc_activate(float v, int act, float slope) {
-    // 0 none, 1 relu, 2 relu6, 3 leaky_relu, 4 sigmoid (0.5 (1 + tanh(v / 2)), as the NumPy kernels)
+    // 0 none, 1 relu, 2 relu6, 3 leaky_relu, 4 sigmoid (0.5 (1 + tanh(v / 2)), as the NumPy kernels),
+    // 5 hardsigmoid (relu6(v + 3) / 6)
     if (act == 1) return v > 0.0f ? v : 0.0f;
     if (act == 2) return fminf(fmaxf(v, 0.0f), 6.0f);
     if (act == 3) return v < 0.0f ? v * slope : v;
     if (act == 4) return 0.5f * (1.0f + tanhf(0.5f * v));
+    if (act == 5) return fminf(fmaxf(v + 3.0f, 0.0f), 6.0f) / 6.0f;
     return v;
 }
 """
@@ -243,6 +245,7 @@ _EW_RELU = ("float32 x", "float32 y", "y = x > 0.0f ? x : 0.0f", "cnnc_relu")
 _EW_RELU6 = ("float32 x", "float32 y", "y = fminf(fmaxf(x, 0.0f), 6.0f)", "cnnc_relu6")
 _EW_SIGMOID = ("float32 x", "float32 y", "y = 0.5f * (1.0f + tanhf(0.5f * x))", "cnnc_sigmoid")
 _EW_TANH = ("float32 x", "float32 y", "y = tanhf(x)", "cnnc_tanh")
+_EW_HARDSIGMOID = ("float32 x", "float32 y", "y = fminf(fmaxf(x + 3.0f, 0.0f), 6.0f) / 6.0f", "cnnc_hardsigmoid")
 _EW_LEAKY_RELU = ("float32 x, float32 slope", "float32 y", "y = x < 0.0f ? x * slope : x", "cnnc_leaky_relu")
 
 _EW_CHANNEL_AFFINE = (
@@ -537,7 +540,8 @@ def _epilogue(y, b, residual, activation: str, slope: float, hw: int):
 def _epilogue_spec(has_bias: bool, has_residual: bool, activation: str):
     """The ElementwiseKernel spec of one epilogue variant (compiled per variant actually used)."""
     expressions = {"none": "v", "relu": "v > 0.0f ? v : 0.0f", "relu6": "fminf(fmaxf(v, 0.0f), 6.0f)",
-                   "leaky_relu": "v < 0.0f ? v * slope : v", "sigmoid": "0.5f * (1.0f + tanhf(0.5f * v))"}
+                   "leaky_relu": "v < 0.0f ? v * slope : v", "sigmoid": "0.5f * (1.0f + tanhf(0.5f * v))",
+                   "hardsigmoid": "fminf(fmaxf(v + 3.0f, 0.0f), 6.0f) / 6.0f"}
     if activation not in expressions:
         raise ValueError(f"unknown activation {activation!r}")
     params = (["raw float32 b"] if has_bias else []) + (["float32 r"] if has_residual else [])
@@ -716,6 +720,11 @@ def sigmoid(x, out=None):
 def tanh(x, out=None):
     """Hyperbolic tangent."""
     return _elementwise(_EW_TANH)(_f32(x), _output(out, x.shape))
+
+
+def hardsigmoid(x, out=None):
+    """relu6(x + 3) / 6, as the NumPy kernel."""
+    return _elementwise(_EW_HARDSIGMOID)(_f32(x), _output(out, x.shape))
 
 
 def leaky_relu(x, *, slope: float, out=None):

@@ -307,6 +307,14 @@ def relu6(x: np.ndarray, out=None) -> np.ndarray:
     return np.clip(x, np.float32(0.0), np.float32(6.0), out=out)
 
 
+def hardsigmoid(x: np.ndarray, out=None) -> np.ndarray:
+    """relu6(x + 3) / 6, in PyTorch's order of operations (add, clip, divide)."""
+    y = np.add(x, np.float32(3.0), out=out)
+    np.clip(y, np.float32(0.0), np.float32(6.0), out=y)
+    y /= np.float32(6.0)
+    return y
+
+
 def sigmoid(x: np.ndarray, out=None) -> np.ndarray:
     """Logistic sigmoid, computed as 0.5·(1 + tanh(x/2)) (no overflow)."""
     y = np.multiply(x, np.float32(0.5), dtype=np.float32, out=out)
@@ -658,6 +666,8 @@ def _epilogue(y: np.ndarray, activation: str, slope: float, residual) -> np.ndar
         np.clip(y, np.float32(0.0), np.float32(6.0), out=y)
     elif activation == "leaky_relu":
         np.multiply(y, np.float32(slope), out=y, where=y < 0)
+    elif activation == "hardsigmoid":
+        hardsigmoid(y, out=y)
     elif activation == "sigmoid":
         y *= np.float32(0.5)
         np.tanh(y, out=y)

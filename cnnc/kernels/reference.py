@@ -211,6 +211,11 @@ def relu6(x: np.ndarray) -> np.ndarray:
     return _out(np.minimum(np.maximum(_f64(x), 0.0), 6.0))
 
 
+def hardsigmoid(x: np.ndarray) -> np.ndarray:
+    """relu6(x + 3) / 6 (PyTorch's definition): 0 below −3, 1 above 3, linear between."""
+    return _out(np.minimum(np.maximum(_f64(x) + 3.0, 0.0), 6.0) / 6.0)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + e^(−x)), evaluated as e^(−|x|) based forms so nothing overflows."""
     xf = _f64(x)
@@ -511,7 +516,8 @@ def yolo_decode(x: np.ndarray, *, anchors: tuple[tuple[float, float], ...], clas
 def epilogue(y: np.ndarray, activation: str, slope: float, residual: np.ndarray | None) -> np.ndarray:
     """act(y + residual): the work a fused conv/dense does after its sums.
 
-    ``activation`` is "none", "relu", "relu6", "leaky_relu" (with ``slope``) or "sigmoid".
+    ``activation`` is "none", "relu", "relu6", "leaky_relu" (with ``slope``), "sigmoid" or
+    "hardsigmoid".
     """
     if residual is not None:
         y = add(y, residual)
@@ -519,7 +525,7 @@ def epilogue(y: np.ndarray, activation: str, slope: float, residual: np.ndarray 
         return y
     if activation == "leaky_relu":
         return leaky_relu(y, slope=slope)
-    return {"relu": relu, "relu6": relu6, "sigmoid": sigmoid}[activation](y)
+    return {"relu": relu, "relu6": relu6, "sigmoid": sigmoid, "hardsigmoid": hardsigmoid}[activation](y)
 
 
 def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
