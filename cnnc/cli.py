@@ -9,12 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__, build_graph
 from .errors import CnncError, CnncInputError
 from .frontend import parse
-from .runtime.files import atomic_write
+from .runtime.files import atomic_write, write_npz
 
 
 def _shape_option(text: str) -> tuple[str, tuple[int, ...]]:
@@ -163,8 +161,7 @@ def _cmd_compile(args: argparse.Namespace) -> None:
         store.update_from(read_npz(args.params), args.params)
     module = output if output.suffix == ".py" else output.with_suffix(".py")
     # The module reads the optimized graph's parameters (folded ones computed here).
-    with atomic_write(module.with_suffix(".npz"), "wb") as handle:
-        np.savez(handle, **materialize(graph, store.data))
+    write_npz(module.with_suffix(".npz"), materialize(graph, store.data))
     with atomic_write(module) as handle:
         handle.write(text)
     print(f"wrote {module} and {module.with_suffix('.npz')}")
@@ -216,8 +213,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     outputs = net.run(**inputs)
     print(describe_outputs(graph, outputs, args.top))
     if args.save_output:
-        with atomic_write(args.save_output, "wb") as handle:
-            np.savez(handle, **outputs)
+        write_npz(args.save_output, outputs)
     if draw_plan is not None:
         count = visualize.draw_boxes(graph, draw_plan, outputs, graph.shape(name), args.input, args.draw)
         print(f"wrote {args.draw}: {count} box{'es' if count != 1 else ''} from '{draw_plan.boxes}'")
@@ -234,8 +230,7 @@ def _cmd_import(args: argparse.Namespace) -> None:
     program = Path(args.output) if args.output else Path(args.file).with_suffix(".cnn")
     if program.suffix != ".cnn":
         program = program.with_suffix(".cnn")
-    with atomic_write(program.with_suffix(".npz"), "wb") as handle:
-        np.savez(handle, **params)
+    write_npz(program.with_suffix(".npz"), params)
     with atomic_write(program) as handle:
         handle.write(text)
     print(f"wrote {program} and {program.with_suffix('.npz')} "

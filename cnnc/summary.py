@@ -45,10 +45,10 @@ def summary_table(graph: Graph) -> str:
 def _peak_line(graph: Graph) -> str:
     """Peak activation memory of the code generated from `graph`, without and with the plan_memory
     pass's plan (computed here when the graph was not planned, e.g. at -O0, summary's default)."""
-    from .passes.memory import memory_plan
+    from .passes.memory import current_plan, memory_plan
 
-    plan = graph.graph.get("memory_plan")
-    if plan is None or not plan.matches(graph):
+    plan = current_plan(graph)
+    if plan is None:
         plan = memory_plan(graph)
     return (f"Peak activation memory (float32, batch 1): {_human(peak_without_plan(graph), 'B')} without planning, "
             f"{_human(peak_with_plan(graph, plan), 'B')} with plan_memory")

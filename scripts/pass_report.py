@@ -22,7 +22,7 @@ import cnnc  # noqa: E402
 from cnnc.interpreter import eval_graph  # noqa: E402
 from cnnc.ir.cost import peak_with_plan, peak_without_plan  # noqa: E402
 from cnnc.passes.derived import materialize  # noqa: E402
-from cnnc.passes.manager import _random_values  # noqa: E402
+from cnnc.runtime.params import random_params  # noqa: E402
 
 # Networks that end in global pooling are measured at a reduced size to keep the run short.
 REDUCIBLE = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "se_resnet50", "xception",
@@ -49,7 +49,7 @@ def report(path: Path, size: int) -> str:
     before = cnnc.parse(path, input_shapes=shapes)
     after = cnnc.build_graph(path, input_shapes=shapes, optimize=2)
     rng = np.random.default_rng(0)
-    values = _random_values(before.graph["params"], rng)
+    values = random_params(before.graph["params"], rng)
     inputs = {n: rng.standard_normal(tuple(1 if isinstance(d, str) else d for d in before.shape(n)))
               .astype(np.float32) for n in before.graph["inputs"]}
     # A softmax of random-weight logits is nearly one-hot, which would hide differences: compare

@@ -15,8 +15,9 @@ import cnnc
 from cnnc.ir.graph import Graph, ParamSpec
 from cnnc.ir.ops import ConvAttrs, NoAttrs, Op
 from cnnc.passes.derived import materialize
-from cnnc.passes.manager import _random_values, optimize
+from cnnc.passes.manager import optimize
 from cnnc.passes.rewrite import add_input, bypass, set_attrs
+from cnnc.runtime.params import random_params
 
 BOTH = ["fold_batch_norm", "fold_constants"]
 
@@ -28,7 +29,7 @@ def ops(graph: Graph) -> Counter:
 def assert_same_outputs(original: Graph, optimized: Graph, seed: int = 0, batch: int = 2) -> None:
     """The optimized graph, with derived parameters materialized, computes what the original does."""
     rng = np.random.default_rng(seed)
-    values = _random_values(original.graph["params"], rng)
+    values = random_params(original.graph["params"], rng)
     inputs = {n: rng.standard_normal(tuple(batch if isinstance(d, str) else d for d in original.shape(n)))
               for n in original.graph["inputs"]}
     want = cnnc.eval_graph(original, values, inputs)
@@ -184,7 +185,7 @@ output y = x |> conv(6, 3x3, pad=1) as conv1 |> bn as bn1 |> relu
 """)
     assert_folded(original, optimized, "conv1")
     rng = np.random.default_rng(3)
-    values = _random_values(original.graph["params"], rng)
+    values = random_params(original.graph["params"], rng)
     values["bn1.gamma"] = np.array([-1.5, -0.5, -0.1, 0.2, 1.0, -2.0], np.float32)
     x = {"x": rng.standard_normal((2, 4, 8, 8))}
     want = cnnc.eval_graph(original, values, x)["y"]

@@ -16,14 +16,16 @@ from conftest import EXAMPLES, randomize
 
 import cnnc
 from cnnc.codegen.python import generate
-from cnnc.ir.cost import aliased_inputs, peak_with_plan, peak_without_plan, read_only
+from cnnc.ir.cost import peak_with_plan, peak_without_plan
 from cnnc.ir.graph import Graph
+from cnnc.ir.liveness import aliased_inputs, read_only
 from cnnc.ir.ops import Op, kernel_call, record
 from cnnc.kernels import numpy_kernels
-from cnnc.passes.manager import ORDER, _random_values
+from cnnc.passes.manager import ORDER
 from cnnc.passes.memory import MemoryPlan, memory_plan
 from cnnc.runtime.loader import load_forward
 from cnnc.runtime.network import CompiledNetwork
+from cnnc.runtime.params import random_params
 
 PLAN_ONLY = {"passes": ["plan_memory"]}  # keep bn/relu/add as nodes of their own: more to plan
 
@@ -235,7 +237,7 @@ def test_kernels_return_views_only_where_the_alias_model_says(source, shapes):
     """Run every numpy kernel of a graph (identity-like layers; detection ops); a result sharing
     memory with an input must be declared by `aliased_inputs`, a read-only result by `read_only`."""
     graph = cnnc.parse(source, input_shapes=shapes)
-    values = _random_values(graph.graph["params"], np.random.default_rng(0))
+    values = random_params(graph.graph["params"], np.random.default_rng(0))
     arrays = {n: np.random.default_rng(1).standard_normal((1, *graph.shape(n)[1:])).astype(np.float32)
               for n in graph.graph["inputs"]}
     for name in graph.topo_order():

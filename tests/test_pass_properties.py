@@ -21,7 +21,7 @@ For each program, with random parameters (BN statistics included: γ of either s
   and for lower_pooling's optional avg-pool-as-depthwise-conv rewrite;
 - the generated code leaves its inputs alone and gives the same result when called again;
 - every NumPy kernel returns a view of an input, or a read-only array, only where the alias model
-  that plan_memory relies on (cnnc.ir.cost) says it may.
+  that plan_memory relies on (cnnc.ir.liveness) says it may.
 
 The examples are derandomized, so a run is deterministic. A failing example is printed as its
 program text (hypothesis `note`), ready to paste into a regression test.
@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import cnnc
-from cnnc.ir.cost import aliased_inputs, read_only
+from cnnc.ir.liveness import aliased_inputs, read_only
 from cnnc.ir.ops import Op, kernel_call, record
 from cnnc.kernels import numpy_kernels
 from cnnc.passes import lower

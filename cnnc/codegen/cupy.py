@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from ..ir.graph import Graph
-from ..ir.ops import Op, Output, kernel_call, record
+from ..ir.liveness import CUPY_VIEWS, Buffers, Liveness, aliased_inputs, buffers, liveness
+from ..ir.ops import Op, kernel_call, record
 from ..ir.shapes import fmt
 from ..kernels import cupy_kernels, numpy_kernels
+from ..passes.memory import current_plan
 from ..source import safe_comment
 from .common import docstring, interface_tables, load_params_function, source_location
 from .kernel_source import reachable
@@ -90,13 +92,6 @@ def _per_item(shape) -> int:
     return math.prod(int(d) for d in shape[1:])
 
 
-def _last_uses(graph: Graph, order: list[str]) -> dict[str, int]:
-    position = {n: i for i, n in enumerate(order)}
-    outputs = set(graph.graph["outputs"].values())
-    return {n: len(order) if n in outputs else max((position[u] for u, _ in graph.users(n)), default=position[n])
-            for n in order}
-
-
 def _workspace_columns(graph: Graph, name: str) -> int:
     """Per-image elements of the columns a conv or conv_transpose node needs (0: none)."""
     op = graph.op(name)
@@ -110,36 +105,26 @@ def _workspace_columns(graph: Graph, name: str) -> int:
     return cupy_kernels.conv_transpose_columns(x_shape, w_shape, attrs.groups)
 
 
-def plan_buffers(graph: Graph) -> BufferPlan:
-    """The buffer plan of `graph` (see BufferPlan): greedy slot reuse in emission order."""
-    order = graph.topo_order()
-    memory = graph.graph.get("memory_plan")
-    planned_in_place = memory.in_place if memory is not None and memory.matches(graph) else frozenset()
-    last = _last_uses(graph, order)
-    root: dict[str, str] = {}
-    views, in_place = set(), set()
-    for name in order:
-        op = graph.op(name)
-        if record(op).output == Output.VIEW:  # flatten, reshape, dropout: no storage of their own
-            root[name] = root[graph.inputs_of(name)[0]]
-            views.add(name)
-        elif name in planned_in_place:
-            root[name] = root[graph.inputs_of(name)[0]]
-            in_place.add(name)
-        else:
-            root[name] = name
-    position = {n: i for i, n in enumerate(order)}
-    owners = [n for n in order if root[n] == n and graph.op(n) != Op.INPUT]
-    death = {r: position[r] for r in owners}
-    for name in order:
-        r = root[name]
-        if r in death:
-            death[r] = max(death[r], last[name])
-    birth = {r: position[r] for r in owners}
+def _storage(graph: Graph, live: Liveness) -> tuple[Buffers, frozenset[str]]:
+    """Which values share storage, and the in-place nodes: views share their input's storage,
+    and so do the nodes plan_memory runs in place (only at -O2, where it ran). It decided on
+    NumPy's arrays, each the union of some of ours, so a write it allows is safe here too."""
+    memory = current_plan(graph)
+    in_place = memory.in_place if memory is not None else frozenset()
+    shared = buffers(graph, live, CUPY_VIEWS)
+    for name in live.order:
+        if name in in_place:
+            shared.union(graph.inputs_of(name)[0], name)
+    return shared, in_place
+
+
+def _assign_slots(graph: Graph, owners: list[str], birth: dict[str, int], death: dict[str, int]) -> list[list[str]]:
+    """Greedy slot reuse: each owner, in order of birth, takes the smallest free slot it fits,
+    else grows the largest free one, else opens a new slot."""
     slots: list[list[str]] = []
     capacity: list[int] = []  # per-item elements of each slot
     busy_until: list[int] = []  # death of each slot's current occupant
-    for r in owners:  # in order of birth
+    for r in owners:
         need = _per_item(graph.shape(r))
         free = [i for i in range(len(slots)) if busy_until[i] < birth[r]]
         fitting = [i for i in free if capacity[i] >= need]
@@ -155,10 +140,23 @@ def plan_buffers(graph: Graph) -> BufferPlan:
         slots[chosen].append(r)
         capacity[chosen] = max(capacity[chosen], need)
         busy_until[chosen] = death[r]
-    columns = {n: c for n in order if (c := _workspace_columns(graph, n))}
-    return BufferPlan(order=tuple(order), shapes={r: tuple(graph.shape(r)) for r in owners}, root=root,
-                      slots=tuple(tuple(s) for s in slots), birth=birth, death=death,
-                      in_place=frozenset(in_place), views=frozenset(views), columns=columns)
+    return slots
+
+
+def plan_buffers(graph: Graph) -> BufferPlan:
+    """The buffer plan of `graph` (see BufferPlan): greedy slot reuse in emission order."""
+    live = liveness(graph)
+    shared, in_place = _storage(graph, live)
+    order = live.order
+    root = {n: shared.root(n) for n in order}
+    owners = [n for n in order if root[n] == n and graph.op(n) != Op.INPUT]
+    birth = {r: live.position[r] for r in owners}
+    death = {r: shared.death(r) for r in owners}
+    slots = _assign_slots(graph, owners, birth, death)
+    return BufferPlan(order=order, shapes={r: tuple(graph.shape(r)) for r in owners}, root=root,
+                      slots=tuple(tuple(s) for s in slots), birth=birth, death=death, in_place=in_place,
+                      views=frozenset(n for n in order if aliased_inputs(graph, n, CUPY_VIEWS)),
+                      columns={n: c for n in order if (c := _workspace_columns(graph, n))})
 
 
 # ---- copying kernels ---------------------------------------------------------------------------
@@ -176,6 +174,8 @@ def _definitions(module: ModuleType) -> dict[str, tuple[int, str, frozenset[str]
             names = [node.name]
         elif isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
             names = [t.id for t in node.targets]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names = [node.target.id]  # `_CACHE: dict = {}`: annotated for mypy
         else:
             continue
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])

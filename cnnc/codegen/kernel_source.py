@@ -18,7 +18,7 @@ def _functions(module: ModuleType) -> dict[str, tuple[str, frozenset[str]]]:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
             used = frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
-            found[node.name] = (ast.get_source_segment(text, node), used)
+            found[node.name] = (ast.get_source_segment(text, node) or "", used)
     return found
 
 

@@ -9,6 +9,8 @@ import builtins
 import keyword
 import re
 
+from ..names import unique
+
 
 class Namespace:
     """Maps arbitrary strings to distinct legal identifiers, deterministically."""
@@ -22,10 +24,7 @@ class Namespace:
             base = re.sub(r"\W", "_", key, flags=re.ASCII).strip("_") or "v"
             if not base[0].isalpha():
                 base = f"v_{base}"
-            candidate, number = base, 1
-            while candidate in self._taken:
-                number += 1
-                candidate = f"{base}_{number}"
+            candidate = unique(base, self._taken)
             self._taken.add(candidate)
             self._names[key] = candidate
         return self._names[key]

@@ -6,13 +6,11 @@ Output is deterministic: the same graph always gives the same text.
 """
 from __future__ import annotations
 
-import inspect
-from types import ModuleType
-
 from ..ir.graph import Graph
 from ..ir.ops import Op, kernel_call, record
 from ..ir.shapes import fmt
 from ..kernels import numpy_kernels
+from ..passes.memory import current_plan
 from ..source import safe_comment
 from .common import docstring, interface_tables, load_params_function, source_location
 from .kernel_source import function_names, kernel_sources
@@ -37,20 +35,11 @@ def _call(graph: Graph, name: str, ns: Namespace, in_place: bool = False) -> str
     return f"{info.kernel}({', '.join(args)})"
 
 
-def _memory_plan(graph: Graph, kernels: ModuleType):
-    """The plan_memory pass's plan if it still describes `graph` (else None: plain code), and the
-    nodes to run in place: those the plan allows whose kernel in `kernels` takes `out=`."""
-    plan = graph.graph.get("memory_plan")
-    if plan is None or not plan.matches(graph):
-        return None, frozenset()
-    takes_out = {n for n in plan.in_place
-                 if "out" in inspect.signature(getattr(kernels, record(graph.op(n)).kernel)).parameters}
-    return plan, frozenset(takes_out)
-
-
-def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
-    """The generated module's source text."""
-    ns = Namespace(_RESERVED | function_names(kernels))
+def generate(graph: Graph) -> str:
+    """The generated module's source text; with the plan_memory pass's plan (when it still
+    describes `graph`), values are deleted after their last use and its in-place nodes get `out=`
+    (every in_place op's kernel takes it: tests/test_op_registry.py)."""
+    ns = Namespace(_RESERVED | function_names(numpy_kernels))
     order = graph.topo_order()
     inputs = graph.graph["inputs"]
     outputs = graph.graph["outputs"]
@@ -67,7 +56,8 @@ def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
         f"def forward(params, {', '.join(ns.name(n) for n in inputs)}):",
         '    """Run the network on float32 NCHW arrays; returns a dict of outputs."""',
     ]
-    plan, in_place = _memory_plan(graph, kernels)
+    plan = current_plan(graph)
+    in_place = plan.in_place if plan is not None else frozenset()
     for name in order:
         if graph.op(name) == Op.INPUT:
             continue
@@ -84,9 +74,9 @@ def generate(graph: Graph, kernels: ModuleType = numpy_kernels) -> str:
         *load_params_function("Parameters from an .npz file (default: this module's path with .npz).", "params"),
         "",
         "",
-        f"# ---- kernels, copied from cnnc.kernels.{kernels.__name__.rsplit('.', 1)[-1]} ----",
+        "# ---- kernels, copied from cnnc.kernels.numpy_kernels ----",
     ]
     used = sorted({record(graph.op(n)).kernel for n in order if record(graph.op(n)).kernel})
-    for source in kernel_sources(kernels, used):
+    for source in kernel_sources(numpy_kernels, used):
         lines += ["", "", source]
     return "\n".join(lines) + "\n"

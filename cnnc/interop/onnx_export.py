@@ -19,6 +19,7 @@ from ..errors import CnncError
 from ..ir import ops as o
 from ..ir.graph import Graph
 from ..ir.ops import Op
+from ..names import unique
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of ONNX 1.12, which introduced opset 17: readable by older runtimes
@@ -67,10 +68,10 @@ class Exporter:
         return name
 
     def fresh(self, base: str) -> str:
-        name, number = base, 1
-        while name in self.taken:
-            number += 1
-            name = f"{base}:{number}"
+        """`base`, or `base_2`, … (names.unique): a name not yet in the model. Names the exporter
+        makes up (`conv1:shape`) carry a `:`, which no layer name has, so they never take a
+        layer's name."""
+        name = unique(base, self.taken)
         self.taken.add(name)
         return name
 

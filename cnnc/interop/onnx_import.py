@@ -38,6 +38,7 @@ from ..ir.ops import Op, infer_shape, param_specs
 from ..ir.shapes import ShapeRuleError, fmt
 from ..language import builtins as language_builtins
 from ..language.layers import LAYER_OPS, same_pads
+from ..names import unique
 from ..source import safe_comment
 
 # Words an identifier must never be: the cnn language's keywords, Python's (the generated code
@@ -61,10 +62,7 @@ class Names:
         base = base or fallback
         if base[0].isdigit():
             base = f"v_{base}"
-        candidate, number = base, 0
-        while candidate in self._taken:
-            number += 1
-            candidate = f"{base}_{number}"
+        candidate = unique(base, self._taken)
         self._taken.add(candidate)
         return candidate
 
@@ -1246,9 +1244,6 @@ HANDLERS = {
     "Identity": Importer.identity,
     "Constant": Importer.constant,
 }
-
-SUPPORTED_OPS = tuple(sorted(HANDLERS))
-
 
 def load_model(path_or_model):
     """An `onnx.ModelProto` from a path, bytes or a ModelProto (read, never executed)."""

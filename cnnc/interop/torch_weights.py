@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -73,7 +73,7 @@ def load_torch_state_dict(net, state_dict: Mapping[str, object], strict: bool = 
         if leaf in SKIPPED_LEAVES:
             continue
         name = _cnnc_name(module, leaf, bn_layers)
-        if name not in specs:
+        if name is None or name not in specs:
             unexpected.append(key)
             continue
         given.add(name)
@@ -142,7 +142,7 @@ def _torch_name(name: str, bn_layers: set[str]) -> str:
     return f"{layer}.{BN_TO_TORCH[role]}" if layer in bn_layers and role in BN_TO_TORCH else name
 
 
-def _to_numpy(value: object, key: str, source: str) -> np.ndarray:
+def _to_numpy(value: Any, key: str, source: str) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor (torch is not imported)
         value = value.detach().cpu()
         if value.is_floating_point():

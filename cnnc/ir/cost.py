@@ -5,7 +5,8 @@ import math
 from dataclasses import dataclass
 
 from .graph import Graph
-from .ops import Op, Output, output_kind, record
+from .liveness import allocates
+from .ops import record
 from .shapes import per_example
 
 
@@ -28,32 +29,7 @@ def node_cost(graph: Graph, name: str) -> NodeCost:
 
 # ---- activation memory of the generated code ---------------------------------------------------
 #
-# What each NumPy kernel returns is its record's `output` (cnnc.ir.ops.Output; dropout has no
-# kernel: generated code assigns the same object). tests/test_pass_memory.py checks every kernel
-# against its record.
-
-
-def aliased_inputs(graph: Graph, name: str) -> list[str]:
-    """The inputs whose buffer the node's output may share (be that array, or a view of it)."""
-    if graph.op(name) == Op.INPUT:
-        return []
-    kind = output_kind(graph.op(name), graph.attrs(name))
-    return [] if kind == Output.FRESH else graph.inputs_of(name)[:1]
-
-
-def read_only(graph: Graph, name: str) -> bool:
-    """Whether the node's output may be a read-only array (a broadcast view) that `out=` cannot take."""
-    return output_kind(graph.op(name), graph.attrs(name)) == Output.READ_ONLY_VIEW
-
-
-def allocates(graph: Graph, name: str) -> bool:
-    """Whether the node's kernel allocates a new activation array (the user's inputs do not).
-
-    A result that may or may not be a view (crop) counts as allocating: an overestimate.
-    """
-    if graph.op(name) == Op.INPUT:
-        return False
-    return output_kind(graph.op(name), graph.attrs(name)) in (Output.FRESH, Output.MAYBE_VIEW)
+# Which arrays the NumPy kernels allocate and which values share one is cnnc.ir.liveness's.
 
 
 def activation_bytes(graph: Graph, name: str) -> int:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import count
+from typing import Any
 
 import networkx as nx
 
+from ..names import unique
 from ..source import Span
 from .ops import Op
 from .shapes import ParamSpec, Shape
@@ -58,18 +60,14 @@ class Graph(nx.MultiDiGraph):
         return other
 
     def fresh_name(self, base: str) -> str:
-        """`base`, or `base` with a number appended, not yet naming a node."""
-        name, number = base, 1
-        while name in self:
-            number += 1
-            name = f"{base}{number}"
-        return name
+        """`base`, or `base_2`, `base_3`, … (names.unique): a name no node has yet."""
+        return unique(base, self)
 
     # ---- reading ----------------------------------------------------------------------------
     def op(self, name: str) -> Op:
         return self.nodes[name]["op"]
 
-    def attrs(self, name: str) -> object:
+    def attrs(self, name: str) -> Any:  # the op's attrs dataclass (cnnc.ir.ops)
         return self.nodes[name]["attrs"]
 
     def shape(self, name: str) -> Shape:

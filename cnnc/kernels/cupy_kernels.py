@@ -55,7 +55,7 @@ _BLOCK = 256
 _MAX_BLOCKS = 65535 * 16  # grid-stride loops cover the rest
 _INT32_LIMIT = 2 ** 31 - 1
 _ACTIVATIONS = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "hardsigmoid": 5}
-_CACHE = {}  # compiled kernels by name (each compiles once per process and device)
+_CACHE: dict = {}  # compiled kernels by name (each compiles once per process and device)
 _SETTINGS = {"tf32": None}  # None: follow CUPY_TF32
 
 # ---------------------------------------------------------------------------------------

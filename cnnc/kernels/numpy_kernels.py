@@ -167,17 +167,13 @@ def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, group
     buf[:, :total].reshape(c, n, hp, wp)[:, :, top:top + h, left:left + wd] = x.transpose(1, 0, 2, 3)
     buf = buf.reshape(groups, cg, total + extra)
     wt = np.ascontiguousarray(w.reshape(groups, og, cg, kh, kw).transpose(3, 4, 0, 1, 2))
-    y = None
-    tmp = None
+    y = np.matmul(wt[0, 0], buf[:, :, :total])  # tap (0, 0); the others accumulate into y
+    tmp = np.empty_like(y)
     for u in range(kh):
         for v in range(kw):
-            off = u * dh * wp + v * dw
-            win = buf[:, :, off:off + total]
-            if y is None:
-                y = np.matmul(wt[u, v], win)
-                tmp = np.empty_like(y)
-            else:
-                np.matmul(wt[u, v], win, out=tmp)
+            if u or v:
+                off = u * dh * wp + v * dw
+                np.matmul(wt[u, v], buf[:, :, off:off + total], out=tmp)
                 y += tmp
     y = y.reshape(o, n, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
     return _bias_copy(y, b)
@@ -444,7 +440,7 @@ def avg_pool2d(x: np.ndarray, *, kernel, stride, pads, ceil_mode: bool,
 
 def global_avg_pool(x: np.ndarray) -> np.ndarray:
     """Mean over H and W: ``[N, C, H, W]`` → ``[N, C, 1, 1]``."""
-    return np.mean(x, axis=(2, 3), keepdims=True, dtype=np.float32)
+    return x.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
 
 
 def global_max_pool(x: np.ndarray) -> np.ndarray:
@@ -459,7 +455,7 @@ def depthwise_pool(x: np.ndarray, *, size: int, mode: str) -> np.ndarray:
     if mode == "max":
         return np.max(g, axis=2)
     if mode == "avg":
-        return np.mean(g, axis=2, dtype=np.float32)
+        return g.mean(axis=2, dtype=np.float32)
     raise ValueError(f"depthwise_pool: unknown mode {mode!r}")
 
 
@@ -537,8 +533,11 @@ def pad(x: np.ndarray, *, pads, mode: str, value: float = 0.0) -> np.ndarray:
     _, _, h, wd = x.shape
     if mode == "constant":
         return _pad_into(x, h + top + bottom, wd + left + right, top, left, value)
-    if mode in ("reflect", "edge"):
-        return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=mode)
+    widths = ((0, 0), (0, 0), (top, bottom), (left, right))
+    if mode == "reflect":
+        return np.pad(x, widths, mode="reflect")
+    if mode == "edge":
+        return np.pad(x, widths, mode="edge")
     raise ValueError(f"pad: unknown mode {mode!r}")
 
 
@@ -688,5 +687,5 @@ def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, out=None
 def reduce(x: np.ndarray, *, mode: str, axes, keepdims: bool) -> np.ndarray:
     """Mean or maximum over ``axes``."""
     if mode == "mean":
-        return np.mean(x, axis=tuple(axes), keepdims=keepdims, dtype=np.float32)
+        return x.mean(axis=tuple(axes), keepdims=keepdims, dtype=np.float32)
     return np.max(x, axis=tuple(axes), keepdims=keepdims)

@@ -380,7 +380,9 @@ def pad(x: np.ndarray, *, pads: Pads, mode: str, value: float) -> np.ndarray:
     widths = ((0, 0), (0, 0), (top, bottom), (left, right))
     if mode == "constant":
         return _out(np.pad(x, widths, mode="constant", constant_values=value))
-    return _out(np.pad(x, widths, mode=mode))
+    if mode == "reflect":
+        return _out(np.pad(x, widths, mode="reflect"))
+    return _out(np.pad(x, widths, mode="edge"))
 
 
 def crop(x: np.ndarray, *, offset: Pair, size: Pair) -> np.ndarray:
@@ -467,7 +469,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, score_th
         ks, cs = np.nonzero(s[image] > score_threshold)
         order = np.lexsort((cs, ks, -s[image, ks, cs]))  # the last key is the primary one
         kept: dict[int, list[np.ndarray]] = {}  # class → its kept boxes
-        rows = []
+        rows: list[list[float]] = []
         for j in order:
             if len(rows) == max_boxes:
                 break

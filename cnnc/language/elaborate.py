@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncTypeError
 from ..ir.graph import Graph
+from ..ir.input_shape import override_input_shape
 from ..ir.ops import NoAttrs, Op, infer_shape, param_specs
 from ..ir.shapes import ShapeRuleError
 from ..source import SourceFile, Span
@@ -116,23 +117,19 @@ class Elaborator:
         if any(isinstance(d, int) and d < 1 for d in dims):
             raise CnncShapeError("input dimensions must be positive", item.span)
         if item.name in self.input_shapes:
-            dims = self._override_shape(item, dims)
+            given = self.input_shapes[item.name]
+            overridden = override_input_shape(tuple(dims), given)
+            if overridden is None:
+                raise CnncShapeError(f"input shape {tuple(given)} for '{item.name}' does not fit the declared "
+                                     f"rank {len(dims)} with positive sizes (only the batch may be a name)",
+                                     item.span)
+            dims = list(overridden)
         if item.name in env:
             raise CnncNameError(f"'{item.name}' is already defined", item.span)
         name = self.namer.claim(item.name, item.name, item.span)
         self.graph.add_op(name, Op.INPUT, NoAttrs(), [], tuple(dims), (item.span,))
         self.graph.graph["inputs"].append(name)
         env[item.name] = Tensor(name, tuple(dims))
-
-    def _override_shape(self, item: t.InputDecl, dims: list) -> list:
-        given = list(self.input_shapes[item.name])
-        if len(given) != len(dims) or any(isinstance(g, str) or int(g) < 1 for g in given[1:]):
-            raise CnncShapeError(f"input shape {tuple(given)} for '{item.name}' does not fit the declared "
-                                 f"rank {len(dims)} with positive sizes (only the batch may be a name)",
-                                 item.span)
-        if not isinstance(given[0], str) and isinstance(dims[0], str):
-            given[0] = dims[0]  # keep the batch symbolic: a concrete batch is still any batch
-        return given
 
     def _output(self, item: t.OutputDecl, env: Env) -> None:
         value = self._value(item.value if item.value is not None else t.Var(item.span, item.name), env)

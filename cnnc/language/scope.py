@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import count
 
 from ..errors import CnncNameError
+from ..names import first_free
 from ..source import Span
 
 
@@ -40,10 +42,9 @@ class Namer:
                 raise CnncNameError(f"layer name '{self._qualify(explicit)}' is already used{where}", span)
             local = explicit
         else:
-            number = 1
-            while f"{base}{number}" in scope.used:
-                number += 1
-            local = f"{base}{number}"
+            # Not names.unique's `base`, `base_2`: every unnamed layer is numbered, as PyTorch
+            # numbers modules, and these names are the user's parameter names (`conv1.weight`).
+            local = first_free((f"{base}{number}" for number in count(1)), scope.used)
         scope.used[local] = span
         return self._qualify(local)
 

@@ -7,12 +7,14 @@ the names and shapes of the source program, and loading new weights re-folds the
 """
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..ir.graph import Graph, ParamSpec
+from ..names import unique
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,9 @@ def derive(graph: Graph, name: str, rule: str, inputs: tuple[str, ...], shape: t
         raise KeyError(f"unknown derivation rule {rule!r}; rules: {', '.join(sorted(RULES))}")
     if rule in _SHAPED_RULES:  # their `shape=` cannot be passed here (it would clash with `shape`)
         kwargs["shape"] = tuple(shape)
-    base, number = name, 1
-    while name in graph.graph["params"] or name in graph.graph["user_params"] or name in graph.graph["derived"]:
-        number += 1
-        name = f"{base}{number}"
+    # Taken: the user's parameters, the nodes' current ones and every derivation (intermediates
+    # too), so a derived name never shadows another value.
+    name = unique(name, ChainMap(graph.graph["params"], graph.graph["user_params"], graph.graph["derived"]))
     graph.graph["derived"][name] = Derivation(rule, tuple(inputs), tuple(sorted(kwargs.items())))
     graph.graph["params"][name] = ParamSpec(tuple(shape), "derived")
     return name

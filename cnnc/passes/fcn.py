@@ -42,6 +42,7 @@ import networkx as nx
 from ..errors import CnncNameError, CnncShapeError
 from ..ir import ops as o
 from ..ir.graph import Graph, Shape
+from ..ir.input_shape import override_input_shape
 from ..ir.ops import Op, Rank, infer_shape, param_specs, record
 from ..ir.shapes import ShapeRuleError, fmt
 from ..ir.verify import verify
@@ -193,13 +194,12 @@ def _set_input_shapes(graph: Graph, input_shapes: Mapping[str, tuple]) -> None:
         if name not in graph.graph["inputs"]:
             raise CnncNameError(f"input shape given for unknown input '{name}'; the inputs are: "
                                 f"{', '.join(graph.graph['inputs'])}", where="input_shapes")
-        declared, given = graph.shape(name), list(shape)
-        if len(given) != len(declared) or any(isinstance(d, str) or int(d) < 1 for d in given[1:]):
-            raise CnncShapeError(f"input shape {tuple(given)} does not fit the declared {fmt(declared)} "
+        declared = graph.shape(name)
+        overridden = override_input_shape(declared, shape)
+        if overridden is None:
+            raise CnncShapeError(f"input shape {tuple(shape)} does not fit the declared {fmt(declared)} "
                                  "(same rank, positive sizes)", where=f"input '{name}'")
-        if isinstance(declared[0], str):
-            given[0] = declared[0]  # a concrete batch is still any batch
-        graph.nodes[name]["shape"] = tuple(d if isinstance(d, str) else int(d) for d in given)
+        graph.nodes[name]["shape"] = overridden
 
 
 def _resized_attrs(graph: Graph, name: str, old_in: Shape, old_out: Shape, new_in: Shape) -> object:

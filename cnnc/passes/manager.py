@@ -2,9 +2,9 @@
 
 A pass is a function `graph → changed?` registered with `@register(name, level)`; it rewrites
 the graph in place (the manager hands it a clone) and states its preconditions in code.
-After every pass the IR verifier runs; with `verify=True` the optimized graph's outputs are
-also compared with the un-optimized graph's on random inputs, so a pass that breaks numerics
-is caught at that pass.
+After every pass the IR verifier runs; with `check_numerics=True` the optimized graph's outputs
+are also compared with the un-optimized graph's on random inputs and weights, so a pass that
+breaks numerics is caught at that pass.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import CnncError, CnncIRError
 from ..ir.graph import Graph
 from ..ir.verify import verify
+from ..runtime.params import random_params
 from .derived import materialize, prune
 
 # The order passes run in; a level runs the passes whose level is at most it.
@@ -104,7 +105,7 @@ class NumericChecker:
         from ..interpreter import eval_graph
 
         rng = np.random.default_rng(seed)
-        self.values = _random_values(original.graph["params"], rng)
+        self.values = random_params(original.graph["params"], rng)
         self.inputs = {n: rng.standard_normal(tuple(batch if isinstance(d, str) else d
                                                     for d in original.shape(n))).astype(np.float32)
                        for n in original.graph["inputs"]}
@@ -130,18 +131,3 @@ class NumericChecker:
                                   f"by {diff:.3g} (scale {scale:.3g})", where=after)
         self.report.append((after, worst))
         return worst
-
-
-def _random_values(specs: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random parameters that make every layer matter (BN variances positive, non-trivial BN)."""
-    values = {}
-    for name, spec in specs.items():
-        if name.endswith(".var"):
-            values[name] = rng.uniform(0.5, 2.0, spec.shape).astype(np.float32)
-        elif name.endswith((".gamma", ".scale")):
-            values[name] = rng.uniform(-1.5, 1.5, spec.shape).astype(np.float32)
-        elif spec.init == "he":
-            values[name] = (rng.standard_normal(spec.shape) * np.sqrt(2.0 / spec.fan_in)).astype(np.float32)
-        else:
-            values[name] = rng.normal(0, 0.3, spec.shape).astype(np.float32)
-    return values

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import numpy as np
 
 from ..errors import CnncError
 
@@ -18,7 +20,7 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     try:
         handle = tempfile.NamedTemporaryFile(mode, dir=target.parent or ".", prefix=f".{target.name}.",
                                              suffix=".tmp", delete=False,
-                                             **({} if "b" in mode else {"encoding": "utf-8"}))
+                                             encoding=None if "b" in mode else "utf-8")
     except OSError as error:  # a missing or read-only folder is the user's to fix: no traceback
         raise CnncError(f"cannot write the file: {error.strerror or error}", where=str(target)) from None
     try:
@@ -28,3 +30,9 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, Any]) -> None:
+    """An uncompressed .npz of `arrays` by name, written atomically."""
+    with atomic_write(path, "wb") as handle:
+        np.savez(handle, **dict(arrays))

@@ -10,14 +10,10 @@ Without CuPy, or with CuPy but no usable GPU, every entry point raises a one-lin
 """
 from __future__ import annotations
 
-import hashlib
-import linecache
 import threading
 
-import numpy as np
-
 from ..errors import CnncError, CnncInputError
-from ..source import safe_comment
+from .loader import load_module
 
 GPU_NAMES = ("gpu", "cuda", "cupy")
 CPU_NAMES = ("cpu", "numpy")
@@ -70,16 +66,6 @@ def device_name() -> str:
     return f"{name} (device {device.id}, compute capability {device.compute_capability})"
 
 
-def load_module(source: str, label: str) -> dict:
-    """Execute generated module text (registered with linecache for tracebacks); its namespace."""
-    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
-    filename = f"<cnnc-cupy:{safe_comment(label)}:{digest}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict = {"__name__": f"cnnc_generated_cupy_{digest}", "__file__": filename}
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - cnnc's own generated code
-    return namespace
-
-
 class GpuExecutor:
     """A network's CuPy module, its device parameters and its Runner."""
 
@@ -92,7 +78,7 @@ class GpuExecutor:
             raise CnncError(f"outputs must be 'numpy' or 'cupy', got {outputs!r}", where="gpu")
         self.net = net
         self.source = generate(net.graph, tf32=tf32)
-        self.module = load_module(self.source, net.graph.graph["source_name"])
+        self.module = load_module(self.source, net.graph.graph["source_name"], target="cupy")
         self.options = {"tf32": bool(tf32), "cuda_graph": bool(cuda_graph), "outputs": outputs,
                         "workspace_limit": workspace_limit or self.module["WORKSPACE_LIMIT"]}
         self._version = -1
@@ -148,8 +134,3 @@ def move(net, device: str, options: dict):
     net._gpu = executor
     net.source = executor.source
     return net
-
-
-def as_numpy(value) -> np.ndarray:
-    """A NumPy copy of a NumPy or CuPy array."""
-    return value.get() if hasattr(value, "get") and not isinstance(value, np.ndarray) else np.asarray(value)

@@ -52,7 +52,8 @@ def load_image(path: Path, shape: tuple) -> np.ndarray:
         raise CnncInputError("reading images needs Pillow: pip install 'cnnc[image]'", where=str(path)) from None
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB" if shape[1] == 3 else "L").resize((shape[3], shape[2]), Image.BILINEAR)
+            image = image.convert("RGB" if shape[1] == 3 else "L").resize((shape[3], shape[2]),
+                                                                          Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
     except OSError as error:
         raise CnncInputError(f"cannot read the image ({error})", where=str(path)) from None

@@ -1,4 +1,4 @@
-"""Turn generated source into a callable, registered with linecache for readable tracebacks."""
+"""Turn generated source into a module namespace, registered with linecache for readable tracebacks."""
 from __future__ import annotations
 
 import hashlib
@@ -8,15 +8,23 @@ from collections.abc import Callable
 from ..source import safe_comment
 
 
-def load_forward(source: str, label: str) -> Callable:
-    """Execute the generated module text and return its `forward` function.
+def load_module(source: str, label: str, target: str = "") -> dict:
+    """Execute the generated module text and return its namespace.
 
     The text is cnnc's own output (identifiers from a safe namespace, literals via repr); no
-    text from a `.cnn` file is executed.
+    text from a `.cnn` file is executed. `label` (the source file) and `target` ("cupy"; empty
+    for NumPy) name the pseudo-file a traceback shows: `<cnnc-cupy:net.cnn:1a2b3c4d5e6f>`.
     """
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
-    filename = f"<cnnc:{safe_comment(label)}:{digest}>"  # compile() refuses NUL in a file name
+    tag = f"cnnc-{target}" if target else "cnnc"
+    filename = f"<{tag}:{safe_comment(label)}:{digest}>"  # compile() refuses NUL in a file name
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict = {"__name__": f"cnnc_generated_{digest}", "__file__": filename}
+    module = f"cnnc_generated_{target}_{digest}" if target else f"cnnc_generated_{digest}"
+    namespace: dict = {"__name__": module, "__file__": filename}
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - generated code, see docstring
-    return namespace["forward"]
+    return namespace
+
+
+def load_forward(source: str, label: str) -> Callable:
+    """The `forward` function of generated NumPy module text (see `load_module`)."""
+    return load_module(source, label)["forward"]

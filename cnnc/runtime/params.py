@@ -1,4 +1,5 @@
-"""Parameters: seeded initialization, and .npz files checked name by name and shape by shape."""
+"""Parameters: seeded initialization, random test values, and .npz files checked name by name
+and shape by shape."""
 from __future__ import annotations
 
 import zipfile
@@ -10,7 +11,7 @@ import numpy as np
 
 from ..errors import CnncParamError
 from ..ir.graph import ParamSpec
-from .files import atomic_write
+from .files import write_npz
 
 
 def init_params(specs: Mapping[str, ParamSpec], seed: int = 0) -> dict[str, np.ndarray]:
@@ -34,6 +35,30 @@ def init_params(specs: Mapping[str, ParamSpec], seed: int = 0) -> dict[str, np.n
                                  where=name) from None
         params[name] = values
     return params
+
+
+def random_params(specs: Mapping[str, ParamSpec], rng: np.random.Generator, *,
+                  gamma: tuple[float, float] = (-1.5, 1.5), weights: bool = True) -> dict[str, np.ndarray]:
+    """Random values that make every layer matter, for checking passes and generated code.
+
+    BN variances are uniform in [0.5, 2), BN and affine scales uniform in `gamma` (by default of
+    both signs: a pass must not push a negative scale through a ReLU), He weights He-normal, and
+    everything else (biases, shifts, BN means) normal with σ 0.3. `weights=False` leaves the He
+    weights out of the result, so a big network keeps its seeded ones and only the cheap rest is
+    drawn. The order of `specs` fixes the draws: the same specs and seed give the same values.
+    """
+    values = {}
+    for name, spec in specs.items():
+        if name.endswith(".var"):
+            values[name] = rng.uniform(0.5, 2.0, spec.shape).astype(np.float32)
+        elif name.endswith((".gamma", ".scale")):
+            values[name] = rng.uniform(*gamma, spec.shape).astype(np.float32)
+        elif spec.init == "he":
+            if weights:
+                values[name] = (rng.standard_normal(spec.shape) * np.sqrt(2.0 / spec.fan_in)).astype(np.float32)
+        else:
+            values[name] = rng.normal(0, 0.3, spec.shape).astype(np.float32)
+    return values
 
 
 def _owner(name: str) -> str:
@@ -102,8 +127,7 @@ class ParamStore(MutableMapping):
         self.version += 1
 
     def save(self, path: str | Path) -> None:
-        with atomic_write(path, "wb") as handle:
-            np.savez(handle, **self.data)
+        write_npz(path, self.data)
 
     def load(self, path: str | Path) -> None:
         self.update_from(read_npz(path), str(path))

@@ -61,14 +61,14 @@ def _describe_terminal(name: str) -> str:
 def _syntax_error(source: SourceFile, error: UnexpectedInput) -> CnncSyntaxError:
     line, column = max(error.line, 1), max(error.column, 1)
     if isinstance(error, UnexpectedCharacters):
-        message = f"unexpected character {source.text[error.pos_in_stream]!r}"
+        message = f"unexpected character {source.text[error.pos_in_stream or 0]!r}"
         width = 1
     elif isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
         message = "unexpected end of file"
         lines = source.text.splitlines() or [""]
         line, column, width = len(lines), len(lines[-1]) + 1, 1
     else:
-        token = error.token
+        token = getattr(error, "token", "")
         message = f"unexpected {str(token)!r}"
         width = max(1, len(str(token)))
     expected = sorted({_describe_terminal(name) for name in getattr(error, "expected", ()) or ()})
@@ -91,7 +91,8 @@ class _ToTree(Transformer_NonRecursive):
         return Span(self.source, meta.line, meta.column, meta.end_line, meta.end_column)
 
     def _tok(self, token: Token) -> Span:
-        return Span(self.source, token.line, token.column, token.end_line, token.end_column)
+        # Lark types these as optional; tokens from the lexer always carry them.
+        return Span(self.source, token.line or 1, token.column or 1, token.end_line or 1, token.end_column or 1)
 
     # statements
     def start(self, meta, items):

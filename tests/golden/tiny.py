@@ -202,17 +202,13 @@ def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, group
     buf[:, :total].reshape(c, n, hp, wp)[:, :, top:top + h, left:left + wd] = x.transpose(1, 0, 2, 3)
     buf = buf.reshape(groups, cg, total + extra)
     wt = np.ascontiguousarray(w.reshape(groups, og, cg, kh, kw).transpose(3, 4, 0, 1, 2))
-    y = None
-    tmp = None
+    y = np.matmul(wt[0, 0], buf[:, :, :total])  # tap (0, 0); the others accumulate into y
+    tmp = np.empty_like(y)
     for u in range(kh):
         for v in range(kw):
-            off = u * dh * wp + v * dw
-            win = buf[:, :, off:off + total]
-            if y is None:
-                y = np.matmul(wt[u, v], win)
-                tmp = np.empty_like(y)
-            else:
-                np.matmul(wt[u, v], win, out=tmp)
+            if u or v:
+                off = u * dh * wp + v * dw
+                np.matmul(wt[u, v], buf[:, :, off:off + total], out=tmp)
                 y += tmp
     y = y.reshape(o, n, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
     return _bias_copy(y, b)
@@ -264,6 +260,14 @@ def dense(x: np.ndarray, w: np.ndarray, b, *, activation: str = "none", slope: f
     if four_d:
         y = y.reshape(y.shape[0], y.shape[1], 1, 1)
     return _epilogue(y, activation, slope, None)
+
+
+def hardsigmoid(x: np.ndarray, out=None) -> np.ndarray:
+    """relu6(x + 3) / 6, in PyTorch's order of operations (add, clip, divide)."""
+    y = np.add(x, np.float32(3.0), out=out)
+    np.clip(y, np.float32(0.0), np.float32(6.0), out=y)
+    y /= np.float32(6.0)
+    return y
 
 
 def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
@@ -319,6 +323,8 @@ def _epilogue(y: np.ndarray, activation: str, slope: float, residual) -> np.ndar
         np.clip(y, np.float32(0.0), np.float32(6.0), out=y)
     elif activation == "leaky_relu":
         np.multiply(y, np.float32(slope), out=y, where=y < 0)
+    elif activation == "hardsigmoid":
+        hardsigmoid(y, out=y)
     elif activation == "sigmoid":
         y *= np.float32(0.5)
         np.tanh(y, out=y)
