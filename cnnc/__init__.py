@@ -30,7 +30,8 @@ def compile(source: SourceLike, *, input_shapes: dict[str, tuple] | None = None,
     Parameters start from a seeded He initialization (`seed`) unless `params` gives them all;
     they keep the source program's names whatever the passes do. `optimize` is the -O level
     (0, 1, 2); `passes` runs exactly the named passes instead; `disable_passes` skips some;
-    `fcn=True` turns dense layers into convolutions (then `input_shapes` may enlarge the input);
+    `fcn=True` turns dense layers into convolutions (it enables the level-0 pass `dense_to_conv`;
+    then `input_shapes` may enlarge the input);
     `verify=True` checks every pass's output against the un-optimized graph. `target="cupy"`
     runs the network on an NVIDIA GPU (the same as `.to("gpu")` on the result; it needs CuPy).
     """
@@ -57,8 +58,9 @@ def build_graph(source: SourceLike, *, input_shapes: dict[str, tuple] | None = N
     # An FCN is elaborated at its declared size (where its dense layers fit), converted, and only
     # then given the larger input.
     graph = parse(source, input_shapes=None if fcn else input_shapes, name=name)
-    optimized = run_passes(graph, level=optimize, passes=passes, disable=tuple(disable_passes), fcn=fcn,
-                           check_numerics=verify, observer=observer)
+    # `fcn=True` is the public spelling of enabling the level-0 pass dense_to_conv.
+    optimized = run_passes(graph, level=optimize, passes=passes, disable=tuple(disable_passes),
+                           enable=("dense_to_conv",) if fcn else (), check_numerics=verify, observer=observer)
     if fcn and input_shapes:
         from .passes.fcn import reshape_inputs
 

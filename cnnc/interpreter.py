@@ -28,6 +28,7 @@ def eval_graph(graph: Graph, params: Mapping[str, np.ndarray], inputs: Mapping[s
         elif info.kernel is None:  # dropout: the identity at inference
             values[name] = args[0]
         else:
-            positional, keywords = kernel_call(op, data["attrs"], args, data["params"], params.__getitem__)
+            positional, keywords = kernel_call(op, data["attrs"], args, data["params"], params.__getitem__,
+                                               data["shape"])
             values[name] = getattr(kernels, info.kernel)(*positional, **keywords)
     return {out: values[node] for out, node in graph.graph["outputs"].items()}

@@ -113,7 +113,7 @@ def test_generation_is_deterministic_across_processes():
 def test_tiny_statements_buffers_and_workspace():
     source = cupy_codegen.generate(_graph("tiny.cnn"))
     assert "unit1_conv1 = conv2d(image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], " \
-           "stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', " \
+           "stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12), " \
            "out=out['unit1.conv1'], workspace=workspace)  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12], slot 0" \
            in source
     assert "unit2_add1 = add(unit2_conv1, unit1_conv1, out=unit2_conv1)" in source  # plan_memory's in-place add
@@ -388,7 +388,7 @@ def test_conv_method_matches_the_numpy_dispatch():
     assert method(64, (64, 1, 3, 3), (1, 1), (1, 1, 1, 1), 64) == "depthwise"
     assert method(32, (64, 1, 3, 3), (2, 2), (1, 1, 1, 1), 32) == "depthwise"  # depth multiplier 2
     assert method(1, (8, 1, 3, 3), (1, 1), (0, 0, 0, 0), 1) == "im2col"  # one channel, one group
-    assert cupy_kernels.conv_columns(("N", 3, 10, 10), (8, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1) == 27 * 100
+    assert cupy_kernels.conv_columns(("N", 3, 10, 10), (8, 3, 3, 3), (1, 1), (1, 1, 1, 1), 1, (10, 10)) == 27 * 100
     assert cupy_kernels.conv_transpose_columns(("N", 4, 5, 5), (4, 3, 2, 2), 2) == 2 * 3 * 4 * 25
 
 

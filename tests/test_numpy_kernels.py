@@ -82,8 +82,9 @@ def test_conv2d(case):
     x = rand(n, c, h, wd)
     w = rand(o, c // groups, kh, kw)
     b = rand(o) if bias else None
-    got = K.conv2d(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups)
-    check(got, torch_conv(x, w, b, stride, pads, dilation, groups))
+    want = torch_conv(x, w, b, stride, pads, dilation, groups)  # the oracle decides the size too
+    got = K.conv2d(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups, out_size=want.shape[2:])
+    check(got, want)
 
 
 @pytest.mark.parametrize("groups,dilation,pads,bias", [
@@ -122,16 +123,18 @@ def test_conv2d_dispatch(monkeypatch, shape_x, shape_w, stride, pads, groups, pa
     x = rand(*shape_x, scale=0.5)
     w = rand(*shape_w, scale=0.05)
     b = rand(shape_w[0])
-    got = K.conv2d(x, w, b, stride=stride, pads=pads, dilation=(1, 1), groups=groups)
+    want = torch_conv(x, w, b, stride, pads, (1, 1), groups)
+    got = K.conv2d(x, w, b, stride=stride, pads=pads, dilation=(1, 1), groups=groups, out_size=want.shape[2:])
     assert calls == [path]
-    check(got, torch_conv(x, w, b, stride, pads, (1, 1), groups))
+    check(got, want)
 
 
 def test_conv2d_noncontiguous_input():
     x = rand(2, 4, 9, 9)[:, :, ::-1, 1:]
     w = rand(6, 4, 3, 3)
-    got = K.conv2d(x, w, None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1)
-    check(got, torch_conv(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1))
+    want = torch_conv(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    got = K.conv2d(x, w, None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, out_size=want.shape[2:])
+    check(got, want)
 
 
 # ----------------------------------------------------------------------------- conv_transpose2d
@@ -256,9 +259,10 @@ POOL_CASES = [
 def test_max_pool2d(case, ceil_mode):
     h, wd, kernel, stride, pad, dilation = case
     x = rand(2, 3, h, wd)
-    got = K.max_pool2d(x, kernel=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]),
-                       dilation=dilation, ceil_mode=ceil_mode)
     ref = F.max_pool2d(t(x), kernel, stride, pad, dilation, ceil_mode=ceil_mode)
+    # torch decides the output size (ceil_mode included); the kernel must fill exactly it
+    got = K.max_pool2d(x, kernel=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]),
+                       dilation=dilation, out_size=ref.shape[2:])
     check(got, ref)
 
 
@@ -266,10 +270,10 @@ def test_max_pool2d(case, ceil_mode):
 def test_max_pool2d_asymmetric(pads):
     x = rand(2, 3, 9, 8)
     top, left, bottom, right = pads
-    got = K.max_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=pads, dilation=(1, 1),
-                       ceil_mode=False)
     xp = F.pad(t(x), (left, right, top, bottom), value=-float("inf"))
-    check(got, F.max_pool2d(xp, 3, 2))
+    ref = F.max_pool2d(xp, 3, 2)
+    got = K.max_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=pads, dilation=(1, 1), out_size=ref.shape[2:])
+    check(got, ref)
 
 
 @pytest.mark.parametrize("case", [c for c in POOL_CASES if c[5] == (1, 1)])
@@ -278,10 +282,10 @@ def test_max_pool2d_asymmetric(pads):
 def test_avg_pool2d(case, ceil_mode, count_include_pad):
     h, wd, kernel, stride, pad, _ = case
     x = rand(2, 3, h, wd)
-    got = K.avg_pool2d(x, kernel=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]),
-                       ceil_mode=ceil_mode, count_include_pad=count_include_pad)
     ref = F.avg_pool2d(t(x), kernel, stride, pad, ceil_mode=ceil_mode,
                        count_include_pad=count_include_pad)
+    got = K.avg_pool2d(x, kernel=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]),
+                       count_include_pad=count_include_pad, out_size=ref.shape[2:])
     check(got, ref, tol=1e-5)
 
 
@@ -290,9 +294,9 @@ def test_avg_pool2d(case, ceil_mode, count_include_pad):
 def test_avg_pool2d_asymmetric(pads, count_include_pad):
     x = rand(2, 3, 9, 8)
     top, left, bottom, right = pads
-    got = K.avg_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=pads, ceil_mode=False,
-                       count_include_pad=count_include_pad)
     xp = F.pad(t(x), (left, right, top, bottom))
+    got = K.avg_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=pads, count_include_pad=count_include_pad,
+                       out_size=F.max_pool2d(xp, 3, 2).shape[2:])
     sums = F.avg_pool2d(xp, 3, 2, divisor_override=1)
     if count_include_pad:
         ref = sums / 9.0
@@ -455,9 +459,12 @@ def test_kernels_work_when_copied_standalone():
     exec(compile(ast.fix_missing_locations(mod), "<generated>", "exec"), ns)  # noqa: S102
     x = rand(1, 4, 9, 9)
     w = rand(6, 2, 3, 3)
-    got = ns["conv2d"](x, w, None, stride=(2, 2), pads=(0, 0, 1, 1), dilation=(1, 1), groups=2)
-    check(got, torch_conv(x, w, None, (2, 2), (0, 0, 1, 1), (1, 1), 2))
-    got = ns["avg_pool2d"](x, kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True,
-                           count_include_pad=False)
-    check(got, F.avg_pool2d(t(x), 3, 2, 1, ceil_mode=True, count_include_pad=False))
+    want = torch_conv(x, w, None, (2, 2), (0, 0, 1, 1), (1, 1), 2)
+    got = ns["conv2d"](x, w, None, stride=(2, 2), pads=(0, 0, 1, 1), dilation=(1, 1), groups=2,
+                       out_size=want.shape[2:])
+    check(got, want)
+    want = F.avg_pool2d(t(x), 3, 2, 1, ceil_mode=True, count_include_pad=False)
+    got = ns["avg_pool2d"](x, kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1), count_include_pad=False,
+                           out_size=want.shape[2:])
+    check(got, want)
     assert inspect.isfunction(ns["upsample"])

@@ -21,7 +21,7 @@ from cnnc.ir.graph import Graph
 from cnnc.ir.liveness import aliased_inputs, read_only
 from cnnc.ir.ops import Op, kernel_call, record
 from cnnc.kernels import numpy_kernels
-from cnnc.passes.manager import ORDER
+from cnnc.passes.manager import pass_order
 from cnnc.passes.memory import MemoryPlan, memory_plan
 from cnnc.runtime.loader import load_forward
 from cnnc.runtime.network import CompiledNetwork
@@ -249,7 +249,7 @@ def test_kernels_return_views_only_where_the_alias_model_says(source, shapes):
             arrays[name] = args[0]
         else:
             positional, keywords = kernel_call(op, graph.attrs(name), args, graph.nodes[name]["params"],
-                                               values.__getitem__)
+                                               values.__getitem__, graph.shape(name))
             arrays[name] = getattr(numpy_kernels, record(op).kernel)(*positional, **keywords)
         shared = [i for i in inputs if np.shares_memory(arrays[name], arrays[i])]
         assert set(shared) <= set(aliased_inputs(graph, name)), name
@@ -341,7 +341,7 @@ def test_plan_survives_clone_and_stale_plans_are_ignored():
 def test_plan_pass_runs_last_at_O2_only():
     assert "memory_plan" in cnnc.build_graph(EXAMPLES / "lenet5.cnn").graph
     assert "memory_plan" not in cnnc.build_graph(EXAMPLES / "lenet5.cnn", optimize=1).graph
-    assert ORDER[-1] == "plan_memory"
+    assert pass_order()[-1] == "plan_memory"
 
 
 # ---- peak activation memory ---------------------------------------------------------------------

@@ -42,12 +42,13 @@ from cnnc.ir.ops import Op, kernel_call, record
 from cnnc.kernels import numpy_kernels
 from cnnc.passes import lower
 from cnnc.passes.derived import materialize
-from cnnc.passes.manager import ORDER, optimize
+from cnnc.passes.manager import optimize, pass_order
 
 MAX_C = 8  # channels (and dense units)
 MAX_HW = 12  # height and width
 MAX_FEATURES = 96  # flatten only tensors this small
 RTOL, ATOL = 1e-4, 1e-6
+PASS_ORDER = pass_order()  # every registered pass, in pipeline order
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -556,7 +557,7 @@ FOCUS = {
 }
 
 
-@pytest.mark.parametrize("name", ORDER)
+@pytest.mark.parametrize("name", PASS_ORDER)
 @settings(max_examples=60, **SETTINGS)
 @given(data=st.data(), seed=SEEDS, batch=BATCHES)
 def test_single_pass(name: str, data: st.DataObject, seed: int, batch: int) -> None:
@@ -568,7 +569,7 @@ def test_single_pass(name: str, data: st.DataObject, seed: int, batch: int) -> N
 
 @settings(max_examples=250, **SETTINGS)
 @given(program=programs(max_ops=8), seed=SEEDS, batch=BATCHES, level=st.sampled_from([2, 1, 0]),
-       disabled=st.lists(st.sampled_from(ORDER), unique=True, max_size=len(ORDER)))
+       disabled=st.lists(st.sampled_from(PASS_ORDER), unique=True, max_size=len(PASS_ORDER)))
 def test_disabled_passes(program: Program, seed: int, batch: int, level: int, disabled: list[str]) -> None:
     net = check(program, seed, batch, optimize=level, disable_passes=tuple(disabled))
     assert not set(net.graph.graph["passes"]) & set(disabled)
@@ -577,12 +578,12 @@ def test_disabled_passes(program: Program, seed: int, batch: int, level: int, di
 
 @settings(max_examples=200, **SETTINGS)
 @given(program=programs(max_ops=8), seed=SEEDS, batch=BATCHES,
-       chosen=st.lists(st.sampled_from(ORDER), unique=True, min_size=1, max_size=len(ORDER)))
+       chosen=st.lists(st.sampled_from(PASS_ORDER), unique=True, min_size=1, max_size=len(PASS_ORDER)))
 def test_pass_subsets_in_any_order(program: Program, seed: int, batch: int, chosen: list[str]) -> None:
-    """`passes=` in any order runs them in ORDER (dense_to_conv included: [N, O] outputs may
+    """`passes=` in any order runs them in the pipeline's order (dense_to_conv included: [N, O] outputs may
     become [N, O, 1, 1])."""
     net = check(program, seed, batch, passes=chosen)
-    assert net.graph.graph["passes"] == [n for n in ORDER if n in chosen]
+    assert net.graph.graph["passes"] == [n for n in PASS_ORDER if n in chosen]
     optimize(net.source_graph, passes=chosen, check_numerics=True, seed=seed)
 
 
@@ -614,7 +615,7 @@ def test_kernels_alias_only_where_the_memory_plan_expects(program: Program, seed
             arrays[name] = args[0]
         else:
             positional, keywords = kernel_call(op, graph.attrs(name), args, graph.nodes[name]["params"],
-                                               params.__getitem__)
+                                               params.__getitem__, graph.shape(name))
             arrays[name] = getattr(numpy_kernels, record(op).kernel)(*positional, **keywords)
         shared = {i for i in inputs if np.shares_memory(arrays[name], arrays[i])}
         assert shared <= set(aliased_inputs(graph, name)), f"{name} ({op}) is a view of {shared}"

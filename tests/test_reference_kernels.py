@@ -69,9 +69,10 @@ def test_conv2d_symmetric(case) -> None:
     n, c, h, wd, o, k, stride, pads, dilation, groups, bias = case
     x, w = rand(n, c, h, wd), rand(o, c // groups, *k, seed=1)
     b = rand(o, seed=2) if bias else None
-    got = ref.conv2d(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups)
     want = F.conv2d(t(x), t(w), t(b), stride=stride, padding=(pads[0], pads[1]),
                     dilation=dilation, groups=groups)
+    got = ref.conv2d(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups,
+                     out_size=want.shape[2:])
     check(got, want)
 
 
@@ -89,9 +90,10 @@ def test_conv2d_same_upper(size, k, stride, dilation, groups) -> None:
                                     same_upper(wd, k[1], stride[1], dilation[1]))
     pads = (top, left, bottom, right)
     x, w, b = rand(2, 4, h, wd), rand(4, 4 // groups, *k, seed=1), rand(4, seed=2)
-    got = ref.conv2d(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups)
     want = F.conv2d(torch_pad(t(x), pads), t(w), t(b), stride=stride, dilation=dilation,
                     groups=groups)
+    got = ref.conv2d(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups,
+                     out_size=want.shape[2:])
     check(got, want)
     assert got.shape[2:] == (-(-h // stride[0]), -(-wd // stride[1]))
 
@@ -138,7 +140,8 @@ def test_conv_transpose_is_adjoint_of_conv() -> None:
     """<conv(x), y> == <x, conv_transpose(y)> for the same weights and geometry."""
     kw = dict(stride=(2, 2), pads=(1, 0, 2, 1), dilation=(1, 2), groups=2)
     x, w = rand(1, 4, 9, 10), rand(6, 2, 3, 3, seed=1)
-    y = ref.conv2d(x, w, None, **kw)
+    size = F.conv2d(torch_pad(t(x), kw["pads"]), t(w), stride=2, dilation=(1, 2), groups=2).shape[2:]
+    y = ref.conv2d(x, w, None, out_size=size, **kw)
     z = rand(*y.shape, seed=3)
     out_pad = tuple(xs - ts for xs, ts in zip(
         x.shape[2:], ref.conv_transpose2d(z, w, None, output_padding=(0, 0), **kw).shape[2:]))
@@ -245,9 +248,10 @@ MAX_POOL_CASES = [
 def test_max_pool2d(case, ceil_mode) -> None:
     h, wd, kernel, stride, padding, dilation = case
     x = rand(2, 3, h, wd)
-    got = ref.max_pool2d(x, kernel=kernel, stride=stride, pads=padding + padding,
-                         dilation=dilation, ceil_mode=ceil_mode)
     want = F.max_pool2d(t(x), kernel, stride, padding, dilation, ceil_mode=ceil_mode)
+    # torch decides the output size (ceil_mode included); the kernel must fill exactly it
+    got = ref.max_pool2d(x, kernel=kernel, stride=stride, pads=padding + padding,
+                         dilation=dilation, out_size=want.shape[2:])
     check(got, want)
 
 
@@ -257,10 +261,11 @@ def test_max_pool2d_same_upper(size) -> None:
     h, wd = size
     (top, bottom), (left, right) = same_upper(h, 3, 2), same_upper(wd, 3, 2)
     x = rand(1, 2, h, wd)
-    got = ref.max_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=(top, left, bottom, right),
-                         dilation=(1, 1), ceil_mode=False)
     xp = F.pad(t(x), (left, right, top, bottom), value=-np.inf)
-    check(got, F.max_pool2d(xp, 3, 2))
+    want = F.max_pool2d(xp, 3, 2)
+    got = ref.max_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=(top, left, bottom, right),
+                         dilation=(1, 1), out_size=want.shape[2:])
+    check(got, want)
 
 
 AVG_POOL_CASES = [
@@ -284,10 +289,10 @@ AVG_POOL_CASES = [
 def test_avg_pool2d(case, ceil_mode, count_include_pad) -> None:
     h, wd, kernel, stride, padding = case
     x = rand(2, 3, h, wd)
-    got = ref.avg_pool2d(x, kernel=kernel, stride=stride, pads=padding + padding,
-                         ceil_mode=ceil_mode, count_include_pad=count_include_pad)
     want = F.avg_pool2d(t(x), kernel, stride, padding, ceil_mode=ceil_mode,
                         count_include_pad=count_include_pad)
+    got = ref.avg_pool2d(x, kernel=kernel, stride=stride, pads=padding + padding,
+                         count_include_pad=count_include_pad, out_size=want.shape[2:])
     check(got, want)
 
 
@@ -296,9 +301,9 @@ def test_avg_pool2d_asymmetric_pads() -> None:
     x = rand(1, 2, 6, 7)
     pads = (0, 1, 1, 2)
     for include in (False, True):
-        got = ref.avg_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=pads, ceil_mode=False,
-                             count_include_pad=include)
         xp = torch_pad(t(x), pads)
+        got = ref.avg_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=pads, count_include_pad=include,
+                             out_size=F.max_pool2d(xp, 3, 2).shape[2:])
         total = F.avg_pool2d(xp, 3, 2, divisor_override=1)
         if include:
             count = 9.0

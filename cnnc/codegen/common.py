@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ..ir.graph import Graph
+from ..ir.ops import record
 from ..ir.shapes import fmt
 from ..source import safe_comment
 
@@ -12,6 +13,11 @@ def source_location(data: dict) -> str:
     spans = data["spans"]
     where = ", ".join(dict.fromkeys(f"{s.file.name}:{s.line}" for s in spans)) if spans else "generated"
     return safe_comment(where)
+
+
+def kernels_used(graph: Graph, order: list[str] | tuple[str, ...]) -> list[str]:
+    """The kernel names the nodes in `order` call, sorted (ops without a kernel call none)."""
+    return sorted({kernel for n in order if (kernel := record(graph.op(n)).kernel) is not None})
 
 
 def docstring(graph: Graph, target: str, usage: list[str]) -> list[str]:

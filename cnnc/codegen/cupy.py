@@ -29,7 +29,7 @@ from ..ir.shapes import fmt
 from ..kernels import cupy_kernels, numpy_kernels
 from ..passes.memory import current_plan
 from ..source import safe_comment
-from .common import docstring, interface_tables, load_params_function, source_location
+from .common import docstring, interface_tables, kernels_used, load_params_function, source_location
 from .kernel_source import reachable
 from .namespace import Namespace
 
@@ -93,16 +93,14 @@ def _per_item(shape) -> int:
 
 
 def _workspace_columns(graph: Graph, name: str) -> int:
-    """Per-image elements of the columns a conv or conv_transpose node needs (0: none)."""
-    op = graph.op(name)
-    if op not in (Op.CONV, Op.CONV_TRANSPOSE):
+    """Per-image elements of the columns a GEMM convolution node needs (0: none), as its CuPy
+    kernel computes them (cupy_kernels.workspace_columns)."""
+    kernel, params = record(graph.op(name)).kernel, graph.nodes[name]["params"]
+    if kernel is None or "weight" not in params:
         return 0
-    attrs = graph.attrs(name)
-    x_shape = graph.shape(graph.inputs_of(name)[0])
-    w_shape = graph.graph["params"][graph.nodes[name]["params"]["weight"]].shape
-    if op == Op.CONV:
-        return cupy_kernels.conv_columns(x_shape, w_shape, attrs.stride, attrs.pads, attrs.dilation, attrs.groups)
-    return cupy_kernels.conv_transpose_columns(x_shape, w_shape, attrs.groups)
+    w_shape = graph.graph["params"][params["weight"]].shape
+    return cupy_kernels.workspace_columns(kernel, graph.shape(graph.inputs_of(name)[0]), w_shape,
+                                          graph.shape(name), graph.attrs(name))
 
 
 def _storage(graph: Graph, live: Liveness) -> tuple[Buffers, frozenset[str]]:
@@ -173,7 +171,7 @@ def _definitions(module: ModuleType) -> dict[str, tuple[int, str, frozenset[str]
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names = [node.name]
         elif isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
-            names = [t.id for t in node.targets]
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names = [node.target.id]  # `_CACHE: dict = {}`: annotated for mypy
         else:
@@ -218,7 +216,7 @@ def kernel_sources(names: list[str], provided: frozenset[str] = frozenset()) -> 
     (the module header defines them)."""
     definitions = _definitions(cupy_kernels)
     references = {n: d[2] for n, d in definitions.items()}
-    references.update({n: () for n in _HOST_FALLBACKS})  # host fallbacks: NumPy's, copied below
+    references.update({n: frozenset() for n in _HOST_FALLBACKS})  # host fallbacks: NumPy's, copied below
     found = reachable(names, references, stop=provided)
     host = found & set(_HOST_FALLBACKS)
     needed = found - host
@@ -242,7 +240,8 @@ def _call(graph: Graph, name: str, ns: Namespace, plan: BufferPlan) -> tuple[str
     inputs = [ns.name(i) for i in graph.inputs_of(name)]
     if info.kernel is None:  # dropout
         return inputs[0], "view"
-    positional, keywords = kernel_call(op, data["attrs"], inputs, data["params"], lambda p: f"params[{p!r}]")
+    positional, keywords = kernel_call(op, data["attrs"], inputs, data["params"], lambda p: f"params[{p!r}]",
+                                       data["shape"])
     args = ["None" if a is None else a for a in positional]
     args += [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
     if name in plan.views:
@@ -340,8 +339,7 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
         "",
         "# ---- kernels, copied from cnnc.kernels.cupy_kernels (host fallbacks from numpy_kernels) ----",
     ]
-    used = sorted({record(graph.op(n)).kernel for n in plan.order if record(graph.op(n)).kernel})
-    for source in kernel_sources(used + ["Runner", "batch_shape", "workspace_elements"],
+    for source in kernel_sources(kernels_used(graph, plan.order) + ["Runner", "batch_shape", "workspace_elements"],
                                  provided=frozenset({"WORKSPACE_LIMIT"})):
         lines += ["", "", source]
     return "\n".join(lines) + "\n"

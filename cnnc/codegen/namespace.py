@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+from collections.abc import Set
 
 from ..names import unique
 
@@ -15,7 +16,7 @@ from ..names import unique
 class Namespace:
     """Maps arbitrary strings to distinct legal identifiers, deterministically."""
 
-    def __init__(self, reserved: set[str] = frozenset()):
+    def __init__(self, reserved: Set[str] = frozenset()):
         self._taken = set(reserved) | set(dir(builtins)) | set(keyword.kwlist) | set(keyword.softkwlist)
         self._names: dict[str, str] = {}
 

@@ -12,7 +12,7 @@ from ..ir.shapes import fmt
 from ..kernels import numpy_kernels
 from ..passes.memory import current_plan
 from ..source import safe_comment
-from .common import docstring, interface_tables, load_params_function, source_location
+from .common import docstring, interface_tables, kernels_used, load_params_function, source_location
 from .kernel_source import function_names, kernel_sources
 from .namespace import Namespace
 
@@ -27,7 +27,8 @@ def _call(graph: Graph, name: str, ns: Namespace, in_place: bool = False) -> str
     inputs = [ns.name(i) for i in graph.inputs_of(name)]
     if info.kernel is None:  # dropout
         return inputs[0]
-    positional, keywords = kernel_call(op, data["attrs"], inputs, data["params"], lambda p: f"params[{p!r}]")
+    positional, keywords = kernel_call(op, data["attrs"], inputs, data["params"], lambda p: f"params[{p!r}]",
+                                       data["shape"])
     args = ["None" if a is None else a for a in positional]  # input names and params[...] lookups
     args += [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
     if in_place:
@@ -76,7 +77,6 @@ def generate(graph: Graph) -> str:
         "",
         "# ---- kernels, copied from cnnc.kernels.numpy_kernels ----",
     ]
-    used = sorted({record(graph.op(n)).kernel for n in order if record(graph.op(n)).kernel})
-    for source in kernel_sources(numpy_kernels, used):
+    for source in kernel_sources(numpy_kernels, kernels_used(graph, order)):
         lines += ["", "", source]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,8 @@ mapping is exact (docs/onnx.md lists them); an op without an exact ONNX equivale
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ OPSET = 17
 IR_VERSION = 8  # the IR version of ONNX 1.12, which introduced opset 17: readable by older runtimes
 
 
-def _source_graph(net_or_graph) -> tuple[Graph, Mapping | None]:
+def _source_graph(net_or_graph: object) -> tuple[Graph, Mapping | None]:
     from ..runtime.network import CompiledNetwork
 
     if isinstance(net_or_graph, CompiledNetwork):
@@ -96,12 +97,12 @@ class Exporter:
         self.initializers.append((name, array))
         return name
 
-    def add(self, op_type: str, inputs: list[str | None], name: str, output: str, **attrs) -> None:
+    def add(self, op_type: str, inputs: Sequence[str | None], name: str, output: str, **attrs: Any) -> None:
         self.nodes.append(self.helper.make_node(op_type, ["" if i is None else i for i in inputs], [output],
                                                 name=name, **attrs))
 
     # ---- the graph ----------------------------------------------------------------------------
-    def run(self):
+    def run(self) -> Any:
         helper, graph = self.helper, self.graph
         inputs, outputs = [], []
         for node in graph.graph["inputs"]:
@@ -142,18 +143,18 @@ class Exporter:
             raise CnncError("is a fused layer from an optimization pass; export the un-optimized graph "
                             "(net.source_graph)", where=f"layer '{node}'")
 
-    def conv(self, node, a: o.ConvAttrs, inputs):
+    def conv(self, node: str, a: o.ConvAttrs, inputs: list[str]) -> None:
         self._no_fusion(node, a, inputs)
         self.add("Conv", [inputs[0], self.param(node, "weight"), self.param(node, "bias")], node, self.value(node),
                  kernel_shape=list(a.kernel), strides=list(a.stride), pads=list(a.pads), dilations=list(a.dilation),
                  group=a.groups)
 
-    def conv_transpose(self, node, a: o.ConvTransposeAttrs, inputs):
+    def conv_transpose(self, node: str, a: o.ConvTransposeAttrs, inputs: list[str]) -> None:
         self.add("ConvTranspose", [inputs[0], self.param(node, "weight"), self.param(node, "bias")], node,
                  self.value(node), kernel_shape=list(a.kernel), strides=list(a.stride), pads=list(a.pads),
                  output_padding=list(a.output_padding), dilations=list(a.dilation), group=a.groups)
 
-    def dense(self, node, a: o.DenseAttrs, inputs):
+    def dense(self, node: str, a: o.DenseAttrs, inputs: list[str]) -> None:
         self._no_fusion(node, a, inputs)
         shape = self.graph.shape(self.graph.inputs_of(node)[0])
         if len(shape) == 4:  # [N, F, 1, 1] → [N, units, 1, 1]: exactly a 1×1 convolution
@@ -164,41 +165,41 @@ class Exporter:
             self.add("Gemm", [inputs[0], self.param(node, "weight"), self.param(node, "bias")], node,
                      self.value(node), transB=1)
 
-    def batch_norm(self, node, a: o.BatchNormAttrs, inputs):
+    def batch_norm(self, node: str, a: o.BatchNormAttrs, inputs: list[str]) -> None:
         roles = [self.param(node, r) for r in ("gamma", "beta", "mean", "var")]
         self.add("BatchNormalization", [inputs[0], *roles], node, self.value(node), epsilon=float(a.eps))
 
-    def relu6(self, node, a, inputs):
+    def relu6(self, node: str, a: object, inputs: list[str]) -> None:
         low = self.constant(f"{node}:min", np.array(0.0, np.float32))
         high = self.constant(f"{node}:max", np.array(6.0, np.float32))
         self.add("Clip", [inputs[0], low, high], node, self.value(node))
 
-    def leaky_relu(self, node, a: o.LeakyReluAttrs, inputs):
+    def leaky_relu(self, node: str, a: o.LeakyReluAttrs, inputs: list[str]) -> None:
         self.add("LeakyRelu", inputs, node, self.value(node), alpha=float(a.slope))
 
-    def softmax(self, node, a: o.SoftmaxAttrs, inputs):
+    def softmax(self, node: str, a: o.SoftmaxAttrs, inputs: list[str]) -> None:
         self.add("Softmax", inputs, node, self.value(node), axis=int(a.axis))
 
-    def dropout(self, node, a: o.DropoutAttrs, inputs):
+    def dropout(self, node: str, a: o.DropoutAttrs, inputs: list[str]) -> None:
         ratio = self.constant(f"{node}:ratio", np.array(a.rate, np.float32))
         self.add("Dropout", [inputs[0], ratio], node, self.value(node))
 
-    def lrn(self, node, a: o.LrnAttrs, inputs):
+    def lrn(self, node: str, a: o.LrnAttrs, inputs: list[str]) -> None:
         if a.size % 2 == 0:
             raise CnncError(f"lrn size={a.size}: ONNX puts the extra channel of an even window after the centre, "
                             "cnnc before it; only odd sizes export exactly", where=f"layer '{node}'")
         self.add("LRN", inputs, node, self.value(node), size=a.size, alpha=float(a.alpha * a.size),
                  beta=float(a.beta), bias=float(a.k))
 
-    def max_pool(self, node, a: o.MaxPoolAttrs, inputs):
+    def max_pool(self, node: str, a: o.MaxPoolAttrs, inputs: list[str]) -> None:
         self.add("MaxPool", inputs, node, self.value(node), kernel_shape=list(a.kernel), strides=list(a.stride),
                  pads=list(a.pads), dilations=list(a.dilation), ceil_mode=int(a.ceil_mode))
 
-    def avg_pool(self, node, a: o.AvgPoolAttrs, inputs):
+    def avg_pool(self, node: str, a: o.AvgPoolAttrs, inputs: list[str]) -> None:
         self.add("AveragePool", inputs, node, self.value(node), kernel_shape=list(a.kernel), strides=list(a.stride),
                  pads=list(a.pads), ceil_mode=int(a.ceil_mode), count_include_pad=int(a.count_include_pad))
 
-    def depthwise_pool(self, node, a: o.DepthwisePoolAttrs, inputs):
+    def depthwise_pool(self, node: str, a: o.DepthwisePoolAttrs, inputs: list[str]) -> None:
         _, c, h, w = self.graph.shape(self.graph.inputs_of(node)[0])
         shape = self.constant(f"{node}:shape", np.array([0, c // a.size, a.size, h, w], np.int64))
         grouped = self.fresh(f"{node}:groups")
@@ -206,17 +207,17 @@ class Exporter:
         self.add("ReduceMax" if a.mode == "max" else "ReduceMean", [grouped], node, self.value(node), axes=[2],
                  keepdims=0)
 
-    def reshape(self, node, a: o.ReshapeAttrs, inputs):
+    def reshape(self, node: str, a: o.ReshapeAttrs, inputs: list[str]) -> None:
         shape = self.constant(f"{node}:shape", np.array([0, *a.shape], np.int64))  # 0: keep the batch
         self.add("Reshape", [inputs[0], shape], node, self.value(node))
 
-    def flatten(self, node, a, inputs):
+    def flatten(self, node: str, a: object, inputs: list[str]) -> None:
         self.add("Flatten", inputs, node, self.value(node), axis=1)
 
-    def concat(self, node, a: o.ConcatAttrs, inputs):
+    def concat(self, node: str, a: o.ConcatAttrs, inputs: list[str]) -> None:
         self.add("Concat", inputs, node, self.value(node), axis=int(a.axis))
 
-    def upsample(self, node, a: o.UpsampleAttrs, inputs):
+    def upsample(self, node: str, a: o.UpsampleAttrs, inputs: list[str]) -> None:
         scales = self.constant(f"{node}:scales", np.array([1, 1, *a.scale], np.float32))
         if a.mode == "nearest":  # out[i] = in[⌊i / s⌋]
             options = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
@@ -224,13 +225,13 @@ class Exporter:
             options = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
         self.add("Resize", [inputs[0], "", scales], node, self.value(node), **options)
 
-    def pad(self, node, a: o.PadAttrs, inputs):
+    def pad(self, node: str, a: o.PadAttrs, inputs: list[str]) -> None:
         top, left, bottom, right = a.pads
         pads = self.constant(f"{node}:pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
         extra = [self.constant(f"{node}:value", np.array(a.value, np.float32))] if a.mode == "constant" else []
         self.add("Pad", [inputs[0], pads, *extra], node, self.value(node), mode=a.mode)
 
-    def crop(self, node, a: o.CropAttrs, inputs):
+    def crop(self, node: str, a: o.CropAttrs, inputs: list[str]) -> None:
         (oy, ox), (h, w) = a.offset, a.size
         starts = self.constant(f"{node}:starts", np.array([oy, ox], np.int64))
         ends = self.constant(f"{node}:ends", np.array([oy + h, ox + w], np.int64))
@@ -238,14 +239,18 @@ class Exporter:
         self.add("Slice", [inputs[0], starts, ends, axes], node, self.value(node))
 
 
-def _simple(op_type: str):
+# An op's exporter: (exporter, IR node name, the node's attrs, its input value names).
+Handler = Callable[[Exporter, str, Any, list[str]], None]
+
+
+def _simple(op_type: str) -> Handler:
     """An op that maps onto one ONNX op with the same inputs and no attributes."""
     def export(self: Exporter, node: str, attrs: object, inputs: list[str]) -> None:
         self.add(op_type, inputs, node, self.value(node))
     return export
 
 
-_HANDLERS = {
+_HANDLERS: dict[Op, Handler] = {
     Op.CONV: Exporter.conv,
     Op.CONV_TRANSPOSE: Exporter.conv_transpose,
     Op.DENSE: Exporter.dense,
@@ -274,7 +279,7 @@ _HANDLERS = {
 }
 
 
-def to_model(net_or_graph, params: Mapping[str, np.ndarray] | None = None, *, seed: int = 0):
+def to_model(net_or_graph: object, params: Mapping[str, np.ndarray] | None = None, *, seed: int = 0) -> Any:
     """The `onnx.ModelProto` that `export_onnx` writes."""
     from ..runtime.params import ParamStore, init_params
 
@@ -291,8 +296,8 @@ def to_model(net_or_graph, params: Mapping[str, np.ndarray] | None = None, *, se
     return Exporter(graph, values).run()
 
 
-def export_onnx(net_or_graph, params: Mapping[str, np.ndarray] | None = None,
-                path: str | os.PathLike | None = None, *, seed: int = 0):
+def export_onnx(net_or_graph: object, params: Mapping[str, np.ndarray] | None = None,
+                path: str | os.PathLike[str] | None = None, *, seed: int = 0) -> Any:
     """Write `net_or_graph` (a CompiledNetwork, or an IR Graph) as an ONNX model at `path`.
 
     The model is the un-optimized IR (`net.source_graph`) with opset 17. `params` defaults to

@@ -27,14 +27,16 @@ import keyword
 import math
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any, Literal, NoReturn, overload
 
 import numpy as np
 
 from ..errors import CnncError
 from ..ir import ops as o
-from ..ir.ops import Op, infer_shape, param_specs
+from ..ir.ops import Op, Pads, Pair, infer_shape, param_specs
 from ..ir.shapes import ShapeRuleError, fmt
 from ..language import builtins as language_builtins
 from ..language.layers import LAYER_OPS, same_pads
@@ -105,15 +107,15 @@ def fmt_float(value: float) -> str:
     return text
 
 
-def _pair(p) -> str:
+def _pair(p: Sequence[int]) -> str:
     return str(p[0]) if p[0] == p[1] else f"({p[0]}, {p[1]})"
 
 
-def _kernel(k) -> str:
+def _kernel(k: Sequence[int]) -> str:
     return f"{k[0]}x{k[1]}"
 
 
-def _pads(p) -> str:
+def _pads(p: Sequence[int]) -> str:
     top, left, bottom, right = p
     if top == left == bottom == right:
         return str(top)
@@ -122,7 +124,7 @@ def _pads(p) -> str:
     return f"({top}, {left}, {bottom}, {right})"
 
 
-def _call(op: str, positional: list[str] = (), keywords: list[tuple[str, str]] = ()) -> str:
+def _call(op: str, positional: Sequence[str] = (), keywords: Sequence[tuple[str, str]] = ()) -> str:
     args = [*positional, *(f"{k}={v}" for k, v in keywords)]
     return f"{op}({', '.join(args)})" if args else op
 
@@ -133,7 +135,7 @@ _ONNX_TYPES = {1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "I
                9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 16: "BFLOAT16"}
 
 
-def require_onnx():
+def require_onnx() -> Any:
     """The `onnx` module, or a CnncError that says how to install it."""
     try:
         import onnx
@@ -147,7 +149,7 @@ class _Fail(Exception):
 
 
 class Importer:
-    def __init__(self, model, input_shapes: dict | None = None):
+    def __init__(self, model: Any, input_shapes: dict | None = None):
         self.onnx = require_onnx()
         from onnx import numpy_helper
 
@@ -165,17 +167,17 @@ class Importer:
         self.done: set[int] = set()  # nodes already imported as part of an earlier pattern
         self.consumers: dict[str, list[int]] = {}
         self.graph_outputs = {out.name for out in self.graph.output}
-        self.node = None
+        self.node: Any = None  # the onnx.NodeProto being imported
         self.node_index = 0
 
     # ---- errors -------------------------------------------------------------------------------
-    def _where(self, node=None, index=None) -> str:
+    def _where(self, node: Any = None, index: int | None = None) -> str:
         node = node if node is not None else self.node
         index = self.node_index if index is None else index
         label = repr(node.name) if node.name else f"#{index} (unnamed)"
         return f"ONNX node {label} ({safe_comment(node.op_type)[:60]})"
 
-    def fail(self, message: str):
+    def fail(self, message: str) -> NoReturn:
         raise _Fail(message)
 
     # ---- reading the model --------------------------------------------------------------------
@@ -218,7 +220,7 @@ class Importer:
         self._outputs()
         return "\n".join(self.lines) + "\n", self.params
 
-    def _array(self, tensor, what: str) -> np.ndarray:
+    def _array(self, tensor: Any, what: str) -> np.ndarray:
         try:
             array = self.numpy_helper.to_array(tensor)
         except Exception as error:  # a malformed or unreadable tensor: say which
@@ -289,7 +291,7 @@ class Importer:
         return f"  # {safe_comment(repr(name))[:120]}" if name != ident else ""
 
     # ---- node helpers -------------------------------------------------------------------------
-    def attr(self, name: str, default=None):
+    def attr(self, name: str, default: Any = None) -> Any:
         for attribute in self.node.attribute:
             if attribute.name == name:
                 if attribute.ref_attr_name:
@@ -325,6 +327,11 @@ class Importer:
     def is_const(self, i: int) -> bool:
         return self.has_input(i) and self.node.input[i] in self.consts
 
+    @overload
+    def const(self, i: int, what: str, required: Literal[True] = True) -> np.ndarray: ...
+    @overload
+    def const(self, i: int, what: str, required: bool) -> np.ndarray | None: ...
+
     def const(self, i: int, what: str, required: bool = True) -> np.ndarray | None:
         if not self.has_input(i):
             if required:
@@ -337,13 +344,23 @@ class Importer:
         return self.consts[name]
 
     def ints(self, name: str, count: int, default: int) -> tuple[int, ...]:
-        value = self.attr(name)
-        if value is None:
+        given = self.attr(name)
+        if given is None:
             return (default,) * count
-        value = tuple(int(v) for v in value)
+        value = tuple(int(v) for v in given)
         if len(value) != count:
             self.fail(f"attribute '{name}' has {len(value)} values, expected {count} (a 2-D op on NCHW input)")
         return value
+
+    def pair(self, name: str, default: int) -> Pair:
+        """An attribute of two ints (one per spatial axis)."""
+        first, second = self.ints(name, 2, default)
+        return first, second
+
+    def quad(self, name: str, default: int) -> Pads:
+        """An attribute of four ints (begin and end of both spatial axes)."""
+        top, left, bottom, right = self.ints(name, 4, default)
+        return top, left, bottom, right
 
     def need_rank(self, value: Value, ranks: tuple[int, ...], what: str = "its input") -> None:
         if len(value.shape) not in ranks:
@@ -363,8 +380,8 @@ class Importer:
                 self.fail(f"output {i} ({self.node.output[i]!r}) is used; cnnc computes only the first output")
 
     # ---- emitting statements ------------------------------------------------------------------
-    def emit(self, op: Op, attrs: object, inputs: list[Value], word: str, positional: list[str] = (),
-             keywords: list[tuple[str, str]] = (), params: dict | None = None, out: str | None = None,
+    def emit(self, op: Op, attrs: object, inputs: list[Value], word: str, positional: Sequence[str] = (),
+             keywords: Sequence[tuple[str, str]] = (), params: dict | None = None, out: str | None = None,
              note: str = "", suffix: str = "") -> Value:
         """One statement `var = first |> word(other inputs, positional, k=v) as layer` computing `op`."""
         shapes = [v.shape for v in inputs]
@@ -393,7 +410,7 @@ class Importer:
         self.tensors[out if out is not None else self.node.output[0]] = value
 
     # ---- dispatch -----------------------------------------------------------------------------
-    def _import_node(self, node) -> None:
+    def _import_node(self, node: Any) -> None:
         if node.domain not in ("", "ai.onnx"):
             self.fail(f"op type '{safe_comment(node.domain)[:40]}.{safe_comment(node.op_type)[:40]}' "
                       "from a custom domain is not supported")
@@ -404,10 +421,10 @@ class Importer:
         handler(self)
 
     # ---- padding ------------------------------------------------------------------------------
-    def window_pads(self, x: Value, kernel, stride, dilation) -> tuple[int, int, int, int]:
+    def window_pads(self, x: Value, kernel: Pair, stride: Pair, dilation: Pair) -> Pads:
         auto_pad = self.attr("auto_pad", "NOTSET")
         if auto_pad in ("NOTSET", ""):
-            pads = self.ints("pads", 4, 0)
+            pads = self.quad("pads", 0)
             if any(p < 0 for p in pads):
                 self.fail(f"negative pads {list(pads)} are not supported")
             return pads
@@ -427,14 +444,15 @@ class Importer:
         b = self.const(2, "bias", required=False)
         if w.ndim != 4:
             self.fail(f"the weight is {w.ndim}-D; cnnc supports 2-D convolutions (a 4-D weight)")
-        kernel = self.ints("kernel_shape", 2, 0) if self.attr("kernel_shape") is not None else w.shape[2:]
-        if tuple(kernel) != tuple(w.shape[2:]):
+        kernel = self.pair("kernel_shape", 0) if self.attr("kernel_shape") is not None else \
+            (int(w.shape[2]), int(w.shape[3]))
+        if kernel != tuple(w.shape[2:]):
             self.fail(f"kernel_shape {list(kernel)} does not match the weight's {list(w.shape[2:])}")
-        stride, dilation = self.ints("strides", 2, 1), self.ints("dilations", 2, 1)
+        stride, dilation = self.pair("strides", 1), self.pair("dilations", 1)
         groups = int(self.attr("group", 1))
         pads = self.window_pads(x, kernel, stride, dilation)
         filters, channels = int(w.shape[0]), x.shape[1]
-        attrs = o.ConvAttrs(filters, tuple(int(k) for k in kernel), stride, pads, dilation, groups, b is not None)
+        attrs = o.ConvAttrs(filters, kernel, stride, pads, dilation, groups, b is not None)
         keywords = []
         if stride != (1, 1):
             keywords.append(("stride", _pair(stride)))
@@ -463,14 +481,15 @@ class Importer:
         b = self.const(2, "bias", required=False)
         if w.ndim != 4:
             self.fail(f"the weight is {w.ndim}-D; cnnc supports 2-D transposed convolutions (a 4-D weight)")
-        kernel = tuple(int(k) for k in w.shape[2:])
-        if self.attr("kernel_shape") is not None and self.ints("kernel_shape", 2, 0) != kernel:
+        kernel = (int(w.shape[2]), int(w.shape[3]))
+        if self.attr("kernel_shape") is not None and self.pair("kernel_shape", 0) != kernel:
             self.fail(f"kernel_shape {self.attr('kernel_shape')} does not match the weight's {list(kernel)}")
-        stride, dilation = self.ints("strides", 2, 1), self.ints("dilations", 2, 1)
+        stride, dilation = self.pair("strides", 1), self.pair("dilations", 1)
         groups = int(self.attr("group", 1))
-        output_padding = list(self.ints("output_padding", 2, 0))
+        extra = list(self.pair("output_padding", 0))  # output_padding, grown below for a larger output_shape
         auto_pad = self.attr("auto_pad", "NOTSET")
         output_shape = self.attr("output_shape")
+        pads: Pads
         if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             # ONNX: total padding = stride·(in − 1) + output_padding + (k − 1)·d + 1 − out, split
             # with the odd one at the start, except for SAME_UPPER (at the end).
@@ -480,7 +499,7 @@ class Importer:
                 out_size = [x.shape[2] * stride[0], x.shape[3] * stride[1]]
             begin, end = [], []
             for axis in range(2):
-                total = (stride[axis] * (x.shape[axis + 2] - 1) + output_padding[axis]
+                total = (stride[axis] * (x.shape[axis + 2] - 1) + extra[axis]
                          + (kernel[axis] - 1) * dilation[axis] + 1 - out_size[axis])
                 if auto_pad == "SAME_UPPER":
                     begin.append(total // 2)
@@ -492,19 +511,19 @@ class Importer:
                 self.fail(f"output_shape {out_size} needs negative leading padding, which cnnc cannot express")
             for axis in range(2):
                 if end[axis] < 0:  # a larger output: extra rows/columns at the end are output_padding
-                    output_padding[axis] -= end[axis]
+                    extra[axis] -= end[axis]
                     end[axis] = 0
             pads = (begin[0], begin[1], end[0], end[1])
         elif auto_pad == "VALID":
             pads = (0, 0, 0, 0)
         elif auto_pad in ("NOTSET", ""):
-            pads = self.ints("pads", 4, 0)
+            pads = self.quad("pads", 0)
             if any(p < 0 for p in pads):
                 self.fail(f"negative pads {list(pads)} are not supported")
         else:
             self.fail(f"auto_pad={auto_pad!r} is not supported")
         filters = int(w.shape[1]) * groups
-        output_padding = tuple(output_padding)
+        output_padding = (extra[0], extra[1])
         attrs = o.ConvTransposeAttrs(filters, kernel, stride, pads, output_padding, dilation, groups, b is not None)
         keywords = []
         if stride != (1, 1):
@@ -529,8 +548,8 @@ class Importer:
         self.need_rank(x, (4,))
         if self.attr("kernel_shape") is None:
             self.fail("attribute 'kernel_shape' is missing")
-        kernel, stride = self.ints("kernel_shape", 2, 0), self.ints("strides", 2, 1)
-        dilation = self.ints("dilations", 2, 1)
+        kernel, stride = self.pair("kernel_shape", 0), self.pair("strides", 1)
+        dilation = self.pair("dilations", 1)
         ceil_mode = bool(self.attr("ceil_mode", 0))
         pads = self.window_pads(x, kernel, stride, dilation)
         if self._wide_pads(kernel, pads):
@@ -570,8 +589,8 @@ class Importer:
         self.need_rank(x, (4,))
         if self.attr("kernel_shape") is None:
             self.fail("attribute 'kernel_shape' is missing")
-        kernel, stride = self.ints("kernel_shape", 2, 0), self.ints("strides", 2, 1)
-        if self.ints("dilations", 2, 1) != (1, 1):
+        kernel, stride = self.pair("kernel_shape", 0), self.pair("strides", 1)
+        if self.pair("dilations", 1) != (1, 1):
             self.fail(f"dilations {self.attr('dilations')} are not supported (cnnc's avgpool has no dilation)")
         ceil_mode = bool(self.attr("ceil_mode", 0))
         include_pad = bool(self.attr("count_include_pad", 0))
@@ -601,7 +620,7 @@ class Importer:
         self.emit(Op.AVG_POOL, attrs, [x], "avgpool", [_kernel(kernel)], keywords)
 
     @staticmethod
-    def _wide_pads(kernel, pads) -> bool:
+    def _wide_pads(kernel: Pair, pads: Pads) -> bool:
         return any(p > k // 2 for p, k in zip(pads, (*kernel, *kernel)))
 
     def global_pool(self, op: Op, word: str) -> None:
@@ -675,9 +694,9 @@ class Importer:
         elif low == 0 and high == 6:
             self.emit(Op.RELU6, o.NoAttrs(), [x], "relu6", note="Clip(0, 6)")
         else:
-            bounds = ", ".join("-inf" if no_low and i == 0 else "inf" if no_high and i == 1 else f"{v:g}"
-                               for i, v in enumerate((low, high)))
-            self.fail(f"Clip({bounds}) has no cnnc equivalent; only Clip(0, 6) (relu6) and Clip(0, inf) (relu) "
+            shown = ", ".join("-inf" if no_low and i == 0 else "inf" if no_high and i == 1 else f"{v:g}"
+                              for i, v in enumerate((low, high)))
+            self.fail(f"Clip({shown}) has no cnnc equivalent; only Clip(0, 6) (relu6) and Clip(0, inf) (relu) "
                       "are supported")
 
     def softmax(self) -> None:
@@ -929,7 +948,7 @@ class Importer:
         if min(size) < 1:
             self.fail("the slice is empty")
         keywords = [] if begin[2:] == [0, 0] else [("offset", _pair(begin[2:]))]
-        self.emit(Op.CROP, o.CropAttrs(tuple(begin[2:]), size), [x], "crop", [f"({size[0]}, {size[1]})"], keywords)
+        self.emit(Op.CROP, o.CropAttrs((begin[2], begin[3]), size), [x], "crop", [f"({size[0]}, {size[1]})"], keywords)
 
     def transpose(self) -> None:
         self.check_attrs({"perm"})
@@ -1024,7 +1043,7 @@ class Importer:
         self.emit(Op.DROPOUT, o.DropoutAttrs(rate), [x], "dropout", [] if rate == 0.5 else [fmt_float(rate)])
 
     # ---- resizing -----------------------------------------------------------------------------
-    def _upsample(self, x: Value, scales: list, mode: str, transform: str, nearest: str) -> None:
+    def _upsample(self, x: Value, scales: list[float], mode: str, transform: str, nearest: str) -> None:
         """Emit cnnc's upsample if ONNX's resize with these settings computes exactly the same."""
         self.need_rank(x, (4,))
         if len(scales) != 4:
@@ -1059,7 +1078,7 @@ class Importer:
         keywords = [] if word == "nearest" else [("mode", "bilinear")]
         scale_text = _pair(factors)
         positional = [] if factors == [2, 2] and not keywords else [scale_text]
-        self.emit(Op.UPSAMPLE, o.UpsampleAttrs(tuple(factors), word), [x], "upsample", positional, keywords)
+        self.emit(Op.UPSAMPLE, o.UpsampleAttrs((factors[0], factors[1]), word), [x], "upsample", positional, keywords)
 
     def upsample_op(self) -> None:
         self.check_attrs({"mode", "scales", "height_scale", "width_scale"})
@@ -1085,8 +1104,7 @@ class Importer:
         self.need_rank(x, (4,))
         mode = self.attr("mode", "nearest")
         if self.opset < 11:
-            scales = [float(v) for v in np.reshape(self.const(1, "scales"), -1)]
-            self._upsample(x, scales, mode, "asymmetric", "floor")
+            self._upsample(x, [float(v) for v in np.reshape(self.const(1, "scales"), -1)], mode, "asymmetric", "floor")
             return
         transform = self.attr("coordinate_transformation_mode", "half_pixel")
         nearest = self.attr("nearest_mode", "round_prefer_floor")
@@ -1212,7 +1230,7 @@ def _nearest_source(i: int, scale: int, in_size: int, out_size: int, transform: 
     return min(max(_round_nearest(x, mode), 0), in_size - 1)
 
 
-HANDLERS = {
+HANDLERS: dict[str, Callable[[Importer], None]] = {
     "Conv": Importer.conv,
     "ConvTranspose": Importer.conv_transpose,
     "MaxPool": Importer.max_pool,
@@ -1245,7 +1263,7 @@ HANDLERS = {
     "Constant": Importer.constant,
 }
 
-def load_model(path_or_model):
+def load_model(path_or_model: object) -> Any:
     """An `onnx.ModelProto` from a path, bytes or a ModelProto (read, never executed)."""
     onnx = require_onnx()
 
@@ -1268,7 +1286,7 @@ def load_model(path_or_model):
                     where="import_onnx")
 
 
-def import_onnx(path_or_model, *, input_shapes: dict | None = None) -> tuple[str, dict[str, np.ndarray]]:
+def import_onnx(path_or_model: object, *, input_shapes: dict | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """An ONNX model as `.cnn` program text and its parameters (float32 arrays by name).
 
     `input_shapes` ({input name: shape}) fixes inputs whose dimensions the model leaves dynamic.

@@ -150,6 +150,9 @@ class OpRecord:
     max_inputs: int | None = 1  # None: any number
     keyword_inputs: tuple[str, ...] = ()
     kwarg_defaults: tuple[tuple[str, object], ...] = ()  # kwargs left out when at their default
+    # The kernel takes out_size=(H', W'), read off the node's shape: the window formula lives in
+    # the shape rule alone, and kernels never re-derive it.
+    sized: bool = False
     macs: CostRule | None = None  # multiply-accumulates per example; None: not counted
     in_place: bool = False  # elementwise; its kernels take out= and may be given input 0
     epilogue: bool = False  # a conv/dense epilogue computes it: activation=<op name> (and its slope)
@@ -158,6 +161,7 @@ class OpRecord:
     identity: ShapePredicate | None = None  # when the node returns its first input unchanged
     scale_rule: str | None = None  # derivation rule scaling its weight's output channels (BN folding)
     on_host: bool = False  # the CuPy backend computes it on the host (no CUDA-graph capture)
+    scores: bool = False  # an [N, classes] result holds class scores: `cnnc run` shows the top k
 
 
 # ---- attrs -------------------------------------------------------------------------------------
@@ -462,9 +466,9 @@ _CONVOLUTIONS = {
                  builder="depthwise_conv"),
          Surface("separable_conv", "depthwise conv, then a 1x1 conv (Xception)",
                  (Arg("filters", "positive_int"), *_DEPTHWISE_ARGS), builder="separable_conv")),
-        "conv2d", ("stride", "pads", "dilation", "groups", "activation", "slope"), _conv_params, ("weight", "bias"),
-        max_inputs=2, keyword_inputs=("residual",), kwarg_defaults=_EPILOGUE, macs=_conv_macs,
-        fused_epilogue=True, scale_rule="scale_out_channels"),
+        "conv2d", ("stride", "pads", "dilation", "groups", "activation", "slope"), _conv_params,
+        ("weight", "bias"), sized=True, max_inputs=2, keyword_inputs=("residual",), kwarg_defaults=_EPILOGUE,
+        macs=_conv_macs, fused_epilogue=True, scale_rule="scale_out_channels"),
     Op.CONV_TRANSPOSE: OpRecord(
         ConvTransposeAttrs, _conv_transpose, Output.FRESH,
         (Surface("conv_transpose", "transposed (fractionally strided) convolution",
@@ -478,7 +482,7 @@ _CONVOLUTIONS = {
         DenseAttrs, _dense, Output.FRESH,
         (Surface("dense", "fully connected layer", (Arg("units", "positive_int"), Arg("bias", "bool", True))),),
         "dense", ("activation", "slope"), _dense_params, ("weight", "bias"), kwarg_defaults=_EPILOGUE,
-        macs=_dense_macs, fused_epilogue=True, scale_rule="scale_out_channels"),
+        macs=_dense_macs, fused_epilogue=True, scale_rule="scale_out_channels", scores=True),
 }
 
 
@@ -647,7 +651,7 @@ _ELEMENTWISE = {
     Op.SOFTMAX: OpRecord(
         SoftmaxAttrs, _softmax, Output.FRESH,
         (Surface("softmax", "softmax along an axis", (Arg("axis", "int", 1),)),),
-        "softmax", ("axis",), rank=Rank.ALONG_AXIS),
+        "softmax", ("axis",), rank=Rank.ALONG_AXIS, scores=True),
     Op.DROPOUT: OpRecord(
         DropoutAttrs, _same, Output.VIEW,
         (Surface("dropout", "identity at inference", (Arg("rate", "probability", 0.5),)),),
@@ -726,13 +730,13 @@ _POOLING = {
         MaxPoolAttrs, _max_pool, Output.FRESH,
         (Surface("maxpool", "max pooling", (*_POOL, Arg("dilation", "pair", (1, 1)), Arg("ceil_mode", "bool", False)),
                  builder="max_pool"),),
-        "max_pool2d", ("kernel", "stride", "pads", "dilation", "ceil_mode"), identity=_unit_window),
+        "max_pool2d", ("kernel", "stride", "pads", "dilation"), sized=True, identity=_unit_window),
     Op.AVG_POOL: OpRecord(
         AvgPoolAttrs, _avg_pool, Output.FRESH,
         (Surface("avgpool", "average pooling",
                  (*_POOL, Arg("ceil_mode", "bool", False), Arg("count_include_pad", "bool", True)),
                  builder="avg_pool"),),
-        "avg_pool2d", ("kernel", "stride", "pads", "ceil_mode", "count_include_pad"), identity=_unit_window),
+        "avg_pool2d", ("kernel", "stride", "pads", "count_include_pad"), sized=True, identity=_unit_window),
     Op.GLOBAL_AVG_POOL: OpRecord(
         NoAttrs, _global_pool, Output.FRESH, (Surface("global_avg_pool", "[N, C, H, W] → [N, C, 1, 1] mean"),),
         "global_avg_pool"),
@@ -859,17 +863,21 @@ def kernel_kwargs(op: Op, attrs: object) -> dict[str, object]:
             if name not in defaults or getattr(attrs, name) != defaults[name]}
 
 
-def kernel_call(op: Op, attrs: object, inputs: list, params: dict, param_value: Callable) -> tuple[list, dict]:
+def kernel_call(op: Op, attrs: object, inputs: list, params: dict, param_value: Callable,
+                shape: Shape) -> tuple[list, dict]:
     """Positional and keyword arguments of the op's kernel.
 
     `inputs` are the data inputs (values, or names in generated code), `params` the node's
-    role → parameter-name map, `param_value(name)` what to pass for a parameter.
+    role → parameter-name map, `param_value(name)` what to pass for a parameter, `shape` the
+    node's output shape (a sized kernel gets its spatial size from it).
     """
     info = record(op)
     plain = 1 if info.keyword_inputs else len(inputs)
     args = list(inputs[:plain])
     args += [param_value(params[r]) if r in params else None for r in info.roles]
     kwargs = kernel_kwargs(op, attrs)
+    if info.sized:
+        kwargs["out_size"] = (int(shape[2]), int(shape[3]))
     kwargs.update(zip(info.keyword_inputs, inputs[plain:]))
     return args, kwargs
 

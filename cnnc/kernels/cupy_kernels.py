@@ -382,18 +382,6 @@ _EW_YOLO_DECODE = (
 # ---------------------------------------------------------------------------------------
 
 
-def _out_size(size: int, lo: int, hi: int, k: int, s: int, d: int, ceil_mode: bool) -> int:
-    """Output length of a sliding window along one axis (PyTorch's rule, as numpy_kernels)."""
-    span = size + lo + hi - d * (k - 1) - 1
-    if ceil_mode:
-        out = -(-span // s) + 1
-        if (out - 1) * s >= size + lo:
-            out -= 1
-    else:
-        out = span // s + 1
-    return out
-
-
 def conv_method(channels: int, weight_shape, stride, pads, groups: int) -> str:
     """How conv2d computes a convolution: "gemm" (1x1, stride 1, unpadded: a GEMM straight on the
     input), "depthwise" (groups == C, one input channel per group: a direct kernel) or "im2col"
@@ -406,16 +394,13 @@ def conv_method(channels: int, weight_shape, stride, pads, groups: int) -> str:
     return "im2col"
 
 
-def conv_columns(x_shape, weight_shape, stride, pads, dilation, groups: int) -> int:
+def conv_columns(x_shape, weight_shape, stride, pads, groups: int, out_size) -> int:
     """Elements of one image's im2col columns (C·kh·kw·Ho·Wo), 0 when the conv needs none."""
-    _, c, h, w = x_shape
+    c = x_shape[1]
     _, _, kh, kw = weight_shape
     if conv_method(c, weight_shape, stride, pads, groups) != "im2col":
         return 0
-    top, left, bottom, right = pads
-    ho = _out_size(h, top, bottom, kh, stride[0], dilation[0], False)
-    wo = _out_size(w, left, right, kw, stride[1], dilation[1], False)
-    return c * kh * kw * ho * wo
+    return c * kh * kw * out_size[0] * out_size[1]
 
 
 def conv_transpose_columns(x_shape, weight_shape, groups: int) -> int:
@@ -423,6 +408,16 @@ def conv_transpose_columns(x_shape, weight_shape, groups: int) -> int:
     _, _, h, w = x_shape
     _, og, kh, kw = weight_shape
     return groups * og * kh * kw * h * w
+
+
+def workspace_columns(kernel: str, x_shape, weight_shape, out_shape, attrs) -> int:
+    """Per-image workspace elements the kernel called `kernel` needs for these shapes and attrs
+    (stride, pads, groups); 0 for a kernel that takes no workspace."""
+    if kernel == "conv2d":
+        return conv_columns(x_shape, weight_shape, attrs.stride, attrs.pads, attrs.groups, out_shape[2:])
+    if kernel == "conv_transpose2d":
+        return conv_transpose_columns(x_shape, weight_shape, attrs.groups)
+    return 0
 
 
 def chunk_images(batch: int, per_image: int, capacity: int) -> int:
@@ -561,20 +556,19 @@ def _epilogue_spec(has_bias: bool, has_residual: bool, activation: str):
 # ---------------------------------------------------------------------------------------
 
 
-def conv2d(x, w, b, *, stride, pads, dilation, groups: int, activation: str = "none", slope: float = 0.0,
-           residual=None, out=None, workspace=None):
-    """2-D convolution (NCHW, OIHW weights, bias [O] or None) with the fused epilogue
-    act(conv + bias + residual). See the module docstring for the three methods; `workspace`
-    (flat float32) holds the im2col columns of as many images as fit, at least one."""
+def conv2d(x, w, b, *, stride, pads, dilation, groups: int, out_size, activation: str = "none",
+           slope: float = 0.0, residual=None, out=None, workspace=None):
+    """2-D convolution (NCHW, OIHW weights, bias [O] or None) to `out_size` (Ho, Wo) with the fused
+    epilogue act(conv + bias + residual). See the module docstring for the three methods;
+    `workspace` (flat float32) holds the im2col columns of as many images as fit, at least one."""
     x = _f32(x)
     w = _f32(w)
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     sh, sw = stride
     dh, dw = dilation
-    top, left, bottom, right = pads
-    ho = _out_size(h, top, bottom, kh, sh, dh, False)
-    wo = _out_size(wd, left, right, kw, sw, dw, False)
+    top, left = pads[0], pads[1]
+    ho, wo = out_size
     y = _output(out, (n, o, ho, wo))
     _check_index(x, y)
     method = conv_method(c, w.shape, stride, pads, groups)
@@ -756,16 +750,15 @@ def lrn(x, *, size: int, alpha: float, beta: float, k: float, out=None):
 # ---------------------------------------------------------------------------------------
 
 
-def max_pool2d(x, *, kernel, stride, pads, dilation, ceil_mode: bool, out=None):
-    """Max pooling (−∞ padding, PyTorch's output size), one thread per output."""
+def max_pool2d(x, *, kernel, stride, pads, dilation, out_size, out=None):
+    """Max pooling (−∞ padding) to `out_size` (Ho, Wo), one thread per output."""
     x = _f32(x)
     n, c, h, wd = x.shape
     kh, kw = kernel
     sh, sw = stride
     dh, dw = dilation
-    top, left, bottom, right = pads
-    ho = _out_size(h, top, bottom, kh, sh, dh, ceil_mode)
-    wo = _out_size(wd, left, right, kw, sw, dw, ceil_mode)
+    top, left = pads[0], pads[1]
+    ho, wo = out_size
     y = _output(out, (n, c, ho, wo))
     _check_index(x, y)
     total = y.size
@@ -775,15 +768,14 @@ def max_pool2d(x, *, kernel, stride, pads, dilation, ceil_mode: bool, out=None):
     return y
 
 
-def avg_pool2d(x, *, kernel, stride, pads, ceil_mode: bool, count_include_pad: bool, out=None):
-    """Average pooling with PyTorch's output size and divisor rules, one thread per output."""
+def avg_pool2d(x, *, kernel, stride, pads, count_include_pad: bool, out_size, out=None):
+    """Average pooling to `out_size` (Ho, Wo) with PyTorch's divisor rules, one thread per output."""
     x = _f32(x)
     n, c, h, wd = x.shape
     kh, kw = kernel
     sh, sw = stride
     top, left, bottom, right = pads
-    ho = _out_size(h, top, bottom, kh, sh, 1, ceil_mode)
-    wo = _out_size(wd, left, right, kw, sw, 1, ceil_mode)
+    ho, wo = out_size
     y = _output(out, (n, c, ho, wo))
     _check_index(x, y)
     total = y.size

@@ -19,23 +19,6 @@ import numpy as np
 # ---------------------------------------------------------------------------------------
 
 
-def _out_size(size: int, lo: int, hi: int, k: int, s: int, d: int, ceil_mode: bool) -> int:
-    """Output length of a sliding window along one axis (PyTorch's rule).
-
-    ``size`` input length, ``lo``/``hi`` padding before/after, ``k`` kernel, ``s`` stride,
-    ``d`` dilation.  With ``ceil_mode`` the last window must start inside the input or the
-    leading padding.
-    """
-    span = size + lo + hi - d * (k - 1) - 1
-    if ceil_mode:
-        out = -(-span // s) + 1
-        if (out - 1) * s >= size + lo:
-            out -= 1
-    else:
-        out = span // s + 1
-    return out
-
-
 def _pad_into(x: np.ndarray, hp: int, wp: int, top: int, left: int, fill: float) -> np.ndarray:
     """Return a new ``[N, C, hp, wp]`` array filled with ``fill`` holding ``x`` at (top, left).
 
@@ -184,9 +167,10 @@ def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, group
 # ---------------------------------------------------------------------------------------
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int,
+def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int, out_size,
            activation: str = "none", slope: float = 0.0, residual=None) -> np.ndarray:
-    """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None.
+    """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None;
+    ``out_size`` (Ho, Wo) is the output's spatial size, as the shape rule decided it.
 
     Dispatch: 1x1 unpadded convs are plain GEMMs; depthwise convs (groups == C) loop over
     the kernel taps; everything else uses im2col (strided view of the padded input + one
@@ -202,8 +186,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: i
     sh, sw = stride
     dh, dw = dilation
     top, left, bottom, right = pads
-    ho = _out_size(h, top, bottom, kh, sh, dh, False)
-    wo = _out_size(wd, left, right, kw, sw, dw, False)
+    ho, wo = out_size
     if kh == 1 and kw == 1 and not (top or left or bottom or right):
         y = _conv_1x1(x, w, b, sh, sw, groups)
     elif groups == c and cg == 1 and groups > 1:
@@ -370,15 +353,17 @@ def lrn(x: np.ndarray, *, size: int, alpha: float, beta: float, k: float) -> np.
 # ---------------------------------------------------------------------------------------
 
 
-def max_pool2d(x: np.ndarray, *, kernel, stride, pads, dilation, ceil_mode: bool) -> np.ndarray:
-    """Max pooling with −∞ padding, PyTorch output size; a loop over kernel taps."""
+def max_pool2d(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -> np.ndarray:
+    """Max pooling with −∞ padding to ``out_size`` (Ho, Wo); a loop over kernel taps.
+
+    Windows reaching past the bottom/right padding (a ceil_mode overhang) see −∞ there too.
+    """
     _, _, h, wd = x.shape
     kh, kw = kernel
     sh, sw = stride
     dh, dw = dilation
-    top, left, bottom, right = pads
-    ho = _out_size(h, top, bottom, kh, sh, dh, ceil_mode)
-    wo = _out_size(wd, left, right, kw, sw, dw, ceil_mode)
+    top, left = pads[0], pads[1]
+    ho, wo = out_size
     hp = (ho - 1) * sh + dh * (kh - 1) + 1
     wp = (wo - 1) * sw + dw * (kw - 1) + 1
     if top or left or hp > h or wp > wd:
@@ -407,19 +392,18 @@ def _window_sum(a: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: 
     return y
 
 
-def avg_pool2d(x: np.ndarray, *, kernel, stride, pads, ceil_mode: bool,
-               count_include_pad: bool) -> np.ndarray:
-    """Average pooling with PyTorch's output size and divisor rules.
+def avg_pool2d(x: np.ndarray, *, kernel, stride, pads, count_include_pad: bool, out_size) -> np.ndarray:
+    """Average pooling to ``out_size`` (Ho, Wo) with PyTorch's divisor rules.
 
     The divisor is a precomputed ``[Ho, Wo]`` count map: the window sum of a mask that is 1
-    over the padded extent ``[-top, H+bottom)`` (count_include_pad) or over the input.
+    over the padded extent ``[-top, H+bottom)`` (count_include_pad; a ceil_mode overhang beyond
+    it is not counted) or over the input.
     """
     _, _, h, wd = x.shape
     kh, kw = kernel
     sh, sw = stride
     top, left, bottom, right = pads
-    ho = _out_size(h, top, bottom, kh, sh, 1, ceil_mode)
-    wo = _out_size(wd, left, right, kw, sw, 1, ceil_mode)
+    ho, wo = out_size
     hp = (ho - 1) * sh + kh
     wp = (wo - 1) * sw + kw
     if top or left or hp > h or wp > wd:

@@ -58,32 +58,10 @@ def _grouped_matmul(w: np.ndarray, x: np.ndarray, groups: int) -> np.ndarray:
     return yg.reshape(n, -1, h, wd)
 
 
-def _pool_out_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
-                   dilation: int, ceil_mode: bool) -> int:
-    """PyTorch pooling output size along one axis.
-
-    out = ⌊ or ⌈ (size + pad_begin + pad_end − d·(k−1) − 1) / s ⌉ + 1, and with
-    ceil_mode the last window must start inside the input or the begin padding.
-    """
-    span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + pad_begin:
-        out -= 1
-    return out
-
-
-def _pool_outputs(x: np.ndarray, kernel: Pair, stride: Pair, pads: Pads,
-                  dilation: Pair, ceil_mode: bool) -> Pair:
-    """Output (height, width) of a 2-D pooling window (see :func:`_pool_out_size`)."""
-    top, left, bottom, right = pads
-    ho = _pool_out_size(x.shape[2], kernel[0], stride[0], top, bottom, dilation[0], ceil_mode)
-    wo = _pool_out_size(x.shape[3], kernel[1], stride[1], left, right, dilation[1], ceil_mode)
-    return ho, wo
-
-
-def _pool_pads(x: np.ndarray, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
-               out: Pair) -> Pads:
-    """``pads`` with bottom/right grown so that every window of ``out`` fits (ceil_mode overhang)."""
+def _window_pads(x: np.ndarray, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
+                 out: Pair) -> Pads:
+    """``pads`` with bottom/right grown so that every window of ``out`` fits (a pool's ceil_mode
+    overhang); ``out`` is the output size the shape rule decided (``out_size``)."""
     top, left, bottom, right = pads
     need_h = (out[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
     need_w = (out[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
@@ -102,18 +80,17 @@ def _window_taps(kernel: Pair, dilation: Pair) -> list[Pair]:
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
-           pads: Pads, dilation: Pair, groups: int, activation: str = "none", slope: float = 0.0,
-           residual: np.ndarray | None = None) -> np.ndarray:
+           pads: Pads, dilation: Pair, groups: int, out_size: Pair, activation: str = "none",
+           slope: float = 0.0, residual: np.ndarray | None = None) -> np.ndarray:
     """Grouped, strided, dilated 2-D convolution (cross-correlation), with an optional epilogue.
 
     y[n,o,i,j] = b[o] + Σ_{c,u,v} xpad[n, g·C/G + c, i·sh + u·dh, j·sw + v·dw] · w[o,c,u,v]
-    with g = o // (O/G), ``w: [O, C/G, kh, kw]`` and ``xpad`` zero-padded by ``pads``; then
-    y = act(y + residual) (see `epilogue`).
+    for (i, j) < ``out_size``, with g = o // (O/G), ``w: [O, C/G, kh, kw]`` and ``xpad``
+    zero-padded by ``pads``; then y = act(y + residual) (see `epilogue`).
     """
     xpad = _spatial_pad(_f64(x), pads)
     o, _, kh, kw = w.shape
-    ho = (xpad.shape[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (xpad.shape[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    ho, wo = out_size
     wg = _f64(w).reshape(groups, o // groups, -1, kh, kw)
     y = np.zeros((x.shape[0], o, ho, wo), dtype=_F64)
     for u in range(kh):
@@ -245,30 +222,29 @@ def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
 
 
 def max_pool2d(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
-               ceil_mode: bool) -> np.ndarray:
-    """y[n,c,i,j] = max_{u,v} xpad[n, c, i·sh + u·dh, j·sw + v·dw], padding is −∞.
-
-    Output size as PyTorch (see :func:`_pool_out_size`); a ceil_mode overhang is −∞ too.
-    """
-    out = _pool_outputs(x, kernel, stride, pads, dilation, ceil_mode)
-    xpad = _spatial_pad(_f64(x), _pool_pads(x, kernel, stride, pads, dilation, out), -np.inf)
+               out_size: Pair) -> np.ndarray:
+    """y[n,c,i,j] = max_{u,v} xpad[n, c, i·sh + u·dh, j·sw + v·dw] for (i, j) < ``out_size``,
+    padding is −∞; so is a ceil_mode overhang (the windows beyond the padded input)."""
+    out = (int(out_size[0]), int(out_size[1]))
+    xpad = _spatial_pad(_f64(x), _window_pads(x, kernel, stride, pads, dilation, out), -np.inf)
     y = np.full(x.shape[:2] + out, -np.inf)
     for offset in _window_taps(kernel, dilation):
         y = np.maximum(y, _tap(xpad, offset, stride, out))
     return _out(y)
 
 
-def avg_pool2d(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, ceil_mode: bool,
-               count_include_pad: bool) -> np.ndarray:
-    """y[n,c,i,j] = Σ_{u,v} xpad[n, c, i·sh + u, j·sw + v] / count[i, j], zero padding.
+def avg_pool2d(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, count_include_pad: bool,
+               out_size: Pair) -> np.ndarray:
+    """y[n,c,i,j] = Σ_{u,v} xpad[n, c, i·sh + u, j·sw + v] / count[i, j] for (i, j) <
+    ``out_size``, zero padding.
 
     count is the window sum of a mask (PyTorch's divisor): with count_include_pad
     the mask covers the padded extent [−top, H+bottom) × [−left, W+right) (a
     ceil_mode overhang is not counted), without it only the real input pixels.
     """
     dilation = (1, 1)
-    out = _pool_outputs(x, kernel, stride, pads, dilation, ceil_mode)
-    full_pads = _pool_pads(x, kernel, stride, pads, dilation, out)
+    out = (int(out_size[0]), int(out_size[1]))
+    full_pads = _window_pads(x, kernel, stride, pads, dilation, out)
     xpad = _spatial_pad(_f64(x), full_pads)
     if count_include_pad:
         top, left, bottom, right = pads

@@ -225,10 +225,11 @@ class Elaborator:
 
     def _eval_Pipe(self, node: t.Pipe, env: Env) -> object:
         stages = []
-        while isinstance(node, t.Pipe):  # iterate: long chains must not exhaust Python's stack
-            stages.append(node.stage)
-            node = node.source
-        value = self._value(node, env)
+        source: t.Expr = node
+        while isinstance(source, t.Pipe):  # iterate: long chains must not exhaust Python's stack
+            stages.append(source.stage)
+            source = source.source
+        value = self._value(source, env)
         for stage in reversed(stages):
             value = self.stage(stage, value, env, None)
         return value
@@ -241,7 +242,7 @@ class Elaborator:
         """Apply one pipe stage; `forced` is the local name a sequence or repetition assigns."""
         if stage.repeat is None:
             return self._stage_once(stage, value, env, stage.name or forced)
-        count = self._repeat_count(stage, env)
+        count = self._repeat_count(stage.repeat, env)
         base = stage.call.func if stage.call else "seq"
         full = self.namer.claim(base, stage.name or forced, stage.span)
         with self.namer.scope(full):
@@ -249,23 +250,24 @@ class Elaborator:
                 value = self._stage_once(stage, value, env, str(index))
         return value
 
-    def _repeat_count(self, stage: t.Stage, env: Env) -> int:
-        value = self._value(stage.repeat, env)
+    def _repeat_count(self, repeat: t.Expr, env: Env) -> int:
+        value = self._value(repeat, env)
         try:
             count = to_int(value)
         except ArgError:
             count = 0
         if count < 1:
             raise CnncTypeError(f"a repeat count must be a positive integer, got {describe(value)}",
-                                stage.repeat.span)
+                                repeat.span)
         if count > MAX_REPEAT:
             raise CnncTypeError(f"a repeat count of {count} is more than cnnc allows ({MAX_REPEAT})",
-                                stage.repeat.span)
+                                repeat.span)
         return count
 
     def _stage_once(self, stage: t.Stage, value: object, env: Env, name: str | None) -> object:
         if stage.call is not None:
             return self.call(stage.call, [(value, stage.span)], env, name)
+        assert stage.sequence is not None, "the parser makes every stage a call or a sequence"
         full = self.namer.claim("seq", name, stage.span)
         index = 0
         with self.namer.scope(full):
@@ -273,7 +275,7 @@ class Elaborator:
                 if item.repeat is not None and item.name is not None:
                     raise CnncNameError("inside [...] a repeated stage is numbered; name the sequence "
                                         "instead", item.span)
-                for _ in range(self._repeat_count(item, env) if item.repeat is not None else 1):
+                for _ in range(self._repeat_count(item.repeat, env) if item.repeat is not None else 1):
                     value = self._stage_once(item, value, env, item.name or str(index))
                     index += 1
         return value
@@ -366,6 +368,7 @@ class Elaborator:
     def emit(self, op: Op, attrs: object, inputs: list[Tensor], suffix: str | None = None) -> Tensor:
         """Add an IR node for the current layer (see layers.Emitter)."""
         span = self._layer_span
+        assert span is not None, "emit is called inside layer(), which sets the span"
         name = f"{self._layer_name}.{suffix}" if suffix else self._layer_name
         shapes = [x.shape for x in inputs]
         try:

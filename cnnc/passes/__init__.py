@@ -1,15 +1,21 @@
-"""Optimization passes over the IR, one module per pass, run by `manager.optimize`.
+"""Optimization passes over the IR, one module per pass family, run by `manager.optimize`.
 
-Importing this package registers every pass.
+Importing this package imports every module in it (in name order), so a pass module registers
+its passes (`manager.register`) just by being here: there is no list of passes to keep.
 """
-from . import (  # noqa: F401  (imported for their registration)
-    eliminate,
-    fcn,
-    fold_bn,
-    fuse,
-    lower,
-    memory,
-)
-from .manager import PASSES, optimize
+import importlib
+import pkgutil
 
-__all__ = ["PASSES", "optimize"]
+from .manager import PASSES, optimize, pass_order
+
+
+def _import_modules() -> None:
+    """Import each module of this package, sorted by name so registration order never varies."""
+    for name in sorted(module.name for module in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{name}")
+
+
+_import_modules()
+pass_order()  # a registration that names no pass, or leaves the order open, fails here at import
+
+__all__ = ["PASSES", "optimize", "pass_order"]

@@ -6,7 +6,7 @@ import networkx as nx
 from ..ir.graph import Graph
 from ..ir.ops import Op, record
 from .manager import register
-from .rewrite import bypass
+from .rewrite import absorb, bypass
 
 
 def _is_identity(graph: Graph, name: str) -> bool:
@@ -25,7 +25,7 @@ def eliminate_identity(graph: Graph) -> bool:
     return bool(identities)
 
 
-@register("eliminate_dead_code", level=1)
+@register("eliminate_dead_code", level=1, after=("eliminate_common_subexpressions",))
 def eliminate_dead_code(graph: Graph) -> bool:
     """Remove nodes no output depends on (inputs stay: they are the network's interface)."""
     live = set(graph.graph["outputs"].values())
@@ -41,7 +41,7 @@ def _key(graph: Graph, name: str) -> tuple:
     return (data["op"], data["attrs"], tuple(graph.inputs_of(name)), tuple(sorted(data["params"].items())))
 
 
-@register("eliminate_common_subexpressions", level=1)
+@register("eliminate_common_subexpressions", level=1, after=("fuse_conv_bias_activation",))
 def eliminate_common_subexpressions(graph: Graph) -> bool:
     """Compute each distinct (op, attrs, inputs, parameters) once; later copies read the first."""
     seen: dict[tuple, str] = {}
@@ -51,11 +51,7 @@ def eliminate_common_subexpressions(graph: Graph) -> bool:
             continue
         key = _key(graph, name)
         if key in seen:
-            first = seen[key]
-            graph.nodes[first]["spans"] += tuple(s for s in graph.nodes[name]["spans"]
-                                                 if s not in graph.nodes[first]["spans"])
-            graph.replace_uses(name, first)
-            graph.remove_node(name)
+            absorb(graph, seen[key], name)
             changed = True
         else:
             seen[key] = name

@@ -157,7 +157,7 @@ def _reinfer_lifted(graph: Graph, name: str) -> None:
                                                               [graph.shape(i) for i in graph.inputs_of(name)]))
 
 
-@register("dense_to_conv", level=0)
+@register("dense_to_conv", level=0, after=("eliminate_identity",))
 def dense_to_conv(graph: Graph) -> bool:
     """Fully convolutional: flatten+dense → a conv over the whole map, later denses → 1x1 convs."""
     graph.graph["fcn"] = True  # later passes: the graph will run at other input sizes

@@ -71,7 +71,7 @@ def _to_channel_affine(graph: Graph, node: str, scale: str, shift: str) -> None:
     graph.nodes[node].update(op=Op.CHANNEL_AFFINE, attrs=NoAttrs(), params={"scale": scale, "shift": shift})
 
 
-@register("fold_batch_norm", level=2)
+@register("fold_batch_norm", level=2, after=("dense_to_conv",))
 def fold_batch_norm(graph: Graph) -> bool:
     """Fold batch norms into the conv/conv_transpose/dense before them, else into channel_affine."""
     changed = False
@@ -99,7 +99,7 @@ def _merge_affines(graph: Graph, first: str, second: str) -> None:
     absorb(graph, first, second)
 
 
-@register("fold_constants", level=2)
+@register("fold_constants", level=2, after=("fold_batch_norm",))
 def fold_constants(graph: Graph) -> bool:
     """Compose parameter-only transformations: merge channel_affine chains, fold them into layers.
 

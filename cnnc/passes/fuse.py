@@ -47,9 +47,10 @@ def fuse_activation(graph: Graph, producer: str) -> bool:
 
 def _residual_candidate(graph: Graph, add: str, conv: str, other: str) -> bool:
     """Whether `add(conv, other)` may become `conv(..., residual=other)`."""
-    # Precondition: a conv (dense kernels take no residual) with an empty epilogue and no
-    # residual input yet.
-    if graph.op(conv) != Op.CONV or not _has_no_epilogue(graph, conv) or len(graph.inputs_of(conv)) != 1:
+    # Precondition: a kernel that takes a residual (conv; dense takes none) with an empty
+    # epilogue and no residual input yet.
+    takes_residual = "residual" in record(graph.op(conv)).keyword_inputs
+    if not takes_residual or not _has_no_epilogue(graph, conv) or len(graph.inputs_of(conv)) != 1:
         return False
     # Precondition: the add is the conv's only reader, so its pre-add value is never needed.
     if sole_user(graph, conv) != add:
@@ -81,7 +82,7 @@ def fuse_residual(graph: Graph, add: str, position: dict[str, int]) -> bool:
     return True
 
 
-@register("fuse_conv_bias_activation", level=2)
+@register("fuse_conv_bias_activation", level=2, after=("lower_pooling",))
 def fuse_conv_bias_activation(graph: Graph) -> bool:
     """Fuse activations and residual adds into the conv/dense layers that produce their input."""
     order = graph.topo_order()

@@ -115,7 +115,7 @@ def _lower_depthwise_pool(graph: Graph, name: str) -> None:
     _to_reduce(graph, name, mode, (2,), keepdims=False)
 
 
-@register("lower_pooling", level=2)
+@register("lower_pooling", level=2, after=("fold_constants",))
 def lower_pooling(graph: Graph) -> bool:
     """Global pools and whole-input avg pools to reduce, depthwise pools to reshape + reduce."""
     changed = False

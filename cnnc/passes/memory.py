@@ -84,7 +84,7 @@ def memory_plan(graph: Graph) -> MemoryPlan:
                       in_place=in_place, buffers=shared.classes())
 
 
-@register("plan_memory", level=2)
+@register("plan_memory", level=2, after=("eliminate_dead_code",))
 def plan_memory(graph: Graph) -> bool:
     """Plan activation memory: free each value after its last use; run dying elementwise ops in place."""
     plan = memory_plan(graph)

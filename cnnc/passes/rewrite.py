@@ -23,7 +23,8 @@ def bypass(graph: Graph, name: str) -> None:
 def absorb(graph: Graph, keeper: str, absorbed: str) -> None:
     """`keeper` takes over `absorbed`'s users and outputs and its source spans; `absorbed` goes.
 
-    Used when a node's computation has been folded into its producer `keeper`.
+    Used when `keeper` now computes what `absorbed` did: a node folded into its producer, or a
+    repeated computation and its first copy.
     """
     spans = graph.nodes[keeper]["spans"] + tuple(s for s in graph.nodes[absorbed]["spans"]
                                                   if s not in graph.nodes[keeper]["spans"])

@@ -14,7 +14,7 @@ from ..errors import CnncError
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
     """Write to a temporary file beside `path`, then rename it over `path` on success."""
     target = Path(path)
     try:

@@ -11,6 +11,7 @@ Without CuPy, or with CuPy but no usable GPU, every entry point raises a one-lin
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from ..errors import CnncError, CnncInputError
 from .loader import load_module
@@ -20,7 +21,7 @@ CPU_NAMES = ("cpu", "numpy")
 OPTIONS = ("tf32", "cuda_graph", "outputs", "workspace_limit")
 
 
-def cupy_status():
+def cupy_status() -> tuple[Any, str | None]:
     """(cupy module, None) when CuPy imports and sees a CUDA device, else (None, why not)."""
     try:
         import cupy
@@ -47,7 +48,7 @@ def gpu_available() -> bool:
     return cupy_status()[0] is not None
 
 
-def require_gpu(where: str = "gpu"):
+def require_gpu(where: str = "gpu") -> Any:
     """The cupy module, or a one-line CnncError saying why the GPU backend cannot run here."""
     cupy, reason = cupy_status()
     if cupy is None:
@@ -82,7 +83,7 @@ class GpuExecutor:
         self.options = {"tf32": bool(tf32), "cuda_graph": bool(cuda_graph), "outputs": outputs,
                         "workspace_limit": workspace_limit or self.module["WORKSPACE_LIMIT"]}
         self._version = -1
-        self.runner = None
+        self.runner: Any = None  # the generated module's Runner, made on the first call
         self._lock = threading.Lock()  # one stream and one set of buffers: one call at a time
 
     def _sync_params(self) -> None:

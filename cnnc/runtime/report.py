@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph
-from ..ir.ops import Op
+from ..ir.ops import Op, record
 from ..ir.shapes import fmt
 
 
-def _is_classifier(graph: Graph, node: str, value: np.ndarray) -> bool:
-    return value.ndim == 2 and value.shape[1] > 4 and graph.op(node) in (Op.DENSE, Op.SOFTMAX)
+def is_classifier(graph: Graph, node: str) -> bool:
+    """An [N, classes > 4] value from an op whose record says it holds scores (dense, softmax)."""
+    shape = graph.shape(node)
+    return len(shape) == 2 and shape[1] > 4 and record(graph.op(node)).scores
 
 
 def _probabilities(graph: Graph, node: str, value: np.ndarray) -> np.ndarray:
@@ -25,7 +27,7 @@ def describe_outputs(graph: Graph, outputs: dict[str, np.ndarray], top: int) -> 
         node = graph.graph["outputs"][out]
         lines.append(f"{out}: shape {fmt(value.shape)}  min {value.min():.4g}  max {value.max():.4g}  "
                      f"mean {value.mean():.4g}  std {value.std():.4g}")
-        if _is_classifier(graph, node, value):
+        if is_classifier(graph, node):
             probs = _probabilities(graph, node, value)
             for example, row in enumerate(probs[:4]):
                 best = np.argsort(-row, kind="stable")[:top]

@@ -21,6 +21,7 @@ from ..ir.graph import Graph
 from ..ir.ops import Op
 from ..ir.shapes import fmt
 from .files import atomic_write
+from .report import is_classifier
 
 
 def voc_palette(count: int = 256) -> np.ndarray:
@@ -66,9 +67,8 @@ def plan_draw(graph: Graph) -> DrawPlan:
     if boxes:
         named = [out for out in boxes if out.lower() in ("box", "boxes", "bbox")]
         box = (named or boxes)[0]
-        # a classifier, as `cnnc run` reports one: [N, classes > 4] from dense or softmax
-        classes = [out for out, shape in shapes.items() if out != box and len(shape) == 2 and shape[1] > 4
-                   and graph.op(outputs[out]) in (Op.DENSE, Op.SOFTMAX)]
+        # a classifier, as `cnnc run` reports one
+        classes = [out for out in shapes if out != box and is_classifier(graph, outputs[out])]
         return DrawPlan("box", box, classes[0] if classes else None)
     raise CnncError("--draw needs a detection output [N, K, 6] (from nms) or a box output [N, 4] "
                     f"(normalized cx, cy, w, h); this network's outputs: {_outputs_listing(graph)}",

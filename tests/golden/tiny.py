@@ -22,11 +22,11 @@ PARAMETERS = {
 
 def forward(params, image):
     """Run the network on float32 NCHW arrays; returns a dict of outputs."""
-    unit1_conv1 = conv2d(image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu')  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12]
-    unit2_conv1 = conv2d(unit1_conv1, params['unit2.conv1.weight~bn'], params['unit2.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu')  # tiny.cnn:5 unit2.conv1: conv -> [N, 4, 12, 12]
+    unit1_conv1 = conv2d(image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12]
+    unit2_conv1 = conv2d(unit1_conv1, params['unit2.conv1.weight~bn'], params['unit2.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))  # tiny.cnn:5 unit2.conv1: conv -> [N, 4, 12, 12]
     unit2_add1 = add(unit2_conv1, unit1_conv1, out=unit2_conv1)  # tiny.cnn:6 unit2.add1: add -> [N, 4, 12, 12]
     del unit1_conv1, unit2_conv1  # last use
-    maxpool1 = max_pool2d(unit2_add1, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False)  # tiny.cnn:9 maxpool1: max_pool -> [N, 4, 6, 6]
+    maxpool1 = max_pool2d(unit2_add1, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), out_size=(6, 6))  # tiny.cnn:9 maxpool1: max_pool -> [N, 4, 6, 6]
     del unit2_add1  # last use
     flatten1 = flatten(maxpool1)  # tiny.cnn:10 flatten1: flatten -> [N, 144]
     del maxpool1  # last use
@@ -52,23 +52,6 @@ def load_params(path=None):
 
 
 # ---- kernels, copied from cnnc.kernels.numpy_kernels ----
-
-
-def _out_size(size: int, lo: int, hi: int, k: int, s: int, d: int, ceil_mode: bool) -> int:
-    """Output length of a sliding window along one axis (PyTorch's rule).
-
-    ``size`` input length, ``lo``/``hi`` padding before/after, ``k`` kernel, ``s`` stride,
-    ``d`` dilation.  With ``ceil_mode`` the last window must start inside the input or the
-    leading padding.
-    """
-    span = size + lo + hi - d * (k - 1) - 1
-    if ceil_mode:
-        out = -(-span // s) + 1
-        if (out - 1) * s >= size + lo:
-            out -= 1
-    else:
-        out = span // s + 1
-    return out
 
 
 def _pad_into(x: np.ndarray, hp: int, wp: int, top: int, left: int, fill: float) -> np.ndarray:
@@ -214,9 +197,10 @@ def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, group
     return _bias_copy(y, b)
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int,
+def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int, out_size,
            activation: str = "none", slope: float = 0.0, residual=None) -> np.ndarray:
-    """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None.
+    """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None;
+    ``out_size`` (Ho, Wo) is the output's spatial size, as the shape rule decided it.
 
     Dispatch: 1x1 unpadded convs are plain GEMMs; depthwise convs (groups == C) loop over
     the kernel taps; everything else uses im2col (strided view of the padded input + one
@@ -232,8 +216,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: i
     sh, sw = stride
     dh, dw = dilation
     top, left, bottom, right = pads
-    ho = _out_size(h, top, bottom, kh, sh, dh, False)
-    wo = _out_size(wd, left, right, kw, sw, dw, False)
+    ho, wo = out_size
     if kh == 1 and kw == 1 and not (top or left or bottom or right):
         y = _conv_1x1(x, w, b, sh, sw, groups)
     elif groups == c and cg == 1 and groups > 1:
@@ -278,15 +261,17 @@ def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
     return y
 
 
-def max_pool2d(x: np.ndarray, *, kernel, stride, pads, dilation, ceil_mode: bool) -> np.ndarray:
-    """Max pooling with −∞ padding, PyTorch output size; a loop over kernel taps."""
+def max_pool2d(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -> np.ndarray:
+    """Max pooling with −∞ padding to ``out_size`` (Ho, Wo); a loop over kernel taps.
+
+    Windows reaching past the bottom/right padding (a ceil_mode overhang) see −∞ there too.
+    """
     _, _, h, wd = x.shape
     kh, kw = kernel
     sh, sw = stride
     dh, dw = dilation
-    top, left, bottom, right = pads
-    ho = _out_size(h, top, bottom, kh, sh, dh, ceil_mode)
-    wo = _out_size(wd, left, right, kw, sw, dw, ceil_mode)
+    top, left = pads[0], pads[1]
+    ho, wo = out_size
     hp = (ho - 1) * sh + dh * (kh - 1) + 1
     wp = (wo - 1) * sw + dw * (kw - 1) + 1
     if top or left or hp > h or wp > wd:
