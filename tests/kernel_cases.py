@@ -40,33 +40,33 @@ def cases(seed: int = 0) -> list[Case]:
     conv = dict(stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)
     x = _n(rng, 2, 6, 9, 11)
     out = [
-        Case("conv3x3_relu", "conv2d", (x, _n(rng, 7, 6, 3, 3), _n(rng, 7)), {**conv, "activation": "relu"}),
-        Case("conv3x3_s2_asym_dil", "conv2d", (x, _n(rng, 5, 6, 3, 2), None),
+        Case("conv3x3_relu", "conv", (x, _n(rng, 7, 6, 3, 3), _n(rng, 7)), {**conv, "activation": "relu"}),
+        Case("conv3x3_s2_asym_dil", "conv", (x, _n(rng, 5, 6, 3, 2), None),
              dict(stride=(2, 2), pads=(0, 1, 1, 2), dilation=(2, 1), groups=1)),
-        Case("conv1x1_residual_relu6", "conv2d", (x, _n(rng, 6, 6, 1, 1), _n(rng, 6)),
+        Case("conv1x1_residual_relu6", "conv", (x, _n(rng, 6, 6, 1, 1), _n(rng, 6)),
              dict(stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, activation="relu6",
                   residual=_n(rng, 2, 6, 9, 11))),
-        Case("conv1x1_groups2_leaky", "conv2d", (x, _n(rng, 4, 3, 1, 1), _n(rng, 4)),
+        Case("conv1x1_groups2_leaky", "conv", (x, _n(rng, 4, 3, 1, 1), _n(rng, 4)),
              dict(stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=2, activation="leaky_relu", slope=0.1)),
-        Case("conv1x1_stride2", "conv2d", (x, _n(rng, 8, 6, 1, 1), None),
+        Case("conv1x1_stride2", "conv", (x, _n(rng, 8, 6, 1, 1), None),
              dict(stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1)),
-        Case("conv3x3_groups3_sigmoid", "conv2d", (x, _n(rng, 9, 2, 3, 3), _n(rng, 9)),
+        Case("conv3x3_groups3_sigmoid", "conv", (x, _n(rng, 9, 2, 3, 3), _n(rng, 9)),
              {**conv, "groups": 3, "activation": "sigmoid"}),
-        Case("conv5x5_big_pad", "conv2d", (_n(rng, 1, 2, 4, 4), _n(rng, 3, 2, 5, 5), _n(rng, 3)),
+        Case("conv5x5_big_pad", "conv", (_n(rng, 1, 2, 4, 4), _n(rng, 3, 2, 5, 5), _n(rng, 3)),
              dict(stride=(1, 1), pads=(3, 3, 3, 3), dilation=(1, 1), groups=1)),
-        Case("depthwise_residual_relu", "conv2d", (x, _n(rng, 6, 1, 3, 3), _n(rng, 6)),
+        Case("depthwise_residual_relu", "conv", (x, _n(rng, 6, 1, 3, 3), _n(rng, 6)),
              {**conv, "groups": 6, "activation": "relu", "residual": _n(rng, 2, 6, 9, 11)}),
-        Case("depthwise_multiplier2_s2", "conv2d", (x, _n(rng, 12, 1, 3, 3), None),
+        Case("depthwise_multiplier2_s2", "conv", (x, _n(rng, 12, 1, 3, 3), None),
              dict(stride=(2, 2), pads=(0, 1, 1, 0), dilation=(1, 1), groups=6)),
-        Case("depthwise_dilated_leaky", "conv2d", (x, _n(rng, 6, 1, 3, 3), _n(rng, 6)),
+        Case("depthwise_dilated_leaky", "conv", (x, _n(rng, 6, 1, 3, 3), _n(rng, 6)),
              dict(stride=(1, 1), pads=(2, 2, 2, 2), dilation=(2, 2), groups=6, activation="leaky_relu", slope=0.2)),
-        Case("conv_chunked_workspace", "conv2d", (_n(rng, 5, 3, 8, 8), _n(rng, 4, 3, 3, 3), _n(rng, 4)),
+        Case("conv_chunked_workspace", "conv", (_n(rng, 5, 3, 8, 8), _n(rng, 4, 3, 3, 3), _n(rng, 4)),
              {**conv, "activation": "relu"}, workspace=2 * 27 * 64),  # 2 images per chunk: 2 + 2 + 1
-        Case("conv_transpose_k4s2p1", "conv_transpose2d", (_n(rng, 2, 4, 5, 6), _n(rng, 4, 3, 4, 4), _n(rng, 3)),
+        Case("conv_transpose_k4s2p1", "conv_transpose", (_n(rng, 2, 4, 5, 6), _n(rng, 4, 3, 4, 4), _n(rng, 3)),
              dict(stride=(2, 2), pads=(1, 1, 1, 1), output_padding=(0, 0), dilation=(1, 1), groups=1)),
-        Case("conv_transpose_groups_asym", "conv_transpose2d", (_n(rng, 2, 4, 5, 5), _n(rng, 4, 3, 3, 3), None),
+        Case("conv_transpose_groups_asym", "conv_transpose", (_n(rng, 2, 4, 5, 5), _n(rng, 4, 3, 3, 3), None),
              dict(stride=(2, 3), pads=(0, 1, 1, 0), output_padding=(1, 2), dilation=(1, 2), groups=2)),
-        Case("conv_transpose_chunked", "conv_transpose2d", (_n(rng, 3, 2, 4, 4), _n(rng, 2, 5, 2, 2), _n(rng, 5)),
+        Case("conv_transpose_chunked", "conv_transpose", (_n(rng, 3, 2, 4, 4), _n(rng, 2, 5, 2, 2), _n(rng, 5)),
              dict(stride=(2, 2), pads=(0, 0, 0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1),
              workspace=5 * 4 * 16),  # one image per chunk
         Case("dense_relu", "dense", (_n(rng, 3, 20), _n(rng, 7, 20), _n(rng, 7)), {"activation": "relu"}),
@@ -85,16 +85,16 @@ def cases(seed: int = 0) -> list[Case]:
         Case("softmax_4d", "softmax", (_n(rng, 2, 5, 3, 3),), {"axis": 1}),
         Case("lrn5", "lrn", (_n(rng, 2, 8, 4, 5),), dict(size=5, alpha=1e-2, beta=0.75, k=2.0)),
         Case("lrn4", "lrn", (_n(rng, 2, 8, 4, 5),), dict(size=4, alpha=1e-1, beta=0.5, k=1.0)),
-        Case("max_pool_3x3s2p1", "max_pool2d", (x,), dict(kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1),
+        Case("max_pool_3x3s2p1", "max_pool", (x,), dict(kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1),
                                                           dilation=(1, 1), ceil_mode=False)),
-        Case("max_pool_same_bottom_right", "max_pool2d", (x,), dict(kernel=(2, 2), stride=(1, 1), pads=(0, 0, 1, 1),
+        Case("max_pool_same_bottom_right", "max_pool", (x,), dict(kernel=(2, 2), stride=(1, 1), pads=(0, 0, 1, 1),
                                                                     dilation=(1, 1), ceil_mode=False)),
-        Case("max_pool_ceil_dilated", "max_pool2d", (x,), dict(kernel=(2, 3), stride=(2, 2), pads=(0, 1, 0, 1),
+        Case("max_pool_ceil_dilated", "max_pool", (x,), dict(kernel=(2, 3), stride=(2, 2), pads=(0, 1, 0, 1),
                                                                dilation=(2, 1), ceil_mode=True)),
-        *(Case(f"avg_pool_include_{flag}", "avg_pool2d", (x,), dict(kernel=(3, 3), stride=(1, 1), pads=(1, 1, 1, 1),
+        *(Case(f"avg_pool_include_{flag}", "avg_pool", (x,), dict(kernel=(3, 3), stride=(1, 1), pads=(1, 1, 1, 1),
                                                                     ceil_mode=False, count_include_pad=flag))
           for flag in (True, False)),
-        *(Case(f"avg_pool_ceil_include_{flag}", "avg_pool2d", (x,), dict(kernel=(3, 2), stride=(2, 2),
+        *(Case(f"avg_pool_ceil_include_{flag}", "avg_pool", (x,), dict(kernel=(3, 2), stride=(2, 2),
                                                                          pads=(1, 0, 1, 0), ceil_mode=True,
                                                                          count_include_pad=flag))
           for flag in (True, False)),
@@ -119,7 +119,7 @@ def cases(seed: int = 0) -> list[Case]:
         Case("crop", "crop", (x,), {"offset": (2, 3), "size": (5, 4)}),
         Case("slice_channels", "slice_axis", (x,), {"axis": 1, "start": 1, "stop": 4}),
         Case("slice_last_negative", "slice_axis", (_n(rng, 2, 7, 9),), {"axis": -1, "start": -5, "stop": -1}),
-        *(Case(f"box_iou_{fmt}", "box_iou", (_boxes(rng, (2, 5, 4), fmt == "center"),
+        *(Case(f"box_iou_{fmt}", "iou", (_boxes(rng, (2, 5, 4), fmt == "center"),
                                               _boxes(rng, (2, 7, 4), fmt == "center")), {"format": fmt})
           for fmt in ("corners", "center")),
         Case("nms", "nms", (_boxes(rng, (2, 30, 4)), rng.uniform(0, 1, (2, 30, 3)).astype(np.float32)),
@@ -138,12 +138,12 @@ def cases(seed: int = 0) -> list[Case]:
 def _sized(case: Case) -> Case:
     """Give a window kernel its `out_size`, decided as the IR's shape rules decide it (the cases
     spell `ceil_mode` where a pool has one, which the kernels no longer take)."""
-    if case.kernel not in ("conv2d", "max_pool2d", "avg_pool2d"):
+    if case.kernel not in ("conv", "max_pool", "avg_pool"):
         return case
     kwargs = dict(case.kwargs)
     ceil = kwargs.pop("ceil_mode", False)
     _, _, h, w = case.args[0].shape
-    kh, kw = case.args[1].shape[2:] if case.kernel == "conv2d" else kwargs["kernel"]
+    kh, kw = case.args[1].shape[2:] if case.kernel == "conv" else kwargs["kernel"]
     (sh, sw), (dh, dw) = kwargs["stride"], kwargs.get("dilation", (1, 1))
     top, left, bottom, right = kwargs["pads"]
     kwargs["out_size"] = (pool_out(h, kh, sh, top, bottom, dh, ceil, case.id, "height"),

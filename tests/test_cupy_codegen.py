@@ -112,7 +112,7 @@ def test_generation_is_deterministic_across_processes():
 
 def test_tiny_statements_buffers_and_workspace():
     source = cupy_codegen.generate(_graph("tiny.cnn"))
-    assert "unit1_conv1 = conv2d(image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], " \
+    assert "unit1_conv1 = conv(image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], " \
            "stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12), " \
            "out=out['unit1.conv1'], workspace=workspace)  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12], slot 0" \
            in source
@@ -171,23 +171,23 @@ def test_every_op_has_a_cupy_kernel_with_the_numpy_signature(kernel):
         assert ours[name].kind == parameter.kind and ours[name].default == parameter.default, (kernel, name)
     if kernel not in VIEW_KERNELS:
         assert "out" in ours and ours["out"].default is None
-    assert ("workspace" in ours) == (kernel in ("conv2d", "conv_transpose2d"))
+    assert ("workspace" in ours) == (kernel in ("conv", "conv_transpose"))
 
 
 # What each op's kernel launches (the CUDA sources and elementwise specs it must reach); the ops
 # with none are CuPy array operations (copies, ufuncs, reductions) or the host fallback.
 LAUNCHES = {
-    "conv2d": {"_CU_IM2COL", "_CU_DEPTHWISE", "_gemm", "_epilogue_spec"},
-    "conv_transpose2d": {"_CU_COL2IM", "_gemm"},
+    "conv": {"_CU_IM2COL", "_CU_DEPTHWISE", "_gemm", "_epilogue_spec"},
+    "conv_transpose": {"_CU_COL2IM", "_gemm"},
     "dense": {"_gemm", "_epilogue_spec"},
     "batch_norm": {"_EW_BATCH_NORM"}, "channel_affine": {"_EW_CHANNEL_AFFINE"}, "lrn": {"_EW_LRN"},
     "relu": {"_EW_RELU"}, "relu6": {"_EW_RELU6"}, "sigmoid": {"_EW_SIGMOID"}, "tanh": {"_EW_TANH"},
     "hardsigmoid": {"_EW_HARDSIGMOID"},
     "leaky_relu": {"_EW_LEAKY_RELU"},
-    "max_pool2d": {"_CU_MAX_POOL"}, "avg_pool2d": {"_CU_AVG_POOL"},
+    "max_pool": {"_CU_MAX_POOL"}, "avg_pool": {"_CU_AVG_POOL"},
     "global_avg_pool": {"_CU_REDUCE_ROWS"}, "global_max_pool": {"_CU_REDUCE_ROWS"}, "reduce": {"_CU_REDUCE_ROWS"},
     "upsample": {"_EW_UPSAMPLE_NEAREST", "_EW_UPSAMPLE_BILINEAR"}, "pad": {"_EW_PAD"},
-    "box_iou": {"_EW_BOX_IOU"}, "yolo_decode": {"_EW_YOLO_DECODE"}, "nms": {"_host_nms"},
+    "iou": {"_EW_BOX_IOU"}, "yolo_decode": {"_EW_YOLO_DECODE"}, "nms": {"_host_nms"},
     "softmax": set(), "depthwise_pool": set(), "add": set(), "mul": set(), "concat": set(), "crop": set(),
     "slice_axis": set(), "flatten": set(), "reshape": set(),
 }

@@ -61,10 +61,10 @@ def test_kernel_matches_numpy(case, cp):
 
 
 def test_workspace_smaller_than_one_image_is_an_error(cp):
-    conv2d = emulator.kernels_namespace(["conv2d"], cp)["conv2d"]
+    conv = emulator.kernels_namespace(["conv"], cp)["conv"]
     x, w = cp.asarray(np.zeros((2, 3, 8, 8), np.float32)), cp.asarray(np.zeros((4, 3, 3, 3), np.float32))
     with pytest.raises(ValueError, match="smaller than one image's columns"):
-        conv2d(x, w, None, stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, out_size=(8, 8),
+        conv(x, w, None, stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, out_size=(8, 8),
                workspace=cp.empty(100, dtype=np.float32))
 
 

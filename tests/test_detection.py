@@ -192,7 +192,7 @@ def random_scores(rng, shape, quantum=None):
 def test_iou_matches_plain_loop(kernels, format):
     rng = np.random.default_rng(1)
     a, b = random_boxes(rng, (2, 9), format), random_boxes(rng, (2, 7), format)
-    got = kernels.box_iou(a, b, format=format)
+    got = kernels.iou(a, b, format=format)
     assert got.dtype == np.float32 and got.shape == (2, 9, 7)
     np.testing.assert_allclose(got, loop_box_iou(a, b, format), rtol=1e-6, atol=1e-7)
 
@@ -202,7 +202,7 @@ def test_iou_matches_plain_loop(kernels, format):
 def test_iou_matches_torchvision_box_iou(kernels, format):
     rng = np.random.default_rng(2)
     a, b = random_boxes(rng, (3, 12), format), random_boxes(rng, (3, 10), format)
-    got = kernels.box_iou(a, b, format=format)
+    got = kernels.iou(a, b, format=format)
     for n in range(3):
         ta, tb = (torch.from_numpy(v[n].astype(np.float64)) for v in (a, b))
         if format == "center":
@@ -223,13 +223,13 @@ def test_iou_conventions():
     inverted = [[10, 10, 0, 0]]
     a = np.array([point + line + square + inverted], np.float32)
     for kernels in (fast, ref):
-        got = kernels.box_iou(a, a, format="corners")[0]
+        got = kernels.iou(a, a, format="corners")[0]
         # an empty (zero-area or inverted) box has IoU 0 with everything, itself included
         np.testing.assert_array_equal(got, np.diag([0, 0, 1, 0]).astype(np.float32))
         half = np.array([[[0, 0, 10, 10]]], np.float32), np.array([[[5, 0, 15, 10]]], np.float32)
-        np.testing.assert_allclose(kernels.box_iou(*half, format="corners"), [[[1 / 3]]], rtol=1e-6)
+        np.testing.assert_allclose(kernels.iou(*half, format="corners"), [[[1 / 3]]], rtol=1e-6)
         center = np.array([[[5, 5, 10, 10]]], np.float32)  # the square, as (cx, cy, w, h)
-        assert kernels.box_iou(center, center, format="center")[0, 0, 0] == 1.0
+        assert kernels.iou(center, center, format="center")[0, 0, 0] == 1.0
 
 
 # ---------------------------------------------------------------- nms
@@ -301,8 +301,8 @@ def test_nms_non_finite_boxes_agree():
     scores = random_scores(rng, (1, 30, 2))
     args = dict(iou_threshold=0.4, score_threshold=0.1, max_boxes=40, format="corners")
     np.testing.assert_array_equal(fast.nms(boxes, scores, **args), ref.nms(boxes, scores, **args))
-    np.testing.assert_array_equal(fast.box_iou(boxes, boxes, format="corners"),
-                                  ref.box_iou(boxes, boxes, format="corners"))
+    np.testing.assert_array_equal(fast.iou(boxes, boxes, format="corners"),
+                                  ref.iou(boxes, boxes, format="corners"))
 
 
 def test_nms_many_candidates_is_quick():

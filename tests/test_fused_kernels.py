@@ -39,7 +39,7 @@ def test_conv_epilogue_matches_torch(kernels, activation, shape, kernel, stride,
     if residual is not None:
         t = t + torch.from_numpy(residual)
     expected = ACTIVATIONS[activation](t).numpy()
-    got = kernels.conv2d(x, w, b, stride=(stride, stride), pads=(pad,) * 4, dilation=(1, 1), groups=groups,
+    got = kernels.conv(x, w, b, stride=(stride, stride), pads=(pad,) * 4, dilation=(1, 1), groups=groups,
                          out_size=t.shape[2:], activation=activation, slope=0.1, residual=residual)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     if residual is not None:  # the residual input is read, never written

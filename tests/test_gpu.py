@@ -29,7 +29,7 @@ cp, REASON = cupy_status()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(cp is None, reason=f"needs CuPy and an NVIDIA GPU: {REASON}")]
 
 NETWORKS = sorted(p.name for p in EXAMPLES.glob("*.cnn") if p.name != "resnet_blocks.cnn")
-GEMM_KERNELS = ("conv2d", "conv_transpose2d", "dense")
+GEMM_KERNELS = ("conv", "conv_transpose", "dense")
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def check(got, ref, tol=1e-4):
     assert err <= tol * scale, f"max abs err {err} (scale {scale})"
 
 
-# ----------------------------------------------------------------------------- conv2d
+# ----------------------------------------------------------------------------- conv
 
 
 def torch_conv(x, w, b, stride, pads, dilation, groups):
@@ -83,7 +83,7 @@ def test_conv2d(case):
     w = rand(o, c // groups, kh, kw)
     b = rand(o) if bias else None
     want = torch_conv(x, w, b, stride, pads, dilation, groups)  # the oracle decides the size too
-    got = K.conv2d(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups, out_size=want.shape[2:])
+    got = K.conv(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups, out_size=want.shape[2:])
     check(got, want)
 
 
@@ -93,7 +93,7 @@ def test_conv2d(case):
     (1, (1, 1), (0, 0, 0, 0), True),
 ])
 def test_conv2d_shifted_gemm_path(groups, dilation, pads, bias):
-    # conv2d only takes this path for very large convs: call the helper directly.
+    # conv only takes this path for very large convs: call the helper directly.
     n, c, h, wd, o, kh, kw = 2, 8, 9, 7, 6, 3, 3
     x = rand(n, c, h, wd)
     w = rand(o, c // groups, kh, kw)
@@ -124,7 +124,7 @@ def test_conv2d_dispatch(monkeypatch, shape_x, shape_w, stride, pads, groups, pa
     w = rand(*shape_w, scale=0.05)
     b = rand(shape_w[0])
     want = torch_conv(x, w, b, stride, pads, (1, 1), groups)
-    got = K.conv2d(x, w, b, stride=stride, pads=pads, dilation=(1, 1), groups=groups, out_size=want.shape[2:])
+    got = K.conv(x, w, b, stride=stride, pads=pads, dilation=(1, 1), groups=groups, out_size=want.shape[2:])
     assert calls == [path]
     check(got, want)
 
@@ -133,11 +133,11 @@ def test_conv2d_noncontiguous_input():
     x = rand(2, 4, 9, 9)[:, :, ::-1, 1:]
     w = rand(6, 4, 3, 3)
     want = torch_conv(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1)
-    got = K.conv2d(x, w, None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, out_size=want.shape[2:])
+    got = K.conv(x, w, None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, out_size=want.shape[2:])
     check(got, want)
 
 
-# ----------------------------------------------------------------------------- conv_transpose2d
+# ----------------------------------------------------------------------------- conv_transpose
 
 
 CONVT_CASES = [
@@ -158,7 +158,7 @@ def test_conv_transpose2d(case):
     x = rand(n, c, h, wd)
     w = rand(c, o // groups, kh, kw)
     b = rand(o) if bias else None
-    got = K.conv_transpose2d(x, w, b, stride=stride, pads=pads, output_padding=opad,
+    got = K.conv_transpose(x, w, b, stride=stride, pads=pads, output_padding=opad,
                              dilation=dilation, groups=groups)
     full = F.conv_transpose2d(t(x), t(w), None if b is None else t(b), stride=stride,
                               padding=0, output_padding=opad, groups=groups, dilation=dilation)
@@ -261,7 +261,7 @@ def test_max_pool2d(case, ceil_mode):
     x = rand(2, 3, h, wd)
     ref = F.max_pool2d(t(x), kernel, stride, pad, dilation, ceil_mode=ceil_mode)
     # torch decides the output size (ceil_mode included); the kernel must fill exactly it
-    got = K.max_pool2d(x, kernel=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]),
+    got = K.max_pool(x, kernel=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]),
                        dilation=dilation, out_size=ref.shape[2:])
     check(got, ref)
 
@@ -272,7 +272,7 @@ def test_max_pool2d_asymmetric(pads):
     top, left, bottom, right = pads
     xp = F.pad(t(x), (left, right, top, bottom), value=-float("inf"))
     ref = F.max_pool2d(xp, 3, 2)
-    got = K.max_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=pads, dilation=(1, 1), out_size=ref.shape[2:])
+    got = K.max_pool(x, kernel=(3, 3), stride=(2, 2), pads=pads, dilation=(1, 1), out_size=ref.shape[2:])
     check(got, ref)
 
 
@@ -284,7 +284,7 @@ def test_avg_pool2d(case, ceil_mode, count_include_pad):
     x = rand(2, 3, h, wd)
     ref = F.avg_pool2d(t(x), kernel, stride, pad, ceil_mode=ceil_mode,
                        count_include_pad=count_include_pad)
-    got = K.avg_pool2d(x, kernel=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]),
+    got = K.avg_pool(x, kernel=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]),
                        count_include_pad=count_include_pad, out_size=ref.shape[2:])
     check(got, ref, tol=1e-5)
 
@@ -295,7 +295,7 @@ def test_avg_pool2d_asymmetric(pads, count_include_pad):
     x = rand(2, 3, 9, 8)
     top, left, bottom, right = pads
     xp = F.pad(t(x), (left, right, top, bottom))
-    got = K.avg_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=pads, count_include_pad=count_include_pad,
+    got = K.avg_pool(x, kernel=(3, 3), stride=(2, 2), pads=pads, count_include_pad=count_include_pad,
                        out_size=F.max_pool2d(xp, 3, 2).shape[2:])
     sums = F.avg_pool2d(xp, 3, 2, divisor_override=1)
     if count_include_pad:
@@ -440,10 +440,10 @@ def test_module_ast_constraints():
 
 
 def test_kernels_work_when_copied_standalone():
-    """Copy conv2d/avg_pool2d/upsample + transitive helpers by AST, exec with numpy only."""
+    """Copy conv/avg_pool/upsample + transitive helpers by AST, exec with numpy only."""
     tree = _module_tree()
     funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    wanted, todo = [], ["conv2d", "avg_pool2d", "upsample", "conv_transpose2d"]
+    wanted, todo = [], ["conv", "avg_pool", "upsample", "conv_transpose"]
     while todo:
         name = todo.pop()
         if name in wanted:
@@ -460,11 +460,11 @@ def test_kernels_work_when_copied_standalone():
     x = rand(1, 4, 9, 9)
     w = rand(6, 2, 3, 3)
     want = torch_conv(x, w, None, (2, 2), (0, 0, 1, 1), (1, 1), 2)
-    got = ns["conv2d"](x, w, None, stride=(2, 2), pads=(0, 0, 1, 1), dilation=(1, 1), groups=2,
+    got = ns["conv"](x, w, None, stride=(2, 2), pads=(0, 0, 1, 1), dilation=(1, 1), groups=2,
                        out_size=want.shape[2:])
     check(got, want)
     want = F.avg_pool2d(t(x), 3, 2, 1, ceil_mode=True, count_include_pad=False)
-    got = ns["avg_pool2d"](x, kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1), count_include_pad=False,
+    got = ns["avg_pool"](x, kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1), count_include_pad=False,
                            out_size=want.shape[2:])
     check(got, want)
     assert inspect.isfunction(ns["upsample"])

@@ -108,6 +108,14 @@ def test_registry_is_in_enum_order_and_keyed_by_its_ops():
     assert list(RECORDS) == [op for op in Op if op in RECORDS]
 
 
+def test_kernels_are_named_after_their_ops():
+    """One internal name per op: the IR op and its kernels share it. The one exception is slice,
+    whose kernel `slice_axis` would otherwise shadow Python's builtin `slice` in the kernel
+    modules and in every generated module."""
+    renamed = {op: rec.kernel for op, rec in RECORDS.items() if rec.kernel not in (None, op.value)}
+    assert renamed == {Op.SLICE: "slice_axis"}
+
+
 def test_every_spelling_is_unique():
     names = [s.name for rec in RECORDS.values() for s in rec.surfaces]
     assert len(names) == len(set(names))

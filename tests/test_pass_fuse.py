@@ -144,7 +144,7 @@ def test_identity_residual_fuses_add_and_relu() -> None:
     assert lines(graph, "c2") == {2, 3}  # the conv's line and the add's and relu's
     assert len(graph.nodes["c2"]["spans"]) == 3
     net = end_to_end(IDENTITY)
-    statement = next(line for line in net.source.splitlines() if "conv2d(" in line and "residual=" in line)
+    statement = next(line for line in net.source.splitlines() if "conv(" in line and "residual=" in line)
     assert "activation='relu'" in statement
 
 

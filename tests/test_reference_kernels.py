@@ -47,7 +47,7 @@ def same_upper(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-# ---------------------------------------------------------------- conv2d
+# ---------------------------------------------------------------- conv
 
 CONV_CASES = [
     # (N, C, H, W, O, k, stride, pads, dilation, groups, bias)
@@ -71,7 +71,7 @@ def test_conv2d_symmetric(case) -> None:
     b = rand(o, seed=2) if bias else None
     want = F.conv2d(t(x), t(w), t(b), stride=stride, padding=(pads[0], pads[1]),
                     dilation=dilation, groups=groups)
-    got = ref.conv2d(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups,
+    got = ref.conv(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups,
                      out_size=want.shape[2:])
     check(got, want)
 
@@ -92,13 +92,13 @@ def test_conv2d_same_upper(size, k, stride, dilation, groups) -> None:
     x, w, b = rand(2, 4, h, wd), rand(4, 4 // groups, *k, seed=1), rand(4, seed=2)
     want = F.conv2d(torch_pad(t(x), pads), t(w), t(b), stride=stride, dilation=dilation,
                     groups=groups)
-    got = ref.conv2d(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups,
+    got = ref.conv(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups,
                      out_size=want.shape[2:])
     check(got, want)
     assert got.shape[2:] == (-(-h // stride[0]), -(-wd // stride[1]))
 
 
-# ---------------------------------------------------------------- conv_transpose2d
+# ---------------------------------------------------------------- conv_transpose
 
 CONVT_CASES = [
     # (N, C, H, W, O, k, stride, padding, output_padding, dilation, groups, bias)
@@ -117,7 +117,7 @@ def test_conv_transpose2d_symmetric(case) -> None:
     n, c, h, wd, o, k, stride, padding, out_pad, dilation, groups, bias = case
     x, w = rand(n, c, h, wd), rand(c, o // groups, *k, seed=1)
     b = rand(o, seed=2) if bias else None
-    got = ref.conv_transpose2d(x, w, b, stride=stride, pads=padding + padding,
+    got = ref.conv_transpose(x, w, b, stride=stride, pads=padding + padding,
                                output_padding=out_pad, dilation=dilation, groups=groups)
     want = F.conv_transpose2d(t(x), t(w), t(b), stride=stride, padding=padding,
                               output_padding=out_pad, dilation=dilation, groups=groups)
@@ -128,7 +128,7 @@ def test_conv_transpose2d_symmetric(case) -> None:
 @pytest.mark.parametrize("stride,groups", [((2, 2), 1), ((3, 2), 2)])
 def test_conv_transpose2d_asymmetric(pads, stride, groups) -> None:
     x, w, b = rand(2, 4, 5, 6), rand(4, 6 // groups, 4, 3, seed=1), rand(6, seed=2)
-    got = ref.conv_transpose2d(x, w, b, stride=stride, pads=pads, output_padding=(0, 0),
+    got = ref.conv_transpose(x, w, b, stride=stride, pads=pads, output_padding=(0, 0),
                                dilation=(1, 1), groups=groups)
     full = F.conv_transpose2d(t(x), t(w), t(b), stride=stride, groups=groups)
     top, left, bottom, right = pads
@@ -141,11 +141,11 @@ def test_conv_transpose_is_adjoint_of_conv() -> None:
     kw = dict(stride=(2, 2), pads=(1, 0, 2, 1), dilation=(1, 2), groups=2)
     x, w = rand(1, 4, 9, 10), rand(6, 2, 3, 3, seed=1)
     size = F.conv2d(torch_pad(t(x), kw["pads"]), t(w), stride=2, dilation=(1, 2), groups=2).shape[2:]
-    y = ref.conv2d(x, w, None, out_size=size, **kw)
+    y = ref.conv(x, w, None, out_size=size, **kw)
     z = rand(*y.shape, seed=3)
     out_pad = tuple(xs - ts for xs, ts in zip(
-        x.shape[2:], ref.conv_transpose2d(z, w, None, output_padding=(0, 0), **kw).shape[2:]))
-    xt = ref.conv_transpose2d(z, w, None, output_padding=out_pad, **kw)
+        x.shape[2:], ref.conv_transpose(z, w, None, output_padding=(0, 0), **kw).shape[2:]))
+    xt = ref.conv_transpose(z, w, None, output_padding=out_pad, **kw)
     assert xt.shape == x.shape
     np.testing.assert_allclose(np.vdot(y, z), np.vdot(x, xt), rtol=1e-4)
 
@@ -250,7 +250,7 @@ def test_max_pool2d(case, ceil_mode) -> None:
     x = rand(2, 3, h, wd)
     want = F.max_pool2d(t(x), kernel, stride, padding, dilation, ceil_mode=ceil_mode)
     # torch decides the output size (ceil_mode included); the kernel must fill exactly it
-    got = ref.max_pool2d(x, kernel=kernel, stride=stride, pads=padding + padding,
+    got = ref.max_pool(x, kernel=kernel, stride=stride, pads=padding + padding,
                          dilation=dilation, out_size=want.shape[2:])
     check(got, want)
 
@@ -263,7 +263,7 @@ def test_max_pool2d_same_upper(size) -> None:
     x = rand(1, 2, h, wd)
     xp = F.pad(t(x), (left, right, top, bottom), value=-np.inf)
     want = F.max_pool2d(xp, 3, 2)
-    got = ref.max_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=(top, left, bottom, right),
+    got = ref.max_pool(x, kernel=(3, 3), stride=(2, 2), pads=(top, left, bottom, right),
                          dilation=(1, 1), out_size=want.shape[2:])
     check(got, want)
 
@@ -291,7 +291,7 @@ def test_avg_pool2d(case, ceil_mode, count_include_pad) -> None:
     x = rand(2, 3, h, wd)
     want = F.avg_pool2d(t(x), kernel, stride, padding, ceil_mode=ceil_mode,
                         count_include_pad=count_include_pad)
-    got = ref.avg_pool2d(x, kernel=kernel, stride=stride, pads=padding + padding,
+    got = ref.avg_pool(x, kernel=kernel, stride=stride, pads=padding + padding,
                          count_include_pad=count_include_pad, out_size=want.shape[2:])
     check(got, want)
 
@@ -302,7 +302,7 @@ def test_avg_pool2d_asymmetric_pads() -> None:
     pads = (0, 1, 1, 2)
     for include in (False, True):
         xp = torch_pad(t(x), pads)
-        got = ref.avg_pool2d(x, kernel=(3, 3), stride=(2, 2), pads=pads, count_include_pad=include,
+        got = ref.avg_pool(x, kernel=(3, 3), stride=(2, 2), pads=pads, count_include_pad=include,
                              out_size=F.max_pool2d(xp, 3, 2).shape[2:])
         total = F.avg_pool2d(xp, 3, 2, divisor_override=1)
         if include:

@@ -142,7 +142,9 @@ class OpRecord:
     shape: ShapeRule
     output: Output | OutputRule  # see Output; a rule when it depends on the attrs
     surfaces: tuple[Surface, ...]  # () for ops that only passes create
-    kernel: str | None  # the function's name in every kernel module; None: input, dropout
+    # The kernel function's name in every kernel module: the op's own name, except slice_axis (a
+    # `slice` would shadow the builtin in generated code); None for input and dropout.
+    kernel: str | None
     kwargs: tuple[str, ...] = ()  # attrs passed to the kernel by keyword
     params: ParamRule | None = None  # role → ParamSpec
     roles: tuple[str, ...] = ()  # parameter roles in the kernel's argument order
@@ -466,7 +468,7 @@ _CONVOLUTIONS = {
                  builder="depthwise_conv"),
          Surface("separable_conv", "depthwise conv, then a 1x1 conv (Xception)",
                  (Arg("filters", "positive_int"), *_DEPTHWISE_ARGS), builder="separable_conv")),
-        "conv2d", ("stride", "pads", "dilation", "groups", "activation", "slope"), _conv_params,
+        "conv", ("stride", "pads", "dilation", "groups", "activation", "slope"), _conv_params,
         ("weight", "bias"), sized=True, max_inputs=2, keyword_inputs=("residual",), kwarg_defaults=_EPILOGUE,
         macs=_conv_macs, fused_epilogue=True, scale_rule="scale_out_channels"),
     Op.CONV_TRANSPOSE: OpRecord(
@@ -476,7 +478,7 @@ _CONVOLUTIONS = {
                   Arg("pad", "padding", (0, 0, 0, 0)), Arg("output_padding", "nonnegative_pair", (0, 0)),
                   Arg("dilation", "pair", (1, 1)), Arg("groups", "positive_int", 1), Arg("bias", "bool", True)),
                  builder="conv_transpose"),),
-        "conv_transpose2d", ("stride", "pads", "output_padding", "dilation", "groups"), _conv_transpose_params,
+        "conv_transpose", ("stride", "pads", "output_padding", "dilation", "groups"), _conv_transpose_params,
         ("weight", "bias"), macs=_conv_transpose_macs, scale_rule="scale_transpose_out_channels"),
     Op.DENSE: OpRecord(
         DenseAttrs, _dense, Output.FRESH,
@@ -730,13 +732,13 @@ _POOLING = {
         MaxPoolAttrs, _max_pool, Output.FRESH,
         (Surface("maxpool", "max pooling", (*_POOL, Arg("dilation", "pair", (1, 1)), Arg("ceil_mode", "bool", False)),
                  builder="max_pool"),),
-        "max_pool2d", ("kernel", "stride", "pads", "dilation"), sized=True, identity=_unit_window),
+        "max_pool", ("kernel", "stride", "pads", "dilation"), sized=True, identity=_unit_window),
     Op.AVG_POOL: OpRecord(
         AvgPoolAttrs, _avg_pool, Output.FRESH,
         (Surface("avgpool", "average pooling",
                  (*_POOL, Arg("ceil_mode", "bool", False), Arg("count_include_pad", "bool", True)),
                  builder="avg_pool"),),
-        "avg_pool2d", ("kernel", "stride", "pads", "count_include_pad"), sized=True, identity=_unit_window),
+        "avg_pool", ("kernel", "stride", "pads", "count_include_pad"), sized=True, identity=_unit_window),
     Op.GLOBAL_AVG_POOL: OpRecord(
         NoAttrs, _global_pool, Output.FRESH, (Surface("global_avg_pool", "[N, C, H, W] → [N, C, 1, 1] mean"),),
         "global_avg_pool"),
@@ -804,7 +806,7 @@ _DETECTION = {
     Op.IOU: OpRecord(
         IouAttrs, _iou, Output.FRESH,
         (Surface("iou", "pairwise intersection over union of two sets of boxes", (_BOX_FORMAT,), inputs=2),),
-        "box_iou", ("format",), min_inputs=2, max_inputs=2),
+        "iou", ("format",), min_inputs=2, max_inputs=2),
     Op.NMS: OpRecord(
         NmsAttrs, _nms, Output.FRESH,
         (Surface("nms", "class-wise non-maximum suppression to [N, max_boxes, 6] detections",

@@ -383,7 +383,7 @@ _EW_YOLO_DECODE = (
 
 
 def conv_method(channels: int, weight_shape, stride, pads, groups: int) -> str:
-    """How conv2d computes a convolution: "gemm" (1x1, stride 1, unpadded: a GEMM straight on the
+    """How conv computes a convolution: "gemm" (1x1, stride 1, unpadded: a GEMM straight on the
     input), "depthwise" (groups == C, one input channel per group: a direct kernel) or "im2col"
     (columns into the workspace, then GEMMs)."""
     _, cg, kh, kw = weight_shape
@@ -413,9 +413,9 @@ def conv_transpose_columns(x_shape, weight_shape, groups: int) -> int:
 def workspace_columns(kernel: str, x_shape, weight_shape, out_shape, attrs) -> int:
     """Per-image workspace elements the kernel called `kernel` needs for these shapes and attrs
     (stride, pads, groups); 0 for a kernel that takes no workspace."""
-    if kernel == "conv2d":
+    if kernel == "conv":
         return conv_columns(x_shape, weight_shape, attrs.stride, attrs.pads, attrs.groups, out_shape[2:])
-    if kernel == "conv_transpose2d":
+    if kernel == "conv_transpose":
         return conv_transpose_columns(x_shape, weight_shape, attrs.groups)
     return 0
 
@@ -556,7 +556,7 @@ def _epilogue_spec(has_bias: bool, has_residual: bool, activation: str):
 # ---------------------------------------------------------------------------------------
 
 
-def conv2d(x, w, b, *, stride, pads, dilation, groups: int, out_size, activation: str = "none",
+def conv(x, w, b, *, stride, pads, dilation, groups: int, out_size, activation: str = "none",
            slope: float = 0.0, residual=None, out=None, workspace=None):
     """2-D convolution (NCHW, OIHW weights, bias [O] or None) to `out_size` (Ho, Wo) with the fused
     epilogue act(conv + bias + residual). See the module docstring for the three methods;
@@ -612,7 +612,7 @@ def conv2d(x, w, b, *, stride, pads, dilation, groups: int, out_size, activation
     return _epilogue(y, b, None if residual is None else _f32(residual), activation, slope, hw)
 
 
-def conv_transpose2d(x, w, b, *, stride, pads, output_padding, dilation, groups: int, out=None,
+def conv_transpose(x, w, b, *, stride, pads, output_padding, dilation, groups: int, out=None,
                      workspace=None):
     """Transposed convolution, weights [C, O/groups, kh, kw]: per group the GEMM W_g^T x gives
     every tap's contribution as columns [O·kh·kw, H·W] per image (chunks of the batch as the
@@ -750,7 +750,7 @@ def lrn(x, *, size: int, alpha: float, beta: float, k: float, out=None):
 # ---------------------------------------------------------------------------------------
 
 
-def max_pool2d(x, *, kernel, stride, pads, dilation, out_size, out=None):
+def max_pool(x, *, kernel, stride, pads, dilation, out_size, out=None):
     """Max pooling (−∞ padding) to `out_size` (Ho, Wo), one thread per output."""
     x = _f32(x)
     n, c, h, wd = x.shape
@@ -768,7 +768,7 @@ def max_pool2d(x, *, kernel, stride, pads, dilation, out_size, out=None):
     return y
 
 
-def avg_pool2d(x, *, kernel, stride, pads, count_include_pad: bool, out_size, out=None):
+def avg_pool(x, *, kernel, stride, pads, count_include_pad: bool, out_size, out=None):
     """Average pooling to `out_size` (Ho, Wo) with PyTorch's divisor rules, one thread per output."""
     x = _f32(x)
     n, c, h, wd = x.shape
@@ -942,7 +942,7 @@ def slice_axis(x, *, axis: int, start: int, stop: int, out=None):
 # ---------------------------------------------------------------------------------------
 
 
-def box_iou(a, b, *, format: str, out=None):
+def iou(a, b, *, format: str, out=None):
     """Pairwise IoU [N, A, 4] × [N, B, 4] → [N, A, B], computed in float64, 0 where the union is 0."""
     if format not in ("corners", "center"):
         raise ValueError(f"unknown box format {format!r}")

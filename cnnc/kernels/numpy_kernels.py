@@ -167,7 +167,7 @@ def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, group
 # ---------------------------------------------------------------------------------------
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int, out_size,
+def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int, out_size,
            activation: str = "none", slope: float = 0.0, residual=None) -> np.ndarray:
     """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None;
     ``out_size`` (Ho, Wo) is the output's spatial size, as the shape rule decided it.
@@ -199,7 +199,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: i
     return _epilogue(y, activation, slope, residual)
 
 
-def conv_transpose2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, output_padding,
+def conv_transpose(x: np.ndarray, w: np.ndarray, b, *, stride, pads, output_padding,
                      dilation, groups: int) -> np.ndarray:
     """Transposed 2-D convolution, weights ``[C, O/groups, kh, kw]`` (PyTorch layout).
 
@@ -353,7 +353,7 @@ def lrn(x: np.ndarray, *, size: int, alpha: float, beta: float, k: float) -> np.
 # ---------------------------------------------------------------------------------------
 
 
-def max_pool2d(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -> np.ndarray:
+def max_pool(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -> np.ndarray:
     """Max pooling with −∞ padding to ``out_size`` (Ho, Wo); a loop over kernel taps.
 
     Windows reaching past the bottom/right padding (a ceil_mode overhang) see −∞ there too.
@@ -392,7 +392,7 @@ def _window_sum(a: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: 
     return y
 
 
-def avg_pool2d(x: np.ndarray, *, kernel, stride, pads, count_include_pad: bool, out_size) -> np.ndarray:
+def avg_pool(x: np.ndarray, *, kernel, stride, pads, count_include_pad: bool, out_size) -> np.ndarray:
     """Average pooling to ``out_size`` (Ho, Wo) with PyTorch's divisor rules.
 
     The divisor is a precomputed ``[Ho, Wo]`` count map: the window sum of a mask that is 1
@@ -573,7 +573,7 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray, *, format: str) -> np.ndarray:
+def iou(a: np.ndarray, b: np.ndarray, *, format: str) -> np.ndarray:
     """Pairwise IoU: ``a [N, A, 4]``, ``b [N, B, 4]`` → ``[N, A, B]`` float32."""
     return _iou_matrix(_corners(a, format), _corners(b, format)).astype(np.float32)
 

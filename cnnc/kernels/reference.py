@@ -79,7 +79,7 @@ def _window_taps(kernel: Pair, dilation: Pair) -> list[Pair]:
 # ---------------------------------------------------------------- convolutions
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
+def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
            pads: Pads, dilation: Pair, groups: int, out_size: Pair, activation: str = "none",
            slope: float = 0.0, residual: np.ndarray | None = None) -> np.ndarray:
     """Grouped, strided, dilated 2-D convolution (cross-correlation), with an optional epilogue.
@@ -102,7 +102,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
     return epilogue(_out(y), activation, slope, residual)
 
 
-def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
+def conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
                      pads: Pads, output_padding: Pair, dilation: Pair,
                      groups: int) -> np.ndarray:
     """Grouped, strided, dilated transposed convolution (``w: [C, O/G, kh, kw]``).
@@ -221,7 +221,7 @@ def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
 # ---------------------------------------------------------------- pooling
 
 
-def max_pool2d(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
+def max_pool(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
                out_size: Pair) -> np.ndarray:
     """y[n,c,i,j] = max_{u,v} xpad[n, c, i·sh + u·dh, j·sw + v·dw] for (i, j) < ``out_size``,
     padding is −∞; so is a ceil_mode overhang (the windows beyond the padded input)."""
@@ -233,7 +233,7 @@ def max_pool2d(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, dilatio
     return _out(y)
 
 
-def avg_pool2d(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, count_include_pad: bool,
+def avg_pool(x: np.ndarray, *, kernel: Pair, stride: Pair, pads: Pads, count_include_pad: bool,
                out_size: Pair) -> np.ndarray:
     """y[n,c,i,j] = Σ_{u,v} xpad[n, c, i·sh + u, j·sw + v] / count[i, j] for (i, j) <
     ``out_size``, zero padding.
@@ -419,7 +419,7 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, iou, 0.0)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray, *, format: str) -> np.ndarray:
+def iou(a: np.ndarray, b: np.ndarray, *, format: str) -> np.ndarray:
     """Pairwise IoU: ``a [N, A, 4]``, ``b [N, B, 4]`` → ``[N, A, B]`` (see :func:`_iou_matrix`)."""
     return _out(_iou_matrix(_box_corners(a, format), _box_corners(b, format)))
 

@@ -24,7 +24,7 @@ from .derived import derive
 from .manager import register
 
 # Whether constant-divisor average pools become depthwise convs. Measured with the NumPy
-# kernels (best of 5, 2 CPU cores), avg_pool2d vs conv2d with groups = C and weight 1/(kh·kw):
+# kernels (best of 5, 2 CPU cores), avg_pool vs conv with groups = C and weight 1/(kh·kw):
 #   3x3 s1 p1 [1, 256, 28, 28]    637 µs vs 1194 µs  (conv 1.9x slower)
 #   3x3 s1 p1 [8, 256, 28, 28]   5048 µs vs 11652 µs (2.3x)
 #   3x3 s1 p1 [1, 192, 35, 35]   1110 µs vs 1318 µs  (1.2x)
@@ -34,7 +34,7 @@ from .manager import register
 #   5x5 s3    [1, 32, 224, 224]  2686 µs vs 3031 µs  (1.1x)
 #   7x7 s1    [1, 1024, 7, 7]     149 µs vs 159 µs   (1.1x; becomes a reduce instead, 31 µs)
 # and with a following relu fused into the conv it is still slower (e.g. 713 vs 1261 µs for
-# the first shape). The tap loop of avg_pool2d adds each window slice in place, the depthwise
+# the first shape). The tap loop of avg_pool adds each window slice in place, the depthwise
 # conv multiplies each slice by its weight into a temporary first: twice the memory traffic.
 # So no class of shapes pays; the rewrite is kept (exact, tested) for a target whose depthwise
 # conv is the faster primitive.

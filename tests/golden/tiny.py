@@ -22,11 +22,11 @@ PARAMETERS = {
 
 def forward(params, image):
     """Run the network on float32 NCHW arrays; returns a dict of outputs."""
-    unit1_conv1 = conv2d(image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12]
-    unit2_conv1 = conv2d(unit1_conv1, params['unit2.conv1.weight~bn'], params['unit2.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))  # tiny.cnn:5 unit2.conv1: conv -> [N, 4, 12, 12]
+    unit1_conv1 = conv(image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12]
+    unit2_conv1 = conv(unit1_conv1, params['unit2.conv1.weight~bn'], params['unit2.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))  # tiny.cnn:5 unit2.conv1: conv -> [N, 4, 12, 12]
     unit2_add1 = add(unit2_conv1, unit1_conv1, out=unit2_conv1)  # tiny.cnn:6 unit2.add1: add -> [N, 4, 12, 12]
     del unit1_conv1, unit2_conv1  # last use
-    maxpool1 = max_pool2d(unit2_add1, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), out_size=(6, 6))  # tiny.cnn:9 maxpool1: max_pool -> [N, 4, 6, 6]
+    maxpool1 = max_pool(unit2_add1, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), out_size=(6, 6))  # tiny.cnn:9 maxpool1: max_pool -> [N, 4, 6, 6]
     del unit2_add1  # last use
     flatten1 = flatten(maxpool1)  # tiny.cnn:10 flatten1: flatten -> [N, 144]
     del maxpool1  # last use
@@ -197,7 +197,7 @@ def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, group
     return _bias_copy(y, b)
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int, out_size,
+def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int, out_size,
            activation: str = "none", slope: float = 0.0, residual=None) -> np.ndarray:
     """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None;
     ``out_size`` (Ho, Wo) is the output's spatial size, as the shape rule decided it.
@@ -261,7 +261,7 @@ def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
     return y
 
 
-def max_pool2d(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -> np.ndarray:
+def max_pool(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -> np.ndarray:
     """Max pooling with −∞ padding to ``out_size`` (Ho, Wo); a loop over kernel taps.
 
     Windows reaching past the bottom/right padding (a ceil_mode overhang) see −∞ there too.
