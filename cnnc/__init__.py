@@ -65,7 +65,7 @@ def build_graph(source: SourceLike, *, input_shapes: dict[str, tuple] | None = N
         from .passes.fcn import reshape_inputs
 
         optimized = reshape_inputs(optimized, input_shapes)
-    optimized.graph["source_graph"] = graph
+    optimized.info.source_graph = graph
     return optimized
 
 

@@ -120,8 +120,8 @@ def _print_after(name: str, graph, changed: bool) -> None:
 def _cmd_check(args: argparse.Namespace) -> None:
     graph = _graph(args)
     from .ir.shapes import fmt
-    ins = ", ".join(f"{n} {fmt(graph.shape(n))}" for n in graph.graph["inputs"])
-    outs = ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in graph.graph["outputs"].items())
+    ins = ", ".join(f"{n} {fmt(graph.shape(n))}" for n in graph.info.inputs)
+    outs = ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in graph.info.outputs.items())
     print(f"{args.file}: ok — {len(graph)} nodes; inputs: {ins}; outputs: {outs}")
 
 
@@ -155,7 +155,7 @@ def _cmd_compile(args: argparse.Namespace) -> None:
         with atomic_write(output) as handle:
             handle.write(text)
         return
-    specs = graph.graph.get("user_params", graph.graph["params"])
+    specs = graph.info.user_param_specs()
     store = ParamStore(specs, init_params(specs, args.seed))
     if args.params:
         store.update_from(read_npz(args.params), args.params)

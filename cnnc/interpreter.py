@@ -20,15 +20,15 @@ def eval_graph(graph: Graph, params: Mapping[str, np.ndarray], inputs: Mapping[s
     """Outputs (name → array) of `graph` for `inputs` (input node name → array)."""
     values: dict[str, np.ndarray] = {}
     for name in graph.topo_order():
-        data = graph.nodes[name]
-        op, info = data["op"], record(data["op"])
+        node = graph.node(name)
+        op, info = node.op, record(node.op)
         args = [values[i] for i in graph.inputs_of(name)]
         if op == Op.INPUT:
             values[name] = np.asarray(inputs[name], dtype=np.float32)
         elif info.kernel is None:  # dropout: the identity at inference
             values[name] = args[0]
         else:
-            positional, keywords = kernel_call(op, data["attrs"], args, data["params"], params.__getitem__,
-                                               data["shape"])
+            positional, keywords = kernel_call(op, node.attrs, args, graph.params_of(name), params.__getitem__,
+                                               node.shape)
             values[name] = getattr(kernels, info.kernel)(*positional, **keywords)
-    return {out: values[node] for out, node in graph.graph["outputs"].items()}
+    return {out: values[node] for out, node in graph.info.outputs.items()}

@@ -31,8 +31,8 @@ def summary_table(graph: Graph) -> str:
         return "  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2]),
                           row[3].rjust(widths[3]), row[4].rjust(widths[4])])
 
-    stats = [n for n in graph.graph["params"] if n.endswith((".mean", ".var"))]
-    stat_count = sum(graph.graph["params"][n].shape[0] for n in stats)
+    stats = [n for n in graph.info.param_specs if n.endswith((".mean", ".var"))]
+    stat_count = sum(graph.info.param_specs[n].shape[0] for n in stats)
     body = [line(rows[0]), rule, *(line(r) for r in rows[1:]), rule,
             f"Total params: {total_params:,} ({_human(total_params)}), of which BN running statistics "
             f"(mean, var): {stat_count:,}; trainable: {total_params - stat_count:,}",

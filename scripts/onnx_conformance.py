@@ -293,12 +293,12 @@ def export_report(examples=EXPORT_EXAMPLES, seed: int = 3) -> str:
         # A softmax of random logits saturates (to 0 and 1): compare the logits too, by exporting
         # and compiling (-O0) the graph with the softmax's input as the output.
         graph = net.source_graph
-        for out_name, node in graph.graph["outputs"].items():
+        for out_name, node in graph.info.outputs.items():
             if graph.op(node) != Op.SOFTMAX:
                 continue
             logits = graph.clone()
-            logits.graph["outputs"] = {"logits": graph.inputs_of(node)[0]}
-            logits.graph.pop("source_graph", None)
+            logits.info.outputs = {"logits": graph.inputs_of(node)[0]}
+            logits.info.source_graph = None
             pre = CompiledNetwork(logits, generate(logits), params=net.params).run(x)["logits"]
             session = ort.InferenceSession(cnnc.export_onnx(logits, net.params).SerializeToString(),
                                            providers=["CPUExecutionProvider"])

@@ -37,9 +37,9 @@ def histogram(graph) -> str:
 def _logits(graph):
     """The graph with each output that is a softmax replaced by the softmax's input."""
     copy = graph.clone()
-    for out, node in list(copy.graph["outputs"].items()):
+    for out, node in list(copy.info.outputs.items()):
         if str(copy.op(node)) == "softmax":
-            copy.graph["outputs"][out] = copy.inputs_of(node)[0]
+            copy.info.outputs[out] = copy.inputs_of(node)[0]
     return copy
 
 
@@ -49,9 +49,9 @@ def report(path: Path, size: int) -> str:
     before = cnnc.parse(path, input_shapes=shapes)
     after = cnnc.build_graph(path, input_shapes=shapes, optimize=2)
     rng = np.random.default_rng(0)
-    values = random_params(before.graph["params"], rng)
+    values = random_params(before.info.param_specs, rng)
     inputs = {n: rng.standard_normal(tuple(1 if isinstance(d, str) else d for d in before.shape(n)))
-              .astype(np.float32) for n in before.graph["inputs"]}
+              .astype(np.float32) for n in before.info.inputs}
     # A softmax of random-weight logits is nearly one-hot, which would hide differences: compare
     # the logits feeding an output softmax instead (the producer keeps its name through passes).
     want = eval_graph(_logits(before), values, inputs)
@@ -60,7 +60,7 @@ def report(path: Path, size: int) -> str:
     size_note = f"{size}×{size}" if shapes else "declared"
     return (f"| {name} | {size_note} | {len(before)} → {len(after)} | {histogram(before)} | {histogram(after)} | "
             f"{worst:.1e} | {peak_without_plan(before) / 2**20:.1f} / {peak_without_plan(after) / 2**20:.1f} → "
-            f"{peak_with_plan(after, after.graph['memory_plan']) / 2**20:.1f} |")
+            f"{peak_with_plan(after, after.info.memory_plan) / 2**20:.1f} |")
 
 
 def main() -> None:

@@ -134,7 +134,7 @@ def test_pointwise_and_depthwise_convs_need_no_workspace():
             continue
         attrs = graph.attrs(name)
         channels = graph.shape(graph.inputs_of(name)[0])[1]
-        w = graph.graph["params"][graph.nodes[name]["params"]["weight"]].shape
+        w = graph.info.param_specs[graph.params_of(name)["weight"]].shape
         method = cupy_kernels.conv_method(channels, w, attrs.stride, attrs.pads, attrs.groups)
         line = next(line for line in source.splitlines() if f"out=out[{name!r}]" in line)
         assert (method == "im2col") == (name in plan.columns) == ("workspace=workspace" in line)
@@ -289,8 +289,8 @@ def test_every_launch_passes_the_declared_arguments_with_their_c_types():
 
 def _check_plan(graph, plan):
     order = list(plan.order)
-    outputs = set(graph.graph["outputs"].values())
-    memory = graph.graph.get("memory_plan")
+    outputs = set(graph.info.outputs.values())
+    memory = graph.info.memory_plan
     assert plan.in_place <= (memory.in_place if memory is not None and memory.matches(graph) else frozenset())
     for roots in plan.slots:  # a slot's roots take turns: each dies before the next is born
         for first, second in itertools.pairwise(roots):

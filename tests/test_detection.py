@@ -361,7 +361,7 @@ output overlap = iou(boxes, boxes |> slice(1, 0, 10), format=corners)
 
 def test_program_shapes_and_generated_code():
     graph = cnnc.parse(PROGRAM)
-    shape = {out: graph.shape(node) for out, node in graph.graph["outputs"].items()}
+    shape = {out: graph.shape(node) for out, node in graph.info.outputs.items()}
     assert shape == {"detections": ("N", 20, 6), "overlap": ("N", 48, 10)}
     assert graph.shape("yolo_decode1") == ("N", 48, 8)
     net = cnnc.compile(PROGRAM)
@@ -419,11 +419,11 @@ def test_errors(body, message):
 
 def test_yolo_tiny_shapes():
     graph = cnnc.parse(EXAMPLES / "yolo_tiny.cnn")
-    assert graph.shape(graph.graph["outputs"]["detections"]) == ("N", 100, 6)
+    assert graph.shape(graph.info.outputs["detections"]) == ("N", 100, 6)
     assert graph.shape("yolo1.yolo_decode1") == ("N", 13 * 13 * 3, 24)
     assert graph.shape("yolo2.yolo_decode1") == ("N", 26 * 26 * 3, 24)
     assert graph.attrs("yolo2.yolo_decode1").stride == (16, 16)
-    trainable = sum(math.prod(s.shape) for n, s in graph.graph["params"].items() if not n.endswith((".mean", ".var")))
+    trainable = sum(math.prod(s.shape) for n, s in graph.info.param_specs.items() if not n.endswith((".mean", ".var")))
     assert trainable == 8_713_766
     smaller = cnnc.parse(EXAMPLES / "yolo_tiny.cnn", input_shapes={"image": (1, 3, 320, 320)})
     assert smaller.attrs("yolo1.yolo_decode1").stride == (32, 32)  # computed from the sizes

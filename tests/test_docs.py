@@ -65,7 +65,7 @@ def test_program_compiles_with_the_shapes_it_states(index, monkeypatch):
     probe = text + "".join(f"\noutput shape_of_{name} = {name}" for name, _ in claims)
     graph = cnnc.parse(probe, name="example.cnn")
     for name, stated in claims:
-        shape = graph.shape(graph.graph["outputs"][f"shape_of_{name}"])
+        shape = graph.shape(graph.info.outputs[f"shape_of_{name}"])
         assert "[" + ", ".join(str(d) for d in shape) + "]" == stated, name
 
 

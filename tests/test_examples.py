@@ -25,7 +25,7 @@ REDUCED = {"resnet34.cnn", "resnet50.cnn", "resnet101.cnn", "resnet152.cnn", "se
 
 def trainable_params(graph) -> int:
     """Parameter count as torchvision counts it (BN running statistics excluded)."""
-    return sum(math.prod(s.shape) for n, s in graph.graph["params"].items() if not n.endswith((".mean", ".var")))
+    return sum(math.prod(s.shape) for n, s in graph.info.param_specs.items() if not n.endswith((".mean", ".var")))
 
 
 def test_all_required_examples_exist():

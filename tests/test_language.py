@@ -110,9 +110,9 @@ output y = b |> conv_transpose(4, 3x3, stride=2, pad=1, output_padding=1)
     assert graph.shape("separable_conv1.depthwise") == ("N", 16, 5, 5)
     assert graph.shape("separable_conv1.pointwise") == ("N", 32, 5, 5)
     assert graph.shape("conv_transpose1") == ("N", 4, 10, 10)
-    assert set(graph.graph["params"]) >= {"separable_conv1.depthwise.weight", "separable_conv1.pointwise.weight",
+    assert set(graph.info.param_specs) >= {"separable_conv1.depthwise.weight", "separable_conv1.pointwise.weight",
                                           "conv_transpose1.weight", "conv_transpose1.bias"}
-    assert graph.graph["params"]["conv_transpose1.weight"].shape == (32, 4, 3, 3)
+    assert graph.info.param_specs["conv_transpose1.weight"].shape == (32, 4, 3, 3)
 
 
 def test_several_outputs_return_a_dict():
@@ -141,7 +141,7 @@ def test_imports_are_relative_to_the_importing_file(tmp_path):
     (tmp_path / "net.cnn").write_text('import "lib/blocks.cnn"\ninput x: [N, 3, 4, 4]\noutput y = x |> twice(width)\n')
     graph = cnnc.parse(tmp_path / "net.cnn")
     assert graph.shape("twice1.unit2.conv1") == ("N", 6, 4, 4)
-    assert graph.nodes["twice1.unit1.conv1"]["spans"][0].file.name == "more.cnn"
+    assert graph.spans("twice1.unit1.conv1")[0].file.name == "more.cnn"
 
 
 def test_symbolic_batch_runs_any_batch_and_fixed_batch_is_checked():

@@ -89,7 +89,7 @@ def test_lenet5_trained_in_torch_predicts_the_same_in_cnnc():
     train_idx, test_idx = order[:TRAIN], order[TRAIN:]
 
     # The torch modules are named after the .cnn's layers, in order (c1, c3, c5, f6, out).
-    params = cnnc.parse(EXAMPLES / "lenet5.cnn").graph["params"]
+    params = cnnc.parse(EXAMPLES / "lenet5.cnn").info.param_specs
     names = tuple(dict.fromkeys(name.rpartition(".")[0] for name in params))
     torch.manual_seed(SEED)  # the initial weights
     model = LeNet5(names)

@@ -90,7 +90,7 @@ def _statements(source: str) -> dict[str, str]:
 def test_generated_code_runs_in_place_exactly_the_planned_nodes(name):
     source = EXAMPLES.parent / "tests" / "golden" / name if name == "tiny.cnn" else EXAMPLES / name
     graph = cnnc.build_graph(source)
-    planned = graph.graph["memory_plan"].in_place
+    planned = graph.info.memory_plan.in_place
     assert planned
     numpy_statements = _statements(cnnc.compile(source).source)
     assert {n for n, line in numpy_statements.items() if "out=" in line} == planned

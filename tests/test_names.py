@@ -33,4 +33,4 @@ def test_a_second_derivation_of_a_name_is_numbered():
     graph = cnnc.parse("input x: [N, 4, 8, 8]\n"
                        "output y = x |> conv(6, 3x3, pad=1, bias=false) as conv1 |> bn as bn1 |> bn as bn2")
     folded = optimize(graph, passes=["fold_batch_norm"])
-    assert folded.nodes["conv1"]["params"] == {"weight": "conv1.weight~bn_2", "bias": "conv1.bias~bn_2"}
+    assert folded.params_of("conv1") == {"weight": "conv1.weight~bn_2", "bias": "conv1.bias~bn_2"}

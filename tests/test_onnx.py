@@ -399,10 +399,10 @@ def test_export_matches_onnxruntime_and_round_trips(example, shape):
     # A softmax of random logits saturates to 0 and 1: compare the logits too (values are named
     # after their layers, so the softmax's input can be read from onnxruntime as an extra output).
     graph = net.source_graph
-    logits = {f"logits of {o}": graph.inputs_of(n)[0] for o, n in graph.graph["outputs"].items()
+    logits = {f"logits of {o}": graph.inputs_of(n)[0] for o, n in graph.info.outputs.items()
               if graph.op(n) == Op.SOFTMAX}
     probe = graph.clone()
-    probe.graph["outputs"] = logits
+    probe.info.outputs = logits
     ours.update(eval_graph(probe, net.params, {net.input_names[0]: x}, kernels=numpy_kernels))
     with_logits = onnx.ModelProto()
     with_logits.CopyFrom(m)

@@ -66,16 +66,16 @@ def test_dense_to_conv_structure_and_weights():
     assert _ops(fcn) == _ops(graph) - Counter(dense=2, flatten=1) + Counter(conv=2)
     assert fcn.attrs("fc1").kernel == (6, 6) and fcn.attrs("fc2").kernel == (1, 1)
     assert fcn.inputs_of("fc1") == ["maxpool2"] and fcn.shape("fc2") == ("N", 10, 1, 1)
-    assert fcn.graph["fcn"] is True
+    assert fcn.info.fully_convolutional is True
     # parameters: the user's keep their names and shapes; the convs read reshaped views of them
-    assert fcn.graph["user_params"] == graph.graph["params"]
+    assert fcn.info.user_params == graph.info.param_specs
     values = {n: np.random.default_rng(0).standard_normal(s.shape).astype(np.float32)
-              for n, s in graph.graph["params"].items()}
+              for n, s in graph.info.param_specs.items()}
     weights = materialize(fcn, values)
-    w1 = weights[fcn.nodes["fc1"]["params"]["weight"]]
+    w1 = weights[fcn.params_of("fc1")["weight"]]
     assert w1.shape == (24, 16, 6, 6)
     np.testing.assert_array_equal(w1[3, 5, 2, 4], values["fc1.weight"][3, 5 * 36 + 2 * 6 + 4])
-    assert fcn.nodes["fc1"]["params"]["bias"] == "fc1.bias"
+    assert fcn.params_of("fc1")["bias"] == "fc1.bias"
 
 
 VARIANTS = {
@@ -110,8 +110,8 @@ def test_every_dense_converts_and_outputs_are_unchanged(text):
     graph = cnnc.parse(text)
     fcn = optimize(graph, passes=["dense_to_conv"], check_numerics=True)
     assert "dense" not in _ops(fcn) and "flatten" not in _ops(fcn)
-    for out, node in fcn.graph["outputs"].items():  # [N, O] outputs are [N, O, 1, 1] now
-        before = graph.shape(graph.graph["outputs"][out])
+    for out, node in fcn.info.outputs.items():  # [N, O] outputs are [N, O, 1, 1] now
+        before = graph.shape(graph.info.outputs[out])
         assert fcn.shape(node) == (before + (1, 1) if len(before) == 2 else before)
 
 
@@ -205,7 +205,7 @@ def test_checker_accepts_the_fcn_output_rank_but_nothing_else():
     checker = NumericChecker(graph)
     checker.check(optimize(graph, passes=["dense_to_conv"]), "dense_to_conv")  # [N, 10, 1, 1]: accepted
     wrong = optimize(graph, passes=["dense_to_conv"])
-    wrong.graph["outputs"]["scores"] = "conv2"
+    wrong.info.outputs["scores"] = "conv2"
     with pytest.raises(cnnc.errors.CnncIRError, match="has shape"):
         checker.check(wrong, "broken")
 

@@ -29,9 +29,9 @@ def ops(graph: Graph) -> Counter:
 def assert_same_outputs(original: Graph, optimized: Graph, seed: int = 0, batch: int = 2) -> None:
     """The optimized graph, with derived parameters materialized, computes what the original does."""
     rng = np.random.default_rng(seed)
-    values = random_params(original.graph["params"], rng)
+    values = random_params(original.info.param_specs, rng)
     inputs = {n: rng.standard_normal(tuple(batch if isinstance(d, str) else d for d in original.shape(n)))
-              for n in original.graph["inputs"]}
+              for n in original.info.inputs}
     want = cnnc.eval_graph(original, values, inputs)
     got = cnnc.eval_graph(optimized, materialize(optimized, values), inputs)
     for name in want:
@@ -50,10 +50,10 @@ def assert_folded(original: Graph, optimized: Graph, layer: str, bn: str = "bn1"
     """`bn` disappeared into `layer`, whose weight and bias are now derived from the user's."""
     assert Op.BATCH_NORM not in ops(optimized) and Op.CHANNEL_AFFINE not in ops(optimized)
     assert bn not in optimized
-    params = optimized.nodes[layer]["params"]
+    params = optimized.params_of(layer)
     assert params["weight"] == f"{layer}.weight~bn" and params["bias"] == f"{layer}.bias~bn"
     assert optimized.attrs(layer).bias
-    assert optimized.graph["derived"][params["weight"]].inputs[0] == original.nodes[layer]["params"]["weight"]
+    assert optimized.info.derived[params["weight"]].inputs[0] == original.params_of(layer)["weight"]
 
 
 @pytest.mark.parametrize("bias", ["true", "false"])
@@ -64,7 +64,7 @@ output y = x |> conv(6, 3x3, pad=1, bias={bias}) as conv1 |> bn as bn1 |> relu
 """)
     assert original.attrs("conv1").bias == (bias == "true")
     assert_folded(original, optimized, "conv1")
-    derivation = optimized.graph["derived"]["conv1.bias~bn"]
+    derivation = optimized.info.derived["conv1.bias~bn"]
     assert ("conv1.bias" in derivation.inputs) == (bias == "true")
 
 
@@ -81,7 +81,7 @@ def test_depthwise_conv_with_multiplier_bn_folds() -> None:
 input x: [N, 4, 8, 8]
 output y = x |> depthwise_conv(3x3, pad=1, multiplier=3) as conv1 |> bn as bn1
 """)
-    assert optimized.graph["params"]["conv1.weight~bn"].shape == (12, 1, 3, 3)
+    assert optimized.info.param_specs["conv1.weight~bn"].shape == (12, 1, 3, 3)
     assert_folded(original, optimized, "conv1")
 
 
@@ -91,7 +91,7 @@ input x: [N, 4, 8, 8]
 output y = x |> separable_conv(8, 3x3, pad=1, multiplier=2, bias=false) as sep |> bn as bn1
 """)
     assert_folded(original, optimized, "sep.pointwise")
-    assert optimized.nodes["sep.depthwise"]["params"] == {"weight": "sep.depthwise.weight"}
+    assert optimized.params_of("sep.depthwise") == {"weight": "sep.depthwise.weight"}
 
 
 @pytest.mark.parametrize("bias", ["true", "false"])
@@ -100,8 +100,8 @@ def test_grouped_strided_conv_transpose_bn_folds(bias: str) -> None:
 input x: [N, 4, 5, 5]
 output y = x |> conv_transpose(6, 3x3, stride=2, groups=2, bias={bias}) as up |> bn as bn1
 """)
-    assert optimized.graph["params"]["up.weight~bn"].shape == (4, 3, 3, 3)  # [in, out/groups, kh, kw]
-    assert optimized.graph["derived"]["up.weight~bn"].kwargs == (("groups", 2),)
+    assert optimized.info.param_specs["up.weight~bn"].shape == (4, 3, 3, 3)  # [in, out/groups, kh, kw]
+    assert optimized.info.derived["up.weight~bn"].kwargs == (("groups", 2),)
     assert_folded(original, optimized, "up")
 
 
@@ -119,7 +119,7 @@ def assert_affine(original: Graph, optimized: Graph, bn: str = "bn1") -> None:
     assert Op.BATCH_NORM not in ops(optimized)
     assert optimized.op(bn) == Op.CHANNEL_AFFINE
     assert optimized.inputs_of(bn) == original.inputs_of(bn)
-    scale = optimized.graph["derived"][optimized.nodes[bn]["params"]["scale"]]
+    scale = optimized.info.derived[optimized.params_of(bn)["scale"]]
     assert scale.rule == "bn_scale" and scale.inputs == (f"{bn}.gamma", f"{bn}.var")
 
 
@@ -130,7 +130,7 @@ c = x |> conv(6, 3x3, pad=1) as conv1
 output y = (c |> bn as bn1) + (c |> relu)
 """)
     assert_affine(original, optimized)
-    assert optimized.nodes["conv1"]["params"] == {"weight": "conv1.weight", "bias": "conv1.bias"}
+    assert optimized.params_of("conv1") == {"weight": "conv1.weight", "bias": "conv1.bias"}
 
 
 def test_conv_that_is_an_output_is_not_folded() -> None:
@@ -140,7 +140,7 @@ output c = x |> conv(6, 3x3, pad=1) as conv1
 output y = c |> bn as bn1
 """)
     assert_affine(original, optimized)
-    assert optimized.nodes["conv1"]["params"]["weight"] == "conv1.weight"
+    assert optimized.params_of("conv1")["weight"] == "conv1.weight"
 
 
 @pytest.mark.parametrize("source", [
@@ -152,7 +152,7 @@ output y = c |> bn as bn1
 def test_bn_without_a_foldable_producer_becomes_channel_affine(source: str) -> None:
     original, optimized = fold(f"input x: [N, 4, 8, 8]\noutput y = {source}")
     assert_affine(original, optimized)
-    assert optimized.nodes["bn1"]["spans"] == original.nodes["bn1"]["spans"]
+    assert optimized.spans("bn1") == original.spans("bn1")
 
 
 def _fuse_by_hand(graph: Graph, residual: bool) -> None:
@@ -174,7 +174,7 @@ def test_conv_with_a_fused_epilogue_is_not_folded(residual: bool) -> None:
     optimized = optimize(original, passes=BOTH, check_numerics=True)
     assert_same_outputs(original, optimized)
     assert_affine(original, optimized)
-    assert optimized.nodes["conv1"]["params"]["weight"] == "conv1.weight"
+    assert optimized.params_of("conv1")["weight"] == "conv1.weight"
 
 
 def test_negative_gamma_before_relu() -> None:
@@ -185,7 +185,7 @@ output y = x |> conv(6, 3x3, pad=1) as conv1 |> bn as bn1 |> relu
 """)
     assert_folded(original, optimized, "conv1")
     rng = np.random.default_rng(3)
-    values = random_params(original.graph["params"], rng)
+    values = random_params(original.info.param_specs, rng)
     values["bn1.gamma"] = np.array([-1.5, -0.5, -0.1, 0.2, 1.0, -2.0], np.float32)
     x = {"x": rng.standard_normal((2, 4, 8, 8))}
     want = cnnc.eval_graph(original, values, x)["y"]
@@ -201,7 +201,7 @@ def test_bn_after_bn_merges_into_one_affine() -> None:
     original, optimized = fold(text)
     assert ops(optimized)[Op.CHANNEL_AFFINE] == 2  # bn1·bn2 merge; relu keeps bn3 apart
     assert "bn2" not in optimized and optimized.inputs_of("relu1") == ["bn1"]
-    assert set(original.nodes["bn2"]["spans"]) <= set(optimized.nodes["bn1"]["spans"])
+    assert set(original.spans("bn2")) <= set(optimized.spans("bn1"))
 
 
 def test_affine_read_elsewhere_is_not_merged() -> None:
@@ -221,8 +221,8 @@ output y = x |> conv(6, 3x3, pad=1, bias=false) as conv1 |> bn as bn1 |> bn as b
 """)
     assert ops(optimized)[Op.BATCH_NORM] == ops(optimized)[Op.CHANNEL_AFFINE] == 0
     assert "bn1" not in optimized and "bn2" not in optimized
-    derived = optimized.graph["derived"]
-    weight = optimized.nodes["conv1"]["params"]["weight"]  # scaled by bn2 after being scaled by bn1
+    derived = optimized.info.derived
+    weight = optimized.params_of("conv1")["weight"]  # scaled by bn2 after being scaled by bn1
     assert derived[derived[weight].inputs[0]].inputs == ("conv1.weight", "bn1.scale~bn")
 
 
@@ -231,11 +231,10 @@ def _with_channel_affine(text: str) -> Graph:
     graph = cnnc.parse(text)
     channels = graph.shape("bn1")[1]
     for role in ("gamma", "beta", "mean", "var"):
-        del graph.graph["params"][f"bn1.{role}"]
-    graph.graph["params"].update({"bn1.scale": ParamSpec((channels,), "ones"),
+        del graph.info.param_specs[f"bn1.{role}"]
+    graph.info.param_specs.update({"bn1.scale": ParamSpec((channels,), "ones"),
                                   "bn1.shift": ParamSpec((channels,), "zeros")})
-    graph.nodes["bn1"].update(op=Op.CHANNEL_AFFINE, attrs=NoAttrs(),
-                              params={"scale": "bn1.scale", "shift": "bn1.shift"})
+    graph.replace("bn1", op=Op.CHANNEL_AFFINE, attrs=NoAttrs(), params={"scale": "bn1.scale", "shift": "bn1.shift"})
     return graph
 
 
@@ -245,7 +244,7 @@ def test_fold_constants_folds_channel_affine_into_a_layer(layer: str) -> None:
     optimized = optimize(original, passes=["fold_constants"], check_numerics=True)
     assert_same_outputs(original, optimized)
     assert ops(optimized)[Op.CHANNEL_AFFINE] == 0 and "bn1" not in optimized
-    assert optimized.graph["derived"]["conv1.bias~bn"].inputs[-2:] == ("bn1.scale", "bn1.shift")
+    assert optimized.info.derived["conv1.bias~bn"].inputs[-2:] == ("bn1.scale", "bn1.shift")
 
 
 def test_params_keep_user_names_and_refold_after_assignment() -> None:
@@ -256,7 +255,7 @@ output y = x |> conv(8, 3x3, pad=1, bias=false) as conv1 |> bn as bn1 |> relu
 """
     net = cnnc.compile(text, optimize=2)
     assert Op.BATCH_NORM not in ops(net.graph)
-    assert set(net.params) == set(net.source_graph.graph["params"])
+    assert set(net.params) == set(net.source_graph.info.param_specs)
     assert {"conv1.weight", "bn1.gamma", "bn1.beta", "bn1.mean", "bn1.var", "fc.weight"} <= set(net.params)
     assert not any("~" in name for name in net.params)
     randomize(net)
@@ -288,7 +287,7 @@ c = x |> conv(6, 3x3, pad=1) as conv1
 output y = c
     |> bn as bn1
 """)
-    bn_spans = original.nodes["bn1"]["spans"]
+    bn_spans = original.spans("bn1")
     assert bn_spans and {s.line for s in bn_spans} == {5}
-    assert set(bn_spans) <= set(optimized.nodes["conv1"]["spans"])
-    assert 3 in {s.line for s in optimized.nodes["conv1"]["spans"]}
+    assert set(bn_spans) <= set(optimized.spans("conv1"))
+    assert 3 in {s.line for s in optimized.spans("conv1")}

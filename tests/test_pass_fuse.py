@@ -46,7 +46,7 @@ def histogram(graph: Graph) -> Counter:
 
 
 def lines(graph: Graph, name: str) -> set[int]:
-    return {span.line for span in graph.nodes[name]["spans"]}
+    return {span.line for span in graph.spans(name)}
 
 
 # ---- (a) activations ------------------------------------------------------------------------
@@ -63,7 +63,7 @@ output y = x |> conv(8, 3x3, pad=1) as c
     assert histogram(graph) == Counter({"input": 1, "conv": 1})
     assert graph.attrs("c").activation == expected
     assert graph.attrs("c").slope == pytest.approx(slope)
-    assert graph.graph["outputs"]["y"] == "c"
+    assert graph.info.outputs["y"] == "c"
     assert lines(graph, "c") == {2, 3}  # the conv's line and the activation's
     net = end_to_end(text)
     assert f"activation={expected!r}" in net.source
@@ -142,7 +142,7 @@ def test_identity_residual_fuses_add_and_relu() -> None:
     assert graph.attrs("c2").activation == "relu"
     assert graph.attrs("c1").activation == "relu"
     assert lines(graph, "c2") == {2, 3}  # the conv's line and the add's and relu's
-    assert len(graph.nodes["c2"]["spans"]) == 3
+    assert len(graph.spans("c2")) == 3
     net = end_to_end(IDENTITY)
     statement = next(line for line in net.source.splitlines() if "conv(" in line and "residual=" in line)
     assert "activation='relu'" in statement
@@ -176,7 +176,7 @@ output out = {expression}
     graph = fused(text)
     assert histogram(graph) == Counter({"input": 1, "conv": 2})
     assert graph.inputs_of("cb") == ["x", "ca"]
-    assert graph.graph["outputs"]["out"] == "cb"
+    assert graph.info.outputs["out"] == "cb"
     end_to_end(text)
 
 
@@ -300,9 +300,9 @@ def test_resnet50_has_no_standalone_relu_or_add() -> None:
     want, got = net0(image), net2(image)
     assert float(np.abs(got - want).max()) <= 1e-4 * float(np.abs(want).max())
     # every fused conv keeps the spans of the bn, relu and add it absorbed
-    spans = [s for n in net2.graph for s in net2.graph.nodes[n]["spans"]]
+    spans = [s for n in net2.graph for s in net2.graph.spans(n)]
     for name in net0.graph:
-        assert set(net0.graph.nodes[name]["spans"]) <= set(spans), name
+        assert set(net0.graph.spans(name)) <= set(spans), name
     residual = [n for n in net2.graph if net2.graph.op(n) == Op.CONV and len(net2.graph.inputs_of(n)) == 2]
     assert len(residual) == 16
     assert all(net2.graph.attrs(n).activation == "relu" for n in residual)

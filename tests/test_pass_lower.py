@@ -34,7 +34,7 @@ def test_global_pools_become_reduce():
     assert _ops(lowered) == Counter(input=1, reduce=2)
     assert lowered.attrs("gap") == cnnc.ir.ops.ReduceAttrs("mean", (2, 3), True)
     assert lowered.attrs("gmp") == cnnc.ir.ops.ReduceAttrs("max", (2, 3), True)
-    assert lowered.nodes["gap"]["spans"] == graph.nodes["gap"]["spans"]
+    assert lowered.spans("gap") == graph.spans("gap")
 
 
 def test_whole_input_avg_pool_becomes_a_mean():
@@ -45,7 +45,7 @@ def test_whole_input_avg_pool_becomes_a_mean():
 
 def test_whole_input_avg_pool_stays_in_a_fully_convolutional_graph():
     graph = cnnc.parse(_pool_net("avgpool(9x9)", 9))
-    graph.graph["fcn"] = True  # as dense_to_conv leaves it: the window will slide at other sizes
+    graph.info.fully_convolutional = True  # as dense_to_conv leaves it: the window will slide at other sizes
     assert optimize(graph, passes=["lower_pooling"]).op("pool") == "avg_pool"
 
 
@@ -68,8 +68,8 @@ def test_avg_pool_becomes_depthwise_conv_only_with_a_constant_divisor(monkeypatc
     assert lowered.op("pool") == ("conv" if constant else "avg_pool")
     if constant:
         attrs = lowered.attrs("pool")
-        assert attrs.groups == 6 and not attrs.bias and lowered.graph["user_params"] == {}
-        weight = lowered.nodes["pool"]["params"]["weight"]
+        assert attrs.groups == 6 and not attrs.bias and lowered.info.user_params == {}
+        weight = lowered.params_of("pool")["weight"]
         kh, kw = attrs.kernel
         np.testing.assert_allclose(materialize(lowered, {})[weight], np.full((6, 1, kh, kw), 1 / (kh * kw)))
 
@@ -87,7 +87,7 @@ def test_depthwise_pool_becomes_reshape_then_reduce(mode, reduce_mode):
     (reshape,) = lowered.inputs_of("dp")
     assert reshape == "dp.reshape" and lowered.shape(reshape) == ("N", 4, 3, 5, 4)
     assert lowered.attrs("dp") == cnnc.ir.ops.ReduceAttrs(reduce_mode, (2,), False)
-    assert lowered.nodes[reshape]["spans"] == graph.nodes["dp"]["spans"] == lowered.nodes["dp"]["spans"]
+    assert lowered.spans(reshape) == graph.spans("dp") == lowered.spans("dp")
 
 
 def test_max_pool_is_left_alone():

@@ -122,12 +122,12 @@ def test_an_unknown_level_is_refused():
 def test_a_level_0_pass_runs_only_when_enabled():
     graph = cnnc.parse(EXAMPLES / "lenet5.cnn")
     plain = optimize(graph)
-    assert "dense_to_conv" not in plain.graph["passes"] and "dense" in {plain.op(n) for n in plain}
+    assert "dense_to_conv" not in plain.info.passes_run and "dense" in {plain.op(n) for n in plain}
     converted = optimize(graph, enable=("dense_to_conv",))
-    assert converted.graph["passes"] == PIPELINE
+    assert converted.info.passes_run == PIPELINE
     assert "dense" not in {converted.op(n) for n in converted}
 
 
 def test_fcn_is_the_public_spelling_of_enabling_dense_to_conv():
-    assert cnnc.build_graph(EXAMPLES / "lenet5.cnn", fcn=True).graph["passes"] == PIPELINE
-    assert cnnc.build_graph(EXAMPLES / "lenet5.cnn", optimize=0, fcn=True).graph["passes"] == ["dense_to_conv"]
+    assert cnnc.build_graph(EXAMPLES / "lenet5.cnn", fcn=True).info.passes_run == PIPELINE
+    assert cnnc.build_graph(EXAMPLES / "lenet5.cnn", optimize=0, fcn=True).info.passes_run == ["dense_to_conv"]

@@ -44,7 +44,7 @@ def randomize_small(net: CompiledNetwork, seed: int) -> None:
 
 
 def plan_of(net: CompiledNetwork) -> MemoryPlan:
-    plan = net.graph.graph["memory_plan"]
+    plan = net.graph.info.memory_plan
     assert plan.matches(net.graph)
     return plan
 
@@ -65,7 +65,7 @@ def assert_plan_safe(graph: Graph, plan: MemoryPlan) -> None:
     after its last use."""
     order = graph.topo_order()
     position = {n: i for i, n in enumerate(order)}
-    outputs = set(graph.graph["outputs"].values())
+    outputs = set(graph.info.outputs.values())
     for node in plan.in_place:
         first, *others = graph.inputs_of(node)
         group = sharing(graph, plan, first) - {node} - nx.descendants(graph, node)
@@ -100,7 +100,7 @@ def forward_body(source: str) -> str:
 def run_without_plan(net: CompiledNetwork, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same graph's code generated without its plan (no `del`, no `out=`)."""
     graph = net.graph.clone()
-    del graph.graph["memory_plan"]
+    graph.info.memory_plan = None
     source = generate(graph)
     body = forward_body(source)
     assert "    del " not in body and "out=" not in body
@@ -237,9 +237,9 @@ def test_kernels_return_views_only_where_the_alias_model_says(source, shapes):
     """Run every numpy kernel of a graph (identity-like layers; detection ops); a result sharing
     memory with an input must be declared by `aliased_inputs`, a read-only result by `read_only`."""
     graph = cnnc.parse(source, input_shapes=shapes)
-    values = random_params(graph.graph["params"], np.random.default_rng(0))
+    values = random_params(graph.info.param_specs, np.random.default_rng(0))
     arrays = {n: np.random.default_rng(1).standard_normal((1, *graph.shape(n)[1:])).astype(np.float32)
-              for n in graph.graph["inputs"]}
+              for n in graph.info.inputs}
     for name in graph.topo_order():
         op, inputs = graph.op(name), graph.inputs_of(name)
         args = [arrays[i] for i in inputs]
@@ -248,7 +248,7 @@ def test_kernels_return_views_only_where_the_alias_model_says(source, shapes):
         if record(op).kernel is None:
             arrays[name] = args[0]
         else:
-            positional, keywords = kernel_call(op, graph.attrs(name), args, graph.nodes[name]["params"],
+            positional, keywords = kernel_call(op, graph.attrs(name), args, graph.params_of(name),
                                                values.__getitem__, graph.shape(name))
             arrays[name] = getattr(numpy_kernels, record(op).kernel)(*positional, **keywords)
         shared = [i for i in inputs if np.shares_memory(arrays[name], arrays[i])]
@@ -261,7 +261,7 @@ def test_kernels_return_views_only_where_the_alias_model_says(source, shapes):
 def _example_options(path) -> list[dict]:
     """Compile options to try, smallest input first: the ResNets at 64x64, the others at 32, 64 or 128."""
     graph = cnnc.parse(path)
-    inputs = {n: graph.shape(n) for n in graph.graph["inputs"]}
+    inputs = {n: graph.shape(n) for n in graph.info.inputs}
     sizes = (64,) if "resnet" in path.name else (32, 64, 128)
     return [{"input_shapes": {n: (1, s[1], size, size) for n, s in inputs.items()}} for size in sizes] + [{}]
 
@@ -330,17 +330,17 @@ def test_concurrent_calls_in_threads():
 def test_plan_survives_clone_and_stale_plans_are_ignored():
     net = cnnc.compile(EXAMPLES / "resnet18.cnn", input_shapes={"image": (1, 3, 32, 32)})
     clone = net.graph.clone()
-    assert clone.graph["memory_plan"] == net.graph.graph["memory_plan"]
+    assert clone.info.memory_plan == net.graph.info.memory_plan
     assert generate(clone) == net.source
     fc = next(n for n in clone.nodes if clone.op(n) == Op.DENSE)
-    clone.graph["outputs"]["features"] = clone.inputs_of(fc)[0]  # a value now live to the end
-    assert not clone.graph["memory_plan"].matches(clone)
+    clone.info.outputs["features"] = clone.inputs_of(fc)[0]  # a value now live to the end
+    assert not clone.info.memory_plan.matches(clone)
     assert "    del " not in forward_body(generate(clone))
 
 
 def test_plan_pass_runs_last_at_O2_only():
-    assert "memory_plan" in cnnc.build_graph(EXAMPLES / "lenet5.cnn").graph
-    assert "memory_plan" not in cnnc.build_graph(EXAMPLES / "lenet5.cnn", optimize=1).graph
+    assert cnnc.build_graph(EXAMPLES / "lenet5.cnn").info.memory_plan is not None
+    assert cnnc.build_graph(EXAMPLES / "lenet5.cnn", optimize=1).info.memory_plan is None
     assert pass_order()[-1] == "plan_memory"
 
 
@@ -348,7 +348,7 @@ def test_plan_pass_runs_last_at_O2_only():
 
 def test_peak_memory_of_resnet50():
     graph = cnnc.build_graph(EXAMPLES / "resnet50.cnn")
-    without, planned = peak_without_plan(graph), peak_with_plan(graph, graph.graph["memory_plan"])
+    without, planned = peak_without_plan(graph), peak_with_plan(graph, graph.info.memory_plan)
     print(f"ResNet-50 peak activations, batch 1: {without / 2**20:.2f} MiB without planning, "
           f"{planned / 2**20:.2f} MiB with plan_memory")
     assert planned < without / 4

@@ -487,7 +487,7 @@ def random_params(specs, seed: int) -> dict[str, np.ndarray]:
 def random_inputs(graph, seed: int, batch: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed + 1)
     return {n: rng.standard_normal(tuple(batch if isinstance(d, str) else d for d in graph.shape(n)))
-            .astype(np.float32) for n in graph.graph["inputs"]}
+            .astype(np.float32) for n in graph.info.inputs}
 
 
 def assert_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray], what: str) -> None:
@@ -512,7 +512,7 @@ def check(program: Program, seed: int, batch: int, **options) -> cnnc.CompiledNe
     net = cnnc.compile(text, **options)
     source = net.source_graph
     for out, (_, shape) in program.outputs.items():  # the generator's shapes are the compiler's
-        declared = source.shape(source.graph["outputs"][out])
+        declared = source.shape(source.info.outputs[out])
         assert tuple(declared[1:]) == shape, f"generator: '{out}' is {declared}, tracked {shape}"
     params = random_params(net.params.specs, seed)
     net.params.update_from(params, "test")
@@ -563,7 +563,7 @@ FOCUS = {
 def test_single_pass(name: str, data: st.DataObject, seed: int, batch: int) -> None:
     program = data.draw(programs(max_ops=8, focus=FOCUS[name]), label="program")
     net = check(program, seed, batch, passes=[name])
-    assert net.graph.graph["passes"] == [name]
+    assert net.graph.info.passes_run == [name]
     optimize(net.source_graph, passes=[name], check_numerics=True, seed=seed)
 
 
@@ -572,7 +572,7 @@ def test_single_pass(name: str, data: st.DataObject, seed: int, batch: int) -> N
        disabled=st.lists(st.sampled_from(PASS_ORDER), unique=True, max_size=len(PASS_ORDER)))
 def test_disabled_passes(program: Program, seed: int, batch: int, level: int, disabled: list[str]) -> None:
     net = check(program, seed, batch, optimize=level, disable_passes=tuple(disabled))
-    assert not set(net.graph.graph["passes"]) & set(disabled)
+    assert not set(net.graph.info.passes_run) & set(disabled)
     optimize(net.source_graph, level=level, disable=tuple(disabled), check_numerics=True, seed=seed)
 
 
@@ -583,7 +583,7 @@ def test_pass_subsets_in_any_order(program: Program, seed: int, batch: int, chos
     """`passes=` in any order runs them in the pipeline's order (dense_to_conv included: [N, O] outputs may
     become [N, O, 1, 1])."""
     net = check(program, seed, batch, passes=chosen)
-    assert net.graph.graph["passes"] == [n for n in PASS_ORDER if n in chosen]
+    assert net.graph.info.passes_run == [n for n in PASS_ORDER if n in chosen]
     optimize(net.source_graph, passes=chosen, check_numerics=True, seed=seed)
 
 
@@ -604,7 +604,7 @@ def test_kernels_alias_only_where_the_memory_plan_expects(program: Program, seed
     with an input only where `aliased_inputs` says so, and is read-only only where `read_only` does."""
     note(program.text())
     graph = cnnc.build_graph(program.text())
-    params = materialize(graph, random_params(graph.graph["user_params"], seed))
+    params = materialize(graph, random_params(graph.info.user_params, seed))
     arrays = random_inputs(graph, seed, batch)
     for name in graph.topo_order():
         op, inputs = graph.op(name), graph.inputs_of(name)
@@ -614,7 +614,7 @@ def test_kernels_alias_only_where_the_memory_plan_expects(program: Program, seed
         if record(op).kernel is None:
             arrays[name] = args[0]
         else:
-            positional, keywords = kernel_call(op, graph.attrs(name), args, graph.nodes[name]["params"],
+            positional, keywords = kernel_call(op, graph.attrs(name), args, graph.params_of(name),
                                                params.__getitem__, graph.shape(name))
             arrays[name] = getattr(numpy_kernels, record(op).kernel)(*positional, **keywords)
         shared = {i for i in inputs if np.shares_memory(arrays[name], arrays[i])}

@@ -5,12 +5,11 @@ from .. import __version__
 from ..ir.graph import Graph
 from ..ir.ops import record
 from ..ir.shapes import fmt
-from ..source import safe_comment
+from ..source import Span, safe_comment
 
 
-def source_location(data: dict) -> str:
+def source_location(spans: tuple[Span, ...]) -> str:
     """`file:line[, file:line]` for a node's comment; a fused node lists each line once."""
-    spans = data["spans"]
     where = ", ".join(dict.fromkeys(f"{s.file.name}:{s.line}" for s in spans)) if spans else "generated"
     return safe_comment(where)
 
@@ -23,12 +22,12 @@ def kernels_used(graph: Graph, order: list[str] | tuple[str, ...]) -> list[str]:
 def docstring(graph: Graph, target: str, usage: list[str]) -> list[str]:
     """The module docstring: what it was compiled from, its interface, how to run it."""
     # inside the docstring, a quote or backslash in a file name must not end or break it
-    source_name = safe_comment(graph.graph["source_name"]).replace("\\", "\\\\").replace('"', '\\"')
-    outputs = graph.graph["outputs"]
+    source_name = safe_comment(graph.info.source_name).replace("\\", "\\\\").replace('"', '\\"')
+    outputs = graph.info.outputs
     return [
         f'"""Network compiled by cnnc {__version__}{target} from {source_name} (generated code: do not edit).',
         "",
-        "Inputs:  " + ", ".join(f"{n} {fmt(graph.shape(n))}" for n in graph.graph["inputs"]),
+        "Inputs:  " + ", ".join(f"{n} {fmt(graph.shape(n))}" for n in graph.info.inputs),
         "Outputs: " + ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in outputs.items()),
         *usage,
         '"""',
@@ -37,12 +36,12 @@ def docstring(graph: Graph, target: str, usage: list[str]) -> list[str]:
 
 def interface_tables(graph: Graph) -> list[str]:
     """INPUTS, OUTPUTS and PARAMETERS: names and shapes, as Python literals."""
-    inputs, outputs = graph.graph["inputs"], graph.graph["outputs"]
+    inputs, outputs = graph.info.inputs, graph.info.outputs
     return [
         f"INPUTS = {{{', '.join(f'{n!r}: {graph.shape(n)!r}' for n in inputs)}}}",
         f"OUTPUTS = {{{', '.join(f'{o!r}: {graph.shape(n)!r}' for o, n in outputs.items())}}}",
         "PARAMETERS = {",
-        *(f"    {p!r}: {tuple(spec.shape)!r}," for p, spec in graph.graph["params"].items()),
+        *(f"    {p!r}: {tuple(spec.shape)!r}," for p, spec in graph.info.param_specs.items()),
         "}",
     ]
 

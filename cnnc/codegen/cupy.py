@@ -95,10 +95,10 @@ def _per_item(shape) -> int:
 def _workspace_columns(graph: Graph, name: str) -> int:
     """Per-image elements of the columns a GEMM convolution node needs (0: none), as its CuPy
     kernel computes them (cupy_kernels.workspace_columns)."""
-    kernel, params = record(graph.op(name)).kernel, graph.nodes[name]["params"]
+    kernel, params = record(graph.op(name)).kernel, graph.node(name).params
     if kernel is None or "weight" not in params:
         return 0
-    w_shape = graph.graph["params"][params["weight"]].shape
+    w_shape = graph.info.param_specs[params["weight"]].shape
     return cupy_kernels.workspace_columns(kernel, graph.shape(graph.inputs_of(name)[0]), w_shape,
                                           graph.shape(name), graph.attrs(name))
 
@@ -235,13 +235,13 @@ def reserved_names() -> set[str]:
 
 def _call(graph: Graph, name: str, ns: Namespace, plan: BufferPlan) -> tuple[str, str]:
     """The statement's right-hand side and its storage note."""
-    data = graph.nodes[name]
-    op, info = data["op"], record(data["op"])
+    node = graph.node(name)
+    op, info = node.op, record(node.op)
     inputs = [ns.name(i) for i in graph.inputs_of(name)]
     if info.kernel is None:  # dropout
         return inputs[0], "view"
-    positional, keywords = kernel_call(op, data["attrs"], inputs, data["params"], lambda p: f"params[{p!r}]",
-                                       data["shape"])
+    positional, keywords = kernel_call(op, node.attrs, inputs, graph.params_of(name), lambda p: f"params[{p!r}]",
+                                       node.shape)
     args = ["None" if a is None else a for a in positional]
     args += [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
     if name in plan.views:
@@ -263,8 +263,8 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
     """The generated CuPy module's source text."""
     plan = plan_buffers(graph)
     ns = Namespace(reserved_names())
-    inputs = graph.graph["inputs"]
-    outputs = graph.graph["outputs"]
+    inputs = graph.info.inputs
+    outputs = graph.info.outputs
     blockers = [f"{n}: {graph.op(n)} runs on the host" for n in plan.order if record(graph.op(n)).on_host]
     first = ns.name(inputs[0]) if inputs else None
     lines = [
@@ -314,10 +314,10 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
     for name in plan.order:
         if graph.op(name) == Op.INPUT:
             continue
-        data = graph.nodes[name]
+        node = graph.node(name)
         call, note = _call(graph, name, ns, plan)
         lines.append(f"    {ns.name(name)} = {call}"
-                     f"  # {source_location(data)} {safe_comment(name)}: {data['op']} -> {fmt(data['shape'])}, {note}")
+                     f"  # {source_location(node.spans)} {safe_comment(name)}: {node.op} -> {fmt(node.shape)}, {note}")
     lines.append("    return {" + ", ".join(f"{o!r}: {ns.name(n)}" for o, n in outputs.items()) + "}")
     lines += [
         "",

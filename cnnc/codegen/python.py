@@ -22,13 +22,13 @@ _RESERVED = {"np", "math", "params", "forward", "load_params", "run", "INPUTS", 
 
 def _call(graph: Graph, name: str, ns: Namespace, in_place: bool = False) -> str:
     """The kernel call computing `name`; `in_place`: write into the first input (`out=`)."""
-    data = graph.nodes[name]
-    op, info = data["op"], record(data["op"])
+    node = graph.node(name)
+    op, info = node.op, record(node.op)
     inputs = [ns.name(i) for i in graph.inputs_of(name)]
     if info.kernel is None:  # dropout
         return inputs[0]
-    positional, keywords = kernel_call(op, data["attrs"], inputs, data["params"], lambda p: f"params[{p!r}]",
-                                       data["shape"])
+    positional, keywords = kernel_call(op, node.attrs, inputs, graph.params_of(name), lambda p: f"params[{p!r}]",
+                                       node.shape)
     args = ["None" if a is None else a for a in positional]  # input names and params[...] lookups
     args += [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
     if in_place:
@@ -42,8 +42,8 @@ def generate(graph: Graph) -> str:
     (every in_place op's kernel takes it: tests/test_op_registry.py)."""
     ns = Namespace(_RESERVED | function_names(numpy_kernels))
     order = graph.topo_order()
-    inputs = graph.graph["inputs"]
-    outputs = graph.graph["outputs"]
+    inputs = graph.info.inputs
+    outputs = graph.info.outputs
     lines = [
         *docstring(graph, "", ["Parameters are float32 arrays by name; load_params() reads the .npz file saved "
                                "beside this module."]),
@@ -62,9 +62,9 @@ def generate(graph: Graph) -> str:
     for name in order:
         if graph.op(name) == Op.INPUT:
             continue
-        data = graph.nodes[name]
+        node = graph.node(name)
         lines.append(f"    {ns.name(name)} = {_call(graph, name, ns, name in in_place)}"
-                     f"  # {source_location(data)} {safe_comment(name)}: {data['op']} -> {fmt(data['shape'])}")
+                     f"  # {source_location(node.spans)} {safe_comment(name)}: {node.op} -> {fmt(node.shape)}")
         dead = plan.frees_after(name) if plan is not None else ()
         if dead:  # bookkeeping, not a node: lets NumPy free or reuse the arrays now
             lines.append(f"    del {', '.join(ns.name(n) for n in dead)}  # last use")

@@ -32,7 +32,8 @@ def _source_graph(net_or_graph: object) -> tuple[Graph, Mapping | None]:
     if isinstance(net_or_graph, CompiledNetwork):
         return net_or_graph.source_graph, net_or_graph.params
     if isinstance(net_or_graph, Graph):
-        return net_or_graph.graph.get("source_graph", net_or_graph), None
+        source = net_or_graph.info.source_graph
+        return (net_or_graph if source is None else source), None
     raise CnncError(f"expected a compiled network or an IR graph, got {type(net_or_graph).__name__}",
                     where="export_onnx")
 
@@ -49,13 +50,13 @@ class Exporter:
         self.params = params
         self.nodes: list = []
         self.initializers: list = []
-        self.taken: set[str] = set(graph.graph["params"])
+        self.taken: set[str] = set(graph.info.param_specs)
         self.value_names: dict[str, str] = {}
         # Inputs and outputs keep their names (they are what users feed and read); an output
         # names its node's value directly unless that node is an input or another output's.
-        for node in graph.graph["inputs"]:
+        for node in graph.info.inputs:
             self.value_names[node] = self._claim(node, "input")
-        for out_name, node in graph.graph["outputs"].items():
+        for out_name, node in graph.info.outputs.items():
             claimed = self._claim(out_name, "output")
             if node not in self.value_names:
                 self.value_names[node] = claimed
@@ -88,7 +89,7 @@ class Exporter:
         return name
 
     def param(self, node: str, role: str, reshape: tuple | None = None) -> str | None:
-        name = self.graph.nodes[node]["params"].get(role)
+        name = self.graph.node(node).params.get(role)
         if name is None:
             return None
         array = np.asarray(self.params[name], dtype=np.float32)
@@ -105,7 +106,7 @@ class Exporter:
     def run(self) -> Any:
         helper, graph = self.helper, self.graph
         inputs, outputs = [], []
-        for node in graph.graph["inputs"]:
+        for node in graph.info.inputs:
             inputs.append(helper.make_tensor_value_info(self.value(node), self.onnx.TensorProto.FLOAT,
                                                         list(graph.shape(node))))
         for node in graph.topo_order():
@@ -117,13 +118,13 @@ class Exporter:
                 raise CnncError(f"op '{op}' has no ONNX export (exported ops: "
                                 f"{', '.join(sorted(str(k) for k in _HANDLERS))})", where=f"layer '{node}'")
             handler(self, node, graph.attrs(node), [self.value(i) for i in graph.inputs_of(node)])
-        for out_name, node in graph.graph["outputs"].items():
+        for out_name, node in graph.info.outputs.items():
             value = self.value(node)
             if value != out_name:
                 self.add("Identity", [value], self.fresh(f"output:{out_name}"), out_name)
             outputs.append(helper.make_tensor_value_info(out_name, self.onnx.TensorProto.FLOAT,
                                                          list(graph.shape(node))))
-        name = str(graph.graph.get("source_name", "cnnc"))
+        name = graph.info.source_name
         onnx_graph = helper.make_graph(self.nodes, name, inputs, outputs)
         for init_name, array in self.initializers:  # filled in place: large weights are copied once
             tensor = onnx_graph.initializer.add()
@@ -284,7 +285,7 @@ def to_model(net_or_graph: object, params: Mapping[str, np.ndarray] | None = Non
     from ..runtime.params import ParamStore, init_params
 
     graph, own = _source_graph(net_or_graph)
-    specs = graph.graph["params"]
+    specs = graph.info.param_specs
     values = params if params is not None else own
     if values is None:
         values = init_params(specs, seed)

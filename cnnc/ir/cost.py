@@ -19,9 +19,9 @@ class NodeCost:
 
 def node_cost(graph: Graph, name: str) -> NodeCost:
     """Cost of one node. MACs are the record's cost rule (conv, conv_transpose and dense count)."""
-    data = graph.nodes[name]
-    op, attrs, shape = data["op"], data["attrs"], data["shape"]
-    params = sum(math.prod(graph.graph["params"][p].shape) for p in data["params"].values())
+    node = graph.node(name)
+    op, attrs, shape = node.op, node.attrs, node.shape
+    params = sum(math.prod(graph.info.param_specs[p].shape) for p in node.params.values())
     rule = record(op).macs
     macs = rule(attrs, [graph.shape(i) for i in graph.inputs_of(name)], shape) if rule else 0
     return NodeCost(params, macs, 4 * per_example(shape))

@@ -77,7 +77,7 @@ def liveness(graph: Graph) -> Liveness:
     """The liveness of every value of `graph` over `graph.topo_order()`."""
     order = tuple(graph.topo_order())
     position = {n: i for i, n in enumerate(order)}
-    outputs = set(graph.graph["outputs"].values())
+    outputs = set(graph.info.outputs.values())
     last = {n: len(order) if n in outputs else max((position[u] for u, _ in graph.users(n)), default=position[n])
             for n in order}
     return Liveness(order, position, last)
@@ -148,10 +148,10 @@ def _can_run_in_place(graph: Graph, name: str, shared: Buffers) -> bool:
     inputs = graph.inputs_of(name)
     if not _same_shape_operands(graph, name):  # ADD/MUL broadcasting into the first operand: no
         return False
-    if any(graph.nodes[n]["dtype"] != "float32" for n in [name, *inputs]):  # the array must fit the result
+    if any(graph.node(n).dtype != "float32" for n in [name, *inputs]):  # the array must fit the result
         return False
     aliases = shared.of(inputs[0])
-    outputs = set(graph.graph["outputs"].values())
+    outputs = set(graph.info.outputs.values())
     if any(graph.op(m) == Op.INPUT or m in outputs for m in aliases):  # never the user's array or a result
         return False
     # Parameters are never data inputs (kernels get them as params[...]), so they cannot be here.

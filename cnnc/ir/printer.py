@@ -17,22 +17,23 @@ def _value(value: object) -> str:
 
 def print_graph(graph: Graph) -> str:
     """One line per node in topological order: `%name = op(inputs) {attrs} : shape  # file:line`."""
-    lines = [f"# IR of {safe_comment(graph.graph['source_name'])}"]
+    lines = [f"# IR of {safe_comment(graph.info.source_name)}"]
     for name in graph.topo_order():
-        data = graph.nodes[name]
-        where = ", ".join(f"{s.file.name}:{s.line}" for s in data["spans"])
-        if data["op"] == Op.INPUT:
-            lines.append(f"input %{name} : {fmt(data['shape'])}  # {where}")
+        node = graph.node(name)
+        where = ", ".join(f"{s.file.name}:{s.line}" for s in node.spans)
+        if node.op == Op.INPUT:
+            lines.append(f"input %{name} : {fmt(node.shape)}  # {where}")
             continue
         args = ", ".join(f"%{i}" for i in graph.inputs_of(name))
-        attrs = ", ".join(f"{k}={_value(v)}" for k, v in attrs_dict(data["attrs"]).items())
-        params = ", ".join(f"{role}={fmt(graph.graph['params'][p].shape)}" for role, p in data["params"].items())
-        text = f"%{name} = {data['op']}({args})"
+        attrs = ", ".join(f"{k}={_value(v)}" for k, v in attrs_dict(node.attrs).items())
+        specs = graph.info.param_specs
+        params = ", ".join(f"{role}={fmt(specs[p].shape)}" for role, p in node.params.items())
+        text = f"%{name} = {node.op}({args})"
         if attrs:
             text += f" {{{attrs}}}"
         if params:
             text += f" params({params})"
-        lines.append(f"{text} : {fmt(data['shape'])}  # {where}")
-    for out, node in graph.graph["outputs"].items():
-        lines.append(f"output {out} = %{node}")
+        lines.append(f"{text} : {fmt(node.shape)}  # {where}")
+    for out, value in graph.info.outputs.items():
+        lines.append(f"output {out} = %{value}")
     return "\n".join(lines) + "\n"

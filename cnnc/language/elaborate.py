@@ -46,17 +46,17 @@ class Elaborator:
 
     # ---- programs and statements ------------------------------------------------------------
     def run(self, program: t.Program, source: SourceFile) -> Graph:
-        self.graph.graph["source_name"] = source.name
+        self.graph.info.source_name = source.name
         env: Env = {}
         if source.path is not None:
             self._loading.append(source.path)  # a file that imports the main file is a cycle too
         self._module(program, source, env, library=False)
-        unused = set(self.input_shapes) - set(self.graph.graph["inputs"])
+        unused = set(self.input_shapes) - set(self.graph.info.inputs)
         if unused:
             raise CnncNameError(f"input shape given for unknown input(s): {', '.join(sorted(unused))}; "
-                                f"the inputs are: {', '.join(self.graph.graph['inputs'])}",
+                                f"the inputs are: {', '.join(self.graph.info.inputs)}",
                                 where=source.name)
-        if not self.graph.graph["outputs"]:
+        if not self.graph.info.outputs:
             raise CnncNameError("the network declares no output (add `output name = ...`)",
                                 where=source.name)
         return self.graph
@@ -128,16 +128,16 @@ class Elaborator:
             raise CnncNameError(f"'{item.name}' is already defined", item.span)
         name = self.namer.claim(item.name, item.name, item.span)
         self.graph.add_op(name, Op.INPUT, NoAttrs(), [], tuple(dims), (item.span,))
-        self.graph.graph["inputs"].append(name)
+        self.graph.info.inputs.append(name)
         env[item.name] = Tensor(name, tuple(dims))
 
     def _output(self, item: t.OutputDecl, env: Env) -> None:
         value = self._value(item.value if item.value is not None else t.Var(item.span, item.name), env)
         if not isinstance(value, Tensor):
             raise CnncTypeError(f"output '{item.name}' must be a tensor, got {describe(value)}", item.span)
-        if item.name in self.graph.graph["outputs"]:
+        if item.name in self.graph.info.outputs:
             raise CnncNameError(f"output '{item.name}' is declared twice", item.span)
-        self.graph.graph["outputs"][item.name] = value.node
+        self.graph.info.outputs[item.name] = value.node
         if item.value is not None:
             env.setdefault(item.name, value)
 
@@ -378,9 +378,9 @@ class Elaborator:
         params = {}
         if name in self.graph:
             raise CnncNameError(f"layer name '{name}' is already used "
-                                f"(first at {self.graph.nodes[name]['spans'][0].location})", span)
+                                f"(first at {self.graph.spans(name)[0].location})", span)
         for role, spec in param_specs(op, attrs, shapes).items():
             params[role] = f"{name}.{role}"
-            self.graph.graph["params"][params[role]] = spec
+            self.graph.info.param_specs[params[role]] = spec
         self.graph.add_op(name, op, attrs, [x.node for x in inputs], shape, (span,), params)
         return Tensor(name, shape)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -88,31 +89,31 @@ def derive(graph: Graph, name: str, rule: str, inputs: tuple[str, ...], shape: t
         kwargs["shape"] = tuple(shape)
     # Taken: the user's parameters, the nodes' current ones and every derivation (intermediates
     # too), so a derived name never shadows another value.
-    name = unique(name, ChainMap(graph.graph["params"], graph.graph["user_params"], graph.graph["derived"]))
-    graph.graph["derived"][name] = Derivation(rule, tuple(inputs), tuple(sorted(kwargs.items())))
-    graph.graph["params"][name] = ParamSpec(tuple(shape), "derived")
+    name = unique(name, ChainMap[str, Any](graph.info.param_specs, graph.info.user_param_specs(), graph.info.derived))
+    graph.info.derived[name] = Derivation(rule, tuple(inputs), tuple(sorted(kwargs.items())))
+    graph.info.param_specs[name] = ParamSpec(tuple(shape), "derived")
     return name
 
 
 def materialize(graph: Graph, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The parameters the graph's nodes read, computed from the user's `values` (float32)."""
     cache: dict[str, np.ndarray] = dict(values)
-    for name, d in graph.graph.get("derived", {}).items():  # insertion order is dependency order
+    for name, d in graph.info.derived.items():  # insertion order is dependency order
         args = [np.asarray(cache[i], dtype=np.float64) for i in d.inputs]
         cache[name] = np.ascontiguousarray(RULES[d.rule](*args, **dict(d.kwargs)), dtype=np.float32)
-    return {name: cache[name] for name in graph.graph["params"]}
+    return {name: cache[name] for name in graph.info.param_specs}
 
 
 def prune(graph: Graph) -> None:
     """Forget derivations (and specs) that no node reads any more, directly or indirectly."""
-    read = {p for n in graph.nodes for p in graph.nodes[n]["params"].values()}
+    read = {p for n in graph.nodes for p in graph.node(n).params.values()}
     needed = set(read)
-    derived = graph.graph["derived"]
+    derived = graph.info.derived
     for name in reversed(list(derived)):
         if name in needed:
             needed.update(derived[name].inputs)
         else:
             del derived[name]
-    for name in list(graph.graph["params"]):
+    for name in list(graph.info.param_specs):
         if name not in read:  # specs describe what nodes read; intermediates live in `derived` only
-            del graph.graph["params"][name]
+            del graph.info.param_specs[name]

@@ -28,7 +28,7 @@ def eliminate_identity(graph: Graph) -> bool:
 @register("eliminate_dead_code", level=1, after=("eliminate_common_subexpressions",))
 def eliminate_dead_code(graph: Graph) -> bool:
     """Remove nodes no output depends on (inputs stay: they are the network's interface)."""
-    live = set(graph.graph["outputs"].values())
+    live = set(graph.info.outputs.values())
     for node in list(live):
         live |= nx.ancestors(graph, node)
     dead = [n for n in graph.nodes if n not in live and graph.op(n) != Op.INPUT]
@@ -37,8 +37,8 @@ def eliminate_dead_code(graph: Graph) -> bool:
 
 
 def _key(graph: Graph, name: str) -> tuple:
-    data = graph.nodes[name]
-    return (data["op"], data["attrs"], tuple(graph.inputs_of(name)), tuple(sorted(data["params"].items())))
+    node = graph.node(name)
+    return (node.op, node.attrs, tuple(graph.inputs_of(name)), tuple(sorted(node.params.items())))
 
 
 @register("eliminate_common_subexpressions", level=1, after=("fuse_conv_bias_activation",))

@@ -28,7 +28,7 @@ After the conversion only these depend on the declared size: the explicit pads t
 was resolved to at elaboration (SAME_UPPER; at a size with another remainder modulo the stride,
 re-elaborating would choose other pads), crop sizes (refused), and a dense layer that could
 not be converted (refused, naming the layer). `dense_to_conv` marks the graph
-`graph.graph["fcn"] = True` so that later passes do not bake the declared size in
+`graph.info.fully_convolutional = True` so that later passes do not bake the declared size in
 (lower_pooling keeps an avg pool whose window is the whole input).
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _sink_flatten(graph: Graph, flatten: str) -> bool:
         graph.remove_edge(source, flatten, key=0)
         graph.add_edge(source, node, key=0)
         graph.add_edge(node, flatten, key=0)
-        graph.nodes[node]["shape"] = graph.shape(source)
+        graph.replace(node, shape=graph.shape(source))
     return bool(chain)
 
 
@@ -138,14 +138,14 @@ def _to_conv(graph: Graph, dense: str) -> None:
         if not graph.out_degree(flatten) and not graph.is_output(flatten):
             graph.remove_node(flatten)
     _, c, h, w = graph.shape(source)
-    params = graph.nodes[dense]["params"]
+    params = graph.params_of(dense)
     # Precondition (the dense shape rule): the weight is [units, C·H·W], flattened in C order,
     # so reshaping it to [units, C, H, W] puts every weight on the tap it multiplied.
-    assert tuple(graph.graph["params"][params["weight"]].shape) == (attrs.units, c * h * w)
+    assert tuple(graph.info.param_specs[params["weight"]].shape) == (attrs.units, c * h * w)
     weight = derive(graph, f"{params['weight']}~conv", "reshape", (params["weight"],), (attrs.units, c, h, w))
     conv = o.ConvAttrs(filters=attrs.units, kernel=(h, w), stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1),
                        groups=1, bias=attrs.bias, activation=attrs.activation, slope=attrs.slope)
-    graph.nodes[dense].update(op=Op.CONV, attrs=conv, params={**params, "weight": weight})
+    graph.replace(dense, op=Op.CONV, attrs=conv, params={**params, "weight": weight})
 
 
 def _reinfer_lifted(graph: Graph, name: str) -> None:
@@ -153,14 +153,14 @@ def _reinfer_lifted(graph: Graph, name: str) -> None:
     attrs = graph.attrs(name)
     if _rank(graph, name) == Rank.ALONG_AXIS:
         attrs = replace(attrs, axis=1)
-    graph.nodes[name].update(attrs=attrs, shape=infer_shape(graph.op(name), attrs,
-                                                              [graph.shape(i) for i in graph.inputs_of(name)]))
+    graph.replace(name, attrs=attrs, shape=infer_shape(graph.op(name), attrs,
+                                                       [graph.shape(i) for i in graph.inputs_of(name)]))
 
 
 @register("dense_to_conv", level=0, after=("eliminate_identity",))
 def dense_to_conv(graph: Graph) -> bool:
     """Fully convolutional: flatten+dense → a conv over the whole map, later denses → 1x1 convs."""
-    graph.graph["fcn"] = True  # later passes: the graph will run at other input sizes
+    graph.info.fully_convolutional = True  # later passes: the graph will run at other input sizes
     changed = False
     for name in graph.topo_order():
         if _flattens_4d(graph, name):
@@ -183,7 +183,7 @@ def dense_to_conv(graph: Graph) -> bool:
 # ---- reshape_inputs --------------------------------------------------------------------------
 
 def _layer_error(graph: Graph, name: str, message: str) -> CnncShapeError:
-    spans = graph.nodes[name]["spans"]
+    spans = graph.spans(name)
     return CnncShapeError(f"layer '{name}' ({graph.op(name)}) {message}", spans[0] if spans else None,
                           where=name)
 
@@ -191,15 +191,15 @@ def _layer_error(graph: Graph, name: str, message: str) -> CnncShapeError:
 def _set_input_shapes(graph: Graph, input_shapes: Mapping[str, tuple]) -> None:
     """Give the graph's inputs their new shapes (a symbolic batch stays symbolic)."""
     for name, shape in input_shapes.items():
-        if name not in graph.graph["inputs"]:
+        if name not in graph.info.inputs:
             raise CnncNameError(f"input shape given for unknown input '{name}'; the inputs are: "
-                                f"{', '.join(graph.graph['inputs'])}", where="input_shapes")
+                                f"{', '.join(graph.info.inputs)}", where="input_shapes")
         declared = graph.shape(name)
         overridden = override_input_shape(declared, shape)
         if overridden is None:
             raise CnncShapeError(f"input shape {tuple(shape)} does not fit the declared {fmt(declared)} "
                                  "(same rank, positive sizes)", where=f"input '{name}'")
-        graph.nodes[name]["shape"] = overridden
+        graph.replace(name, shape=overridden)
 
 
 def _resized_attrs(graph: Graph, name: str, old_in: Shape, old_out: Shape, new_in: Shape) -> object:
@@ -229,14 +229,14 @@ def _reinfer(graph: Graph, name: str, old: Mapping[str, Shape]) -> None:
     except ShapeRuleError as error:
         raise _layer_error(graph, name, f"cannot take the new input size: {error}") from None
     for role, spec in param_specs(op, attrs, shapes).items():
-        param = graph.nodes[name]["params"][role]
-        had = graph.graph["params"][param].shape
+        param = graph.node(name).params[role]
+        had = graph.info.param_specs[param].shape
         if tuple(spec.shape) != tuple(had):
             hint = ("; a dense layer fixes its input size (dense_to_conv converts one only after a "
                     "flatten of a 4-D tensor or on [N, C, 1, 1])") if op == Op.DENSE else ""
             raise _layer_error(graph, name, f"would need its {role} to be {fmt(spec.shape)} for the input "
                                f"{fmt(shapes[0])}, but {param} is {fmt(had)}{hint}")
-    graph.nodes[name].update(attrs=attrs, shape=shape)
+    graph.replace(name, attrs=attrs, shape=shape)
 
 
 def reshape_inputs(graph: Graph, input_shapes: Mapping[str, tuple]) -> Graph:
@@ -252,6 +252,7 @@ def reshape_inputs(graph: Graph, input_shapes: Mapping[str, tuple]) -> Graph:
         if result.op(name) != Op.INPUT:
             _reinfer(result, name, old)
     verify(result)
-    if result.graph.pop("memory_plan", None) is not None and "plan_memory" in PASSES:
+    planned, result.info.memory_plan = result.info.memory_plan is not None, None
+    if planned and "plan_memory" in PASSES:
         PASSES["plan_memory"].run(result)  # the plan records the shapes it was made for
     return result

@@ -37,9 +37,8 @@ def _can_fold_into(graph: Graph, producer: str, node: str) -> bool:
 
 def _fold_into(graph: Graph, producer: str, node: str, scale: str, shift: str) -> None:
     """Make `producer` compute producer(x)·scale + shift per output channel and absorb `node`."""
-    data = graph.nodes[producer]
-    attrs, specs = data["attrs"], graph.graph["params"]
-    weight = data["params"]["weight"]
+    attrs, params, specs = graph.attrs(producer), graph.params_of(producer), graph.info.param_specs
+    weight = params["weight"]
     shape = tuple(specs[weight].shape)
     # The record names how its weight layout scales output channels: conv OIHW (depthwise
     # included) and dense [out, in] along axis 0; conv_transpose [in, out/groups, kh, kw] over
@@ -48,17 +47,17 @@ def _fold_into(graph: Graph, producer: str, node: str, scale: str, shift: str) -
     assert rule is not None  # _can_fold_into checked it
     extra = {"groups": attrs.groups} if rule == "scale_transpose_out_channels" else {}
     new_weight = derive(graph, f"{producer}.weight~bn", rule, (weight, scale), shape, **extra)
-    bias = (data["params"]["bias"],) if "bias" in data["params"] else ()
+    bias = (params["bias"],) if "bias" in params else ()
     channels = (graph.shape(producer)[1],)
     new_bias = derive(graph, f"{producer}.bias~bn", "affine_bias", (*bias, scale, shift), channels)
     set_attrs(graph, producer, replace(attrs, bias=True))
-    data["params"] = {**data["params"], "weight": new_weight, "bias": new_bias}
+    graph.replace(producer, params={**params, "weight": new_weight, "bias": new_bias})
     absorb(graph, producer, node)
 
 
 def _bn_affine(graph: Graph, bn: str) -> tuple[str, str]:
     """Derived per-channel (scale, shift) equal to the batch norm `bn` at inference."""
-    p, eps = graph.nodes[bn]["params"], graph.attrs(bn).eps
+    p, eps = graph.params_of(bn), graph.attrs(bn).eps
     channels = (graph.shape(bn)[1],)
     scale = derive(graph, f"{bn}.scale~bn", "bn_scale", (p["gamma"], p["var"]), channels, eps=eps)
     shift = derive(graph, f"{bn}.shift~bn", "bn_shift", (p["gamma"], p["beta"], p["mean"], p["var"]),
@@ -68,7 +67,7 @@ def _bn_affine(graph: Graph, bn: str) -> tuple[str, str]:
 
 def _to_channel_affine(graph: Graph, node: str, scale: str, shift: str) -> None:
     """Turn `node` (same name, inputs, spans and shape) into channel_affine(scale, shift)."""
-    graph.nodes[node].update(op=Op.CHANNEL_AFFINE, attrs=NoAttrs(), params={"scale": scale, "shift": shift})
+    graph.replace(node, op=Op.CHANNEL_AFFINE, attrs=NoAttrs(), params={"scale": scale, "shift": shift})
 
 
 @register("fold_batch_norm", level=2, after=("dense_to_conv",))
@@ -90,12 +89,12 @@ def fold_batch_norm(graph: Graph) -> bool:
 
 def _merge_affines(graph: Graph, first: str, second: str) -> None:
     """(x·s1 + b1)·s2 + b2 = x·(s1·s2) + (b1·s2 + b2): `first` computes both; `second` goes."""
-    p1, p2 = graph.nodes[first]["params"], graph.nodes[second]["params"]
+    p1, p2 = graph.params_of(first), graph.params_of(second)
     channels = (graph.shape(first)[1],)
     scale = derive(graph, f"{first}.scale~affine", "mul", (p1["scale"], p2["scale"]), channels)
     shift = derive(graph, f"{first}.shift~affine", "affine_bias", (p1["shift"], p2["scale"], p2["shift"]),
                    channels)
-    graph.nodes[first]["params"] = {"scale": scale, "shift": shift}
+    graph.replace(first, params={"scale": scale, "shift": shift})
     absorb(graph, first, second)
 
 
@@ -120,7 +119,7 @@ def fold_constants(graph: Graph) -> bool:
             # sole user: the intermediate value is read by nothing else, so it need not exist
             _merge_affines(graph, producer, node)
         elif _can_fold_into(graph, producer, node):
-            p = graph.nodes[node]["params"]
+            p = graph.params_of(node)
             _fold_into(graph, producer, node, p["scale"], p["shift"])
         else:
             continue

@@ -68,7 +68,7 @@ def _constant_divisor(graph: Graph, name: str) -> bool:
 
 def _to_reduce(graph: Graph, name: str, mode: str, axes: tuple[int, ...], keepdims: bool) -> None:
     """Turn `name` (same inputs, spans and shape) into a reduce node."""
-    graph.nodes[name].update(op=Op.REDUCE, attrs=o.ReduceAttrs(mode, axes, keepdims), params={})
+    graph.replace(name, op=Op.REDUCE, attrs=o.ReduceAttrs(mode, axes, keepdims), params={})
 
 
 def _to_depthwise_conv(graph: Graph, name: str) -> bool:
@@ -82,12 +82,12 @@ def _to_depthwise_conv(graph: Graph, name: str) -> bool:
     if infer_shape(Op.CONV, conv, [input_shape]) != tuple(graph.shape(name)):
         return False  # precondition (implied by a constant divisor): floor and ceil sizes agree
     weight = derive(graph, f"{name}.weight~avg", "fill", (), (channels, 1, kh, kw), value=1.0 / (kh * kw))
-    graph.nodes[name].update(op=Op.CONV, attrs=conv, params={"weight": weight})
+    graph.replace(name, op=Op.CONV, attrs=conv, params={"weight": weight})
     return True
 
 
 def _lower_avg_pool(graph: Graph, name: str) -> bool:
-    if _whole_input_window(graph, name) and not graph.graph.get("fcn"):
+    if _whole_input_window(graph, name) and not graph.info.fully_convolutional:
         # One window over the whole input is a global mean at this size only; a fully
         # convolutional graph (dense_to_conv ran) will run at other sizes, where it slides.
         _to_reduce(graph, name, "mean", (2, 3), keepdims=True)
@@ -106,9 +106,8 @@ def _lower_depthwise_pool(graph: Graph, name: str) -> None:
     n, c, h, w = graph.shape(source)
     # The channel regrouping keeps H and W last, so fcn.reshape_inputs can resize it.
     target = (c // attrs.size, attrs.size, h, w)
-    spans = graph.nodes[name]["spans"]
     reshape = graph.add_op(graph.fresh_name(f"{name}.reshape"), Op.RESHAPE, o.ReshapeAttrs(target),
-                           [source], (n, *target), spans)
+                           [source], (n, *target), graph.spans(name))
     graph.remove_edge(source, name, key=0)
     graph.add_edge(reshape, name, key=0)
     mode = "max" if attrs.mode == "max" else "mean"

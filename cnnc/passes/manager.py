@@ -139,9 +139,9 @@ def optimize(graph: Graph, level: int = DEFAULT_LEVEL, passes: list[str] | None 
     """
     names = pipeline(level, passes, disable, enable)
     result = graph.clone()
-    result.graph.setdefault("user_params", dict(graph.graph["params"]))
-    result.graph.setdefault("derived", {})
-    result.graph["passes"] = []
+    if result.info.user_params is None:  # what the user supplies, before any pass derives more
+        result.info.user_params = dict(graph.info.param_specs)
+    result.info.passes_run = []
     checker = NumericChecker(graph, seed) if check_numerics else None
     for name in names:
         changed = PASSES[name].run(result)
@@ -150,7 +150,7 @@ def optimize(graph: Graph, level: int = DEFAULT_LEVEL, passes: list[str] | None 
             verify(result)
         except CnncIRError as error:
             raise CnncIRError(f"after pass {name}: {error.message}", where=error.where) from None
-        result.graph["passes"].append(name)
+        result.info.passes_run.append(name)
         if checker is not None:
             checker.check(result, name)
         if observer is not None:
@@ -165,10 +165,10 @@ class NumericChecker:
         from ..interpreter import eval_graph
 
         rng = np.random.default_rng(seed)
-        self.values = random_params(original.graph["params"], rng)
+        self.values = random_params(original.info.param_specs, rng)
         self.inputs = {n: rng.standard_normal(tuple(batch if isinstance(d, str) else d
                                                     for d in original.shape(n))).astype(np.float32)
-                       for n in original.graph["inputs"]}
+                       for n in original.info.inputs}
         self.expected = eval_graph(original, self.values, self.inputs)
         self.report: list[tuple[str, float]] = []
 

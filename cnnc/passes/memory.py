@@ -10,7 +10,7 @@ Buffers, not values, are what liveness is about: a value from flatten, reshape, 
 a scale-1 nearest upsample may be (a view of) its input, and an in-place output *is* its input's
 buffer. Such values form one buffer, live while any of them is. The analysis (last uses, buffers,
 the in-place preconditions) is cnnc.ir.liveness's, shared with the CuPy buffer plan.
-The plan is a frozen `MemoryPlan` in `graph.graph["memory_plan"]`; it records the graph it was
+The plan is a frozen `MemoryPlan` in `graph.info.memory_plan`; it records the graph it was
 made for, and code generation ignores a plan the graph no longer matches.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ from .manager import register
 def fingerprint(graph: Graph) -> tuple:
     """Everything the plan depends on: emission order, ops, attrs, inputs, shapes, dtypes, interface."""
     nodes = tuple((n, graph.op(n).value, graph.attrs(n), tuple(graph.inputs_of(n)), tuple(graph.shape(n)),
-                   graph.nodes[n]["dtype"]) for n in graph.topo_order())
-    return nodes, tuple(graph.graph["inputs"]), tuple(sorted(graph.graph["outputs"].items()))
+                   graph.node(n).dtype) for n in graph.topo_order())
+    return nodes, tuple(graph.info.inputs), tuple(sorted(graph.info.outputs.items()))
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class MemoryPlan:
 
 def current_plan(graph: Graph) -> MemoryPlan | None:
     """The plan_memory pass's plan if it still describes `graph` (None: no plan, or a stale one)."""
-    plan = graph.graph.get("memory_plan")
+    plan = graph.info.memory_plan
     return plan if plan is not None and plan.matches(graph) else None
 
 
@@ -74,7 +74,7 @@ def memory_plan(graph: Graph) -> MemoryPlan:
     live = liveness(graph)
     shared = buffers(graph, live, NUMPY_VIEWS)
     in_place = plan_in_place(graph, shared)
-    outputs = set(graph.graph["outputs"].values())
+    outputs = set(graph.info.outputs.values())
     frees: list[list[str]] = [[] for _ in live.order]
     for name in live.order:  # inputs are the caller's, outputs are returned: never deleted
         if graph.op(name) != Op.INPUT and name not in outputs:
@@ -88,6 +88,6 @@ def memory_plan(graph: Graph) -> MemoryPlan:
 def plan_memory(graph: Graph) -> bool:
     """Plan activation memory: free each value after its last use; run dying elementwise ops in place."""
     plan = memory_plan(graph)
-    changed = graph.graph.get("memory_plan") != plan
-    graph.graph["memory_plan"] = plan
+    changed = graph.info.memory_plan != plan
+    graph.info.memory_plan = plan
     return changed

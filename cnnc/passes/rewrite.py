@@ -26,9 +26,8 @@ def absorb(graph: Graph, keeper: str, absorbed: str) -> None:
     Used when `keeper` now computes what `absorbed` did: a node folded into its producer, or a
     repeated computation and its first copy.
     """
-    spans = graph.nodes[keeper]["spans"] + tuple(s for s in graph.nodes[absorbed]["spans"]
-                                                  if s not in graph.nodes[keeper]["spans"])
-    graph.nodes[keeper]["spans"] = spans
+    kept = graph.spans(keeper)
+    graph.replace(keeper, spans=kept + tuple(s for s in graph.spans(absorbed) if s not in kept))
     graph.replace_uses(absorbed, keeper)
     graph.remove_node(absorbed)
 
@@ -38,7 +37,7 @@ def set_attrs(graph: Graph, name: str, attrs: object) -> None:
     shape = infer_shape(graph.op(name), attrs, [graph.shape(i) for i in graph.inputs_of(name)])
     if tuple(shape) != tuple(graph.shape(name)):
         raise ValueError(f"rewriting {name} would change its shape {graph.shape(name)} → {shape}")
-    graph.nodes[name]["attrs"] = attrs
+    graph.replace(name, attrs=attrs)
 
 
 def add_input(graph: Graph, name: str, source: str) -> None:

@@ -79,7 +79,7 @@ class GpuExecutor:
             raise CnncError(f"outputs must be 'numpy' or 'cupy', got {outputs!r}", where="gpu")
         self.net = net
         self.source = generate(net.graph, tf32=tf32)
-        self.module = load_module(self.source, net.graph.graph["source_name"], target="cupy")
+        self.module = load_module(self.source, net.graph.info.source_name, target="cupy")
         self.options = {"tf32": bool(tf32), "cuda_graph": bool(cuda_graph), "outputs": outputs,
                         "workspace_limit": workspace_limit or self.module["WORKSPACE_LIMIT"]}
         self._version = -1

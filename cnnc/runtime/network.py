@@ -27,10 +27,10 @@ class CompiledNetwork:
                  params: Mapping[str, np.ndarray] | None = None):
         self.graph = graph
         self.source = source
-        self.input_names: list[str] = list(graph.graph["inputs"])
-        self.output_names: list[str] = list(graph.graph["outputs"])
-        self._forward = load_forward(source, graph.graph["source_name"])
-        specs = graph.graph.get("user_params", graph.graph["params"])
+        self.input_names: list[str] = list(graph.info.inputs)
+        self.output_names: list[str] = list(graph.info.outputs)
+        self._forward = load_forward(source, graph.info.source_name)
+        specs = graph.info.user_param_specs()
         # Given parameters replace the seeded initialization, which is then not computed at all
         # (it is most of VGG-16's compile time).
         self.params = (ParamStore(specs, init_params(specs, seed)) if params is None
@@ -66,7 +66,8 @@ class CompiledNetwork:
     @property
     def source_graph(self) -> Graph:
         """The IR before optimization passes (what the reference interpreter checks against)."""
-        return self.graph.graph.get("source_graph", self.graph)
+        source = self.graph.info.source_graph
+        return self.graph if source is None else source
 
     @property
     def input_shapes(self) -> dict[str, tuple]:
@@ -74,7 +75,7 @@ class CompiledNetwork:
 
     @property
     def output_shapes(self) -> dict[str, tuple]:
-        return {o: self.graph.shape(n) for o, n in self.graph.graph["outputs"].items()}
+        return {o: self.graph.shape(n) for o, n in self.graph.info.outputs.items()}
 
     def _bind_inputs(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
         if len(args) > len(self.input_names):
@@ -131,4 +132,4 @@ class CompiledNetwork:
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}: {fmt(s)}" for n, s in self.input_shapes.items())
         outs = ", ".join(f"{n}: {fmt(s)}" for n, s in self.output_shapes.items())
-        return f"<CompiledNetwork {self.graph.graph['source_name']} ({ins}) -> ({outs})>"
+        return f"<CompiledNetwork {self.graph.info.source_name} ({ins}) -> ({outs})>"

@@ -24,7 +24,7 @@ def _probabilities(graph: Graph, node: str, value: np.ndarray) -> np.ndarray:
 def describe_outputs(graph: Graph, outputs: dict[str, np.ndarray], top: int) -> str:
     lines = []
     for out, value in outputs.items():
-        node = graph.graph["outputs"][out]
+        node = graph.info.outputs[out]
         lines.append(f"{out}: shape {fmt(value.shape)}  min {value.min():.4g}  max {value.max():.4g}  "
                      f"mean {value.mean():.4g}  std {value.std():.4g}")
         if is_classifier(graph, node):

@@ -52,12 +52,12 @@ class DrawPlan:
 
 
 def _outputs_listing(graph: Graph) -> str:
-    return ", ".join(f"{out} {fmt(graph.shape(node))}" for out, node in graph.graph["outputs"].items())
+    return ", ".join(f"{out} {fmt(graph.shape(node))}" for out, node in graph.info.outputs.items())
 
 
 def plan_draw(graph: Graph) -> DrawPlan:
     """The outputs to draw, or a CnncError saying what `--draw` needs."""
-    outputs = graph.graph["outputs"]
+    outputs = graph.info.outputs
     shapes = {out: graph.shape(node) for out, node in outputs.items()}
     detections = [out for out, shape in shapes.items() if len(shape) == 3 and shape[2] == 6]
     if detections:
@@ -77,7 +77,7 @@ def plan_draw(graph: Graph) -> DrawPlan:
 
 def plan_mask(graph: Graph) -> str:
     """The score map output `[N, C, H, W]` that `--mask` colours, or a CnncError."""
-    for out, node in graph.graph["outputs"].items():
+    for out, node in graph.info.outputs.items():
         shape = graph.shape(node)
         if len(shape) == 4 and shape[1] >= 2:
             return out
@@ -143,7 +143,7 @@ def _boxes_to_draw(plan: DrawPlan, outputs: dict[str, np.ndarray], graph: Graph,
     cls, label = None, plan.boxes
     if plan.classes is not None:
         probs = outputs[plan.classes][0].astype(np.float64)
-        if graph.op(graph.graph["outputs"][plan.classes]) != Op.SOFTMAX:  # logits
+        if graph.op(graph.info.outputs[plan.classes]) != Op.SOFTMAX:  # logits
             probs = np.exp(probs - probs.max())
             probs /= probs.sum()
         cls = int(np.argmax(probs))
