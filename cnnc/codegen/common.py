@@ -1,8 +1,10 @@
 """Pieces every generated module shares: the docstring header, the interface tables, comments."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .. import __version__
-from ..ir.graph import Graph
+from ..ir.graph import Graph, Node
 from ..ir.ops import record
 from ..ir.shapes import fmt
 from ..source import Span, safe_comment
@@ -12,6 +14,16 @@ def source_location(spans: tuple[Span, ...]) -> str:
     """`file:line[, file:line]` for a node's comment; a fused node lists each line once."""
     where = ", ".join(dict.fromkeys(f"{s.file.name}:{s.line}" for s in spans)) if spans else "generated"
     return safe_comment(where)
+
+
+def statement_comment(node: Node) -> str:
+    """What follows a node's statement: `file:line name: op -> [shape]` (safe inside a comment)."""
+    return f"{source_location(node.spans)} {safe_comment(node.name)}: {node.op} -> {fmt(node.shape)}"
+
+
+def return_statement(graph: Graph, name_of: Callable[[str], str]) -> str:
+    """`forward`'s last line: the outputs by name, each the variable `name_of(node)`."""
+    return "    return {" + ", ".join(f"{o!r}: {name_of(n)}" for o, n in graph.info.outputs.items()) + "}"
 
 
 def kernels_used(graph: Graph, order: list[str] | tuple[str, ...]) -> list[str]:

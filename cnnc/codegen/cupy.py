@@ -25,11 +25,9 @@ from types import ModuleType
 from ..ir.graph import Graph
 from ..ir.liveness import CUPY_VIEWS, Buffers, Liveness, aliased_inputs, buffers, liveness
 from ..ir.ops import Op, kernel_call, record
-from ..ir.shapes import fmt
 from ..kernels import cupy_kernels, numpy_kernels
 from ..passes.memory import current_plan
-from ..source import safe_comment
-from .common import docstring, interface_tables, kernels_used, load_params_function, source_location
+from .common import docstring, interface_tables, kernels_used, load_params_function, return_statement, statement_comment
 from .kernel_source import reachable
 from .namespace import Namespace
 
@@ -264,7 +262,6 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
     plan = plan_buffers(graph)
     ns = Namespace(reserved_names())
     inputs = graph.info.inputs
-    outputs = graph.info.outputs
     blockers = [f"{n}: {graph.op(n)} runs on the host" for n in plan.order if record(graph.op(n)).on_host]
     first = ns.name(inputs[0]) if inputs else None
     lines = [
@@ -314,11 +311,9 @@ def generate(graph: Graph, *, tf32: bool = False) -> str:
     for name in plan.order:
         if graph.op(name) == Op.INPUT:
             continue
-        node = graph.node(name)
         call, note = _call(graph, name, ns, plan)
-        lines.append(f"    {ns.name(name)} = {call}"
-                     f"  # {source_location(node.spans)} {safe_comment(name)}: {node.op} -> {fmt(node.shape)}, {note}")
-    lines.append("    return {" + ", ".join(f"{o!r}: {ns.name(n)}" for o, n in outputs.items()) + "}")
+        lines.append(f"    {ns.name(name)} = {call}  # {statement_comment(graph.node(name))}, {note}")
+    lines.append(return_statement(graph, ns.name))
     lines += [
         "",
         "",

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ir.ops import Op, kernel_call, record
-from ..ir.shapes import fmt
 from ..kernels import numpy_kernels
 from ..passes.memory import current_plan
-from ..source import safe_comment
-from .common import docstring, interface_tables, kernels_used, load_params_function, source_location
+from .common import docstring, interface_tables, kernels_used, load_params_function, return_statement, statement_comment
 from .kernel_source import function_names, kernel_sources
 from .namespace import Namespace
 
@@ -43,7 +41,6 @@ def generate(graph: Graph) -> str:
     ns = Namespace(_RESERVED | function_names(numpy_kernels))
     order = graph.topo_order()
     inputs = graph.info.inputs
-    outputs = graph.info.outputs
     lines = [
         *docstring(graph, "", ["Parameters are float32 arrays by name; load_params() reads the .npz file saved "
                                "beside this module."]),
@@ -62,13 +59,12 @@ def generate(graph: Graph) -> str:
     for name in order:
         if graph.op(name) == Op.INPUT:
             continue
-        node = graph.node(name)
         lines.append(f"    {ns.name(name)} = {_call(graph, name, ns, name in in_place)}"
-                     f"  # {source_location(node.spans)} {safe_comment(name)}: {node.op} -> {fmt(node.shape)}")
+                     f"  # {statement_comment(graph.node(name))}")
         dead = plan.frees_after(name) if plan is not None else ()
         if dead:  # bookkeeping, not a node: lets NumPy free or reuse the arrays now
             lines.append(f"    del {', '.join(ns.name(n) for n in dead)}  # last use")
-    lines.append("    return {" + ", ".join(f"{o!r}: {ns.name(n)}" for o, n in outputs.items()) + "}")
+    lines.append(return_statement(graph, ns.name))
     lines += [
         "",
         "",
