@@ -678,26 +678,23 @@ _ELEMENTWISE = {
 # ---- pooling -----------------------------------------------------------------------------------
 
 
-def _max_pool(a: MaxPoolAttrs, shapes: list[Shape]) -> Shape:
+def _pool(a: MaxPoolAttrs | AvgPoolAttrs, shapes: list[Shape], dilation: Pair, what: str) -> Shape:
     (x,) = shapes
-    need_rank(x, (4,), "maxpool")
-    _check_pool_pads(a.kernel, a.pads, "maxpool")
+    need_rank(x, (4,), what)
+    _check_pool_pads(a.kernel, a.pads, what)
     n, c, h, w = x
     pt, pl, pb, pr = a.pads
     return (n, c,
-            pool_out(h, a.kernel[0], a.stride[0], pt, pb, a.dilation[0], a.ceil_mode, "maxpool", "height"),
-            pool_out(w, a.kernel[1], a.stride[1], pl, pr, a.dilation[1], a.ceil_mode, "maxpool", "width"))
+            pool_out(h, a.kernel[0], a.stride[0], pt, pb, dilation[0], a.ceil_mode, what, "height"),
+            pool_out(w, a.kernel[1], a.stride[1], pl, pr, dilation[1], a.ceil_mode, what, "width"))
+
+
+def _max_pool(a: MaxPoolAttrs, shapes: list[Shape]) -> Shape:
+    return _pool(a, shapes, a.dilation, "maxpool")
 
 
 def _avg_pool(a: AvgPoolAttrs, shapes: list[Shape]) -> Shape:
-    (x,) = shapes
-    need_rank(x, (4,), "avgpool")
-    _check_pool_pads(a.kernel, a.pads, "avgpool")
-    n, c, h, w = x
-    pt, pl, pb, pr = a.pads
-    return (n, c,
-            pool_out(h, a.kernel[0], a.stride[0], pt, pb, 1, a.ceil_mode, "avgpool", "height"),
-            pool_out(w, a.kernel[1], a.stride[1], pl, pr, 1, a.ceil_mode, "avgpool", "width"))
+    return _pool(a, shapes, (1, 1), "avgpool")
 
 
 def _unit_window(a: MaxPoolAttrs | AvgPoolAttrs, shapes: list[Shape], out: Shape) -> bool:
