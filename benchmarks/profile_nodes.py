@@ -1,0 +1,96 @@
+"""Where the time goes: cnnc's NumPy kernels timed node by node, summed per kind of node.
+
+Runs the optimized IR statement by statement with the same kernels and arguments the generated
+module uses (`kernel_call`), timing each call, and prints the time per node kind (conv kinds
+split by kernel size, stride and grouping, since they are different algorithms), then the
+slowest nodes. The total is within a few percent of the generated module's own time; the point
+is the shares, which choose the next optimization from a measurement rather than a guess.
+
+    python benchmarks/profile_nodes.py examples/resnet50.cnn --batch 8 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _kind(graph, name: str) -> str:
+    """The node's op, with what decides the algorithm for convolutions and pools."""
+    op, attrs = graph.op(name), graph.attrs(name)
+    if op.value == "conv":
+        channels = graph.shape(graph.inputs_of(name)[0])[1]
+        grouping = "depthwise" if attrs.groups == channels > 1 else ("grouped" if attrs.groups > 1 else "dense")
+        kh, kw = attrs.kernel
+        return f"conv {kh}x{kw} s{attrs.stride[0]} {grouping}"
+    if op.value in ("max_pool", "avg_pool"):
+        return f"{op.value} {attrs.kernel[0]}x{attrs.kernel[1]}"
+    return op.value
+
+
+def profile(path: str, batch: int, level: int, repeat: int, seed: int) -> list[tuple[str, str, float]]:
+    """(node, kind, median ms) for every node of the network compiled at -O`level`."""
+    import numpy as np
+
+    import cnnc
+    from cnnc.ir.ops import Op, kernel_call, record
+    from cnnc.kernels import numpy_kernels
+    from cnnc.passes.derived import materialize
+
+    net = cnnc.compile(Path(path), optimize=level)
+    graph = net.graph
+    params = materialize(graph, net.params.data)
+    rng = np.random.default_rng(seed)
+    values = {n: rng.standard_normal((batch, *graph.shape(n)[1:]), dtype=np.float32) for n in graph.info.inputs}
+    order = [n for n in graph.topo_order() if graph.op(n) != Op.INPUT]
+    times: dict[str, list[float]] = defaultdict(list)
+    for _ in range(repeat + 1):  # the first pass warms caches and BLAS threads; not counted
+        for name in order:
+            rec = record(graph.op(name))
+            args = [values[i] for i in graph.inputs_of(name)]
+            start = time.perf_counter()
+            if rec.kernel is None:
+                values[name] = args[0]
+            else:
+                positional, keywords = kernel_call(graph.op(name), graph.attrs(name), args, graph.params_of(name),
+                                                   params.__getitem__, graph.shape(name))
+                values[name] = getattr(numpy_kernels, rec.kernel)(*positional, **keywords)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return [(n, _kind(graph, n), statistics.median(times[n][1:])) for n in order]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("program", help="a .cnn file")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("-O", dest="level", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--top", type=int, default=10, help="slowest nodes to list")
+    args = parser.parse_args()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)  # before numpy loads BLAS
+    rows = profile(args.program, args.batch, args.level, args.repeat, seed=0)
+    total = sum(ms for _, _, ms in rows)
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for _, kind, ms in rows:
+        by_kind[kind].append(ms)
+    print(f"{args.program}, batch {args.batch}, -O{args.level}, {args.threads} threads: "
+          f"{total:.1f} ms in {len(rows)} nodes (median of {args.repeat} per node)")
+    print("| kind | nodes | ms | share |\n|---|---|---|---|")
+    for kind, values in sorted(by_kind.items(), key=lambda item: -sum(item[1])):
+        print(f"| {kind} | {len(values)} | {sum(values):.1f} | {sum(values) / total:.1%} |")
+    print(f"\nslowest {args.top} nodes:")
+    for name, kind, ms in sorted(rows, key=lambda row: -row[2])[:args.top]:
+        print(f"  {ms:8.2f} ms  {name}  ({kind})")
+
+
+if __name__ == "__main__":
+    main()
