@@ -6,13 +6,16 @@ Python traceback means a bug in cnnc.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from . import __version__, build_graph
-from .errors import CnncError, CnncInputError
-from .frontend import parse
-from .runtime.files import atomic_write, write_npz
+from .errors import CnncError, CnncImportError, CnncInputError
+from .frontend import check_library, parse
+from .language.values import Block
+from .limits import MAX_SOURCE_BYTES
+from .runtime.files import atomic_write, atomic_writes, save_npz, write_npz
 
 
 def _shape_option(text: str) -> tuple[str, tuple[int, ...]]:
@@ -27,8 +30,19 @@ def _shape_option(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+def _gib_option(text: str) -> int:
+    """`--max-memory 16` (GiB, a positive number) → bytes."""
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = math.nan
+    if not 0 < gib < 2**40:
+        raise argparse.ArgumentTypeError(f"expected a positive number of GiB, got {text!r}")
+    return int(gib * 2**30)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="the .cnn file")
+    parser.add_argument("file", help="the .cnn file (- reads the program from standard input)")
     parser.add_argument("--input-shape", type=_shape_option, action="append", default=[], metavar="NAME=SHAPE",
                         help="override an input's declared shape, e.g. image=1x3x448x448")
 
@@ -76,6 +90,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="draw the detected boxes (an [N, K, 6] output, or a [N, 4] box) on the --input image")
     run.add_argument("--mask", metavar="OUT.png",
                      help="write the colour mask of a segmentation output [N, C, H, W] (image-sized with --input)")
+    run.add_argument("--max-memory", type=_gib_option, metavar="GIB",
+                     help="refuse to run when the estimated memory exceeds this many GiB (default: the "
+                          "machine's memory)")
     run.add_argument("--gpu", action="store_true", help="run on an NVIDIA GPU with CuPy")
     run.add_argument("--tf32", action="store_true",
                      help="with --gpu: TF32 tensor cores in the GEMMs (faster, ~1e-3 relative error per product)")
@@ -101,11 +118,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _graph(args: argparse.Namespace, observer=None):
-    """The IR for the command: parsed, then optimized as the options say."""
+def _source(args: argparse.Namespace) -> tuple[str | Path, str | None]:
+    """The program and its name: the file argument is always a path (a missing one says so,
+    whatever its suffix); `-` reads the program text from standard input."""
+    if args.file == "-":
+        text = sys.stdin.read(MAX_SOURCE_BYTES + 1)  # characters, at least as many as bytes
+        if len(text) > MAX_SOURCE_BYTES:
+            raise CnncImportError(f"more than {MAX_SOURCE_BYTES} characters, more than cnnc reads",
+                                  where="<stdin>")
+        return text, "<stdin>"
+    return Path(args.file), None
+
+
+def _graph(args: argparse.Namespace, observer=None, program: tuple[str | Path, str | None] | None = None):
+    """The IR for the command: parsed, then optimized as the options say; `program` is what
+    `_source` returned, when the caller has read it already (standard input reads once)."""
+    source, name = program or _source(args)
     if not hasattr(args, "level"):
-        return parse(args.file, input_shapes=dict(args.input_shape) or None)
-    return build_graph(args.file, input_shapes=dict(args.input_shape) or None, optimize=args.level,
+        return parse(source, input_shapes=dict(args.input_shape) or None, name=name)
+    return build_graph(source, input_shapes=dict(args.input_shape) or None, name=name, optimize=args.level,
                        passes=args.passes, disable_passes=tuple(args.disable_pass), fcn=args.fcn,
                        verify=args.verify, observer=observer)
 
@@ -118,7 +149,14 @@ def _print_after(name: str, graph, changed: bool) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
-    graph = _graph(args)
+    program = _source(args)
+    library = check_library(*program)
+    if library is not None:  # blocks only: nothing to compile, but check what is there
+        blocks = sorted(n for n, v in library.items() if isinstance(v, Block))
+        print(f"{args.file}: ok — a library (no input or output): {len(blocks)} block(s)"
+              f"{': ' + ', '.join(blocks) if blocks else ''}; {len(library) - len(blocks)} constant(s)")
+        return
+    graph = _graph(args, program=program)
     from .ir.shapes import fmt
     ins = ", ".join(f"{n} {fmt(graph.shape(n))}" for n in graph.info.inputs)
     outs = ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in graph.info.outputs.items())
@@ -160,16 +198,18 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     if args.params:
         store.update_from(read_npz(args.params), args.params)
     module = output if output.suffix == ".py" else output.with_suffix(".py")
-    # The module reads the optimized graph's parameters (folded ones computed here).
-    write_npz(module.with_suffix(".npz"), materialize(graph, store.data))
-    with atomic_write(module) as handle:
-        handle.write(text)
+    # The module reads the optimized graph's parameters (folded ones computed here); the pair is
+    # written both or neither.
+    with atomic_writes([(module.with_suffix(".npz"), "wb"), (module, "w")]) as (params_file, module_file):
+        save_npz(params_file, materialize(graph, store.data))
+        module_file.write(text)
     print(f"wrote {module} and {module.with_suffix('.npz')}")
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from .codegen.python import generate
     from .runtime.inputs import load_input, random_input
+    from .runtime.memory import check_run_memory, machine_memory
     from .runtime.network import CompiledNetwork
     from .runtime.report import describe_outputs
 
@@ -195,6 +235,9 @@ def _cmd_run(args: argparse.Namespace) -> None:
         if args.mask:
             mask_output = visualize.plan_mask(graph)
             visualize.image_format(args.mask, "--mask")
+    limit = args.max_memory or machine_memory()
+    if limit is not None:  # before the random input and the parameters are allocated
+        check_run_memory(graph, args.batch, limit)
     net = CompiledNetwork(graph, generate(graph), seed=args.seed)
     if args.params:
         net.load_params(args.params)
@@ -230,9 +273,9 @@ def _cmd_import(args: argparse.Namespace) -> None:
     program = Path(args.output) if args.output else Path(args.file).with_suffix(".cnn")
     if program.suffix != ".cnn":
         program = program.with_suffix(".cnn")
-    write_npz(program.with_suffix(".npz"), params)
-    with atomic_write(program) as handle:
-        handle.write(text)
+    with atomic_writes([(program.with_suffix(".npz"), "wb"), (program, "w")]) as (params_file, program_file):
+        save_npz(params_file, params)
+        program_file.write(text)
     print(f"wrote {program} and {program.with_suffix('.npz')} "
           f"(run it: cnnc run {program} --params {program.with_suffix('.npz')})")
 
@@ -241,7 +284,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from .interop.onnx_export import export_onnx
     from .runtime.params import read_npz
 
-    graph = parse(args.file, input_shapes=dict(args.input_shape) or None)
+    source, name = _source(args)
+    graph = parse(source, input_shapes=dict(args.input_shape) or None, name=name)
     params = read_npz(args.params) if args.params else None
     output = Path(args.output) if args.output else Path(args.file).with_suffix(".onnx")
     export_onnx(graph, params, output, seed=args.seed)

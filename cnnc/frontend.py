@@ -9,7 +9,9 @@ from .ir.graph import Graph
 from .ir.verify import verify
 from .language.elaborate import Elaborator
 from .source import SourceFile
+from .syntax import tree as t
 from .syntax.parser import parse_source
+from .syntax.reader import ReadFailure, read_program, resolve_path
 
 SourceLike = str | os.PathLike
 
@@ -20,12 +22,12 @@ def load_source(source: SourceLike, name: str | None = None) -> SourceFile:
                                            and source.strip().endswith(".cnn")):
         path = Path(source)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CnncImportError(f"no such file: {path}", where=str(path)) from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise CnncImportError(f"cannot read {path}: {error}", where=str(path)) from None
-        return SourceFile(name or path.name, text, path.resolve())
+            text = read_program(path)
+            resolved = resolve_path(path)
+        except ReadFailure as failure:
+            message = f"no such file: {path}" if failure.missing else f"cannot read {path}: {failure}"
+            raise CnncImportError(message, where=str(path)) from None
+        return SourceFile(name or path.name, text, resolved)
     return SourceFile(name or "<string>", str(source), None)
 
 
@@ -43,3 +45,14 @@ def parse(source: SourceLike, input_shapes: dict[str, tuple] | None = None,
         raise CnncError("the program nests expressions too deeply to compile", where=src.name) from None
     verify(graph)
     return graph
+
+
+def check_library(source: SourceLike, name: str | None = None) -> dict[str, object] | None:
+    """For a library (a file with no `input` or `output`, such as examples/resnet_blocks.cnn):
+    its names after checking it as an import would (block definitions, constants, its own
+    imports). None for any other program, which `parse` compiles."""
+    src = load_source(source, name)
+    program = parse_source(src)
+    if any(isinstance(item, (t.InputDecl, t.OutputDecl)) for item in program.items) or not program.items:
+        return None
+    return Elaborator().run_library(program, src)

@@ -13,9 +13,17 @@ class SourceFile:
     text: str
     path: Path | None = None
 
+    def lines(self) -> list[str]:
+        """The lines as the parser counts them: ended by \n only, so a form feed or U+2028 (which
+        `str.splitlines` would also split at) stays inside its line."""
+        lines = self.text.split("\n")
+        if lines[-1] == "":  # the newline that ends the last line starts no line
+            lines.pop()
+        return [line.removesuffix("\r") for line in lines]
+
     def line(self, number: int) -> str:
         """The text of 1-based line `number`, without its newline ('' when out of range)."""
-        lines = self.text.splitlines()
+        lines = self.lines()
         return lines[number - 1] if 1 <= number <= len(lines) else ""
 
 
@@ -36,7 +44,8 @@ class Span:
 
     def excerpt(self) -> str:
         """The first line of the span with a caret line under the columns it covers."""
-        text = self.file.line(self.line)
+        # Control characters (a form feed, U+2028) would break the excerpt's two lines apart.
+        text = "".join(c if c.isprintable() or c == "\t" else " " for c in self.file.line(self.line))
         stop = self.end_column if self.end_line == self.line else len(text) + 1
         width = max(1, stop - self.column)
         lead = "".join(c if c == "\t" else " " for c in text[: self.column - 1])

@@ -46,7 +46,7 @@ from cnnc.runtime.network import CompiledNetwork  # noqa: E402
 OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
        "BatchNormalization", "LRN", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Softmax", "Gemm",
        "MatMul", "Flatten", "Reshape", "Concat", "Add", "Sum", "Mul", "Dropout", "Upsample", "Resize", "Pad",
-       "Transpose")
+       "Transpose", "HardSigmoid", "HardSwish", "Gelu")
 # How many leading inputs are data (the rest become initializers); None: all of them.
 DATA_INPUTS = {"Concat": None, "Sum": None, "Add": None, "Mul": None}
 MATRIX_OPS = {"Gemm", "MatMul"}
@@ -57,7 +57,8 @@ MODULES = {"Conv": "conv", "ConvTranspose": "convtranspose", "MaxPool": "maxpool
            "Sigmoid": "sigmoid", "Tanh": "tanh", "Clip": "clip", "Softmax": "softmax", "Gemm": "gemm",
            "MatMul": "matmul", "Flatten": "flatten", "Reshape": "reshape", "Concat": "concat", "Add": "add",
            "Sum": "sum", "Mul": "mul", "Dropout": "dropout", "Upsample": "upsample", "Resize": "resize",
-           "Pad": "pad", "Transpose": "transpose"}
+           "Pad": "pad", "Transpose": "transpose", "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish",
+           "Gelu": "gelu"}
 FLOAT = 1
 
 

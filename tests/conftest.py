@@ -24,3 +24,14 @@ def randomize(net, seed: int = 0, gamma: tuple[float, float] = (0.5, 1.5), weigh
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+# Awkward inputs for the elementwise activations: the breakpoints ±3 and their float32
+# neighbours, signed zeros, tiny and huge magnitudes, and a fine sweep of [−10, 10] (the tails,
+# where 1 + erf(x/√2) and 1 + tanh(u) cancel in float32).
+_BREAKPOINTS = np.array([-3.0, 3.0], np.float32)
+AWKWARD = np.concatenate([
+    np.linspace(-10.0, 10.0, 4001, dtype=np.float32), _BREAKPOINTS,
+    np.nextafter(_BREAKPOINTS, np.float32(0.0)), np.nextafter(_BREAKPOINTS, np.float32(np.inf) * _BREAKPOINTS),
+    np.array([-0.0, 0.0, 1e-30, -1e-30, 20.0, -20.0, 100.0, -100.0, 1e4, -1e4, 1e30, -1e30], np.float32),
+]).astype(np.float32)

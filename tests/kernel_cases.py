@@ -78,7 +78,20 @@ def cases(seed: int = 0) -> list[Case]:
         Case("channel_affine_4d", "channel_affine", (x, _n(rng, 6), _n(rng, 6)), in_place=True),
         Case("channel_affine_2d", "channel_affine", (_n(rng, 4, 6), _n(rng, 6), _n(rng, 6))),
         *(Case(name, name, (_n(rng, 2, 3, 4, 5, scale=4),), in_place=True)
-          for name in ("relu", "relu6", "sigmoid", "tanh", "hardsigmoid")),
+          for name in ("relu", "relu6", "sigmoid", "tanh", "hardsigmoid", "hardswish", "silu", "gelu", "gelu_tanh")),
+        Case("gelu_tails", "gelu", (np.linspace(-12, 12, 97, dtype=np.float32).reshape(1, 97),), in_place=True),
+        Case("gelu_tanh_tails", "gelu_tanh", (np.linspace(-12, 12, 97, dtype=np.float32).reshape(1, 97),)),
+        Case("silu_tails", "silu", (np.linspace(-100, 100, 97, dtype=np.float32).reshape(1, 97),)),
+        # the newer epilogues: depthwise convs apply them in cnnc_activate, GEMM convs and dense in
+        # the ElementwiseKernel epilogue (_epilogue_spec)
+        *(Case(f"depthwise_residual_{act}", "conv", (x, _n(rng, 6, 1, 3, 3), _n(rng, 6)),
+               {**conv, "groups": 6, "activation": act, "residual": _n(rng, 2, 6, 9, 11)})
+          for act in ("hardswish", "silu", "gelu", "gelu_tanh")),
+        *(Case(f"conv1x1_{act}", "conv", (x, _n(rng, 7, 6, 1, 1), _n(rng, 7)),
+               dict(stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, activation=act))
+          for act in ("hardsigmoid", "hardswish", "silu", "gelu", "gelu_tanh")),
+        *(Case(f"dense_{act}", "dense", (_n(rng, 3, 20), _n(rng, 7, 20), _n(rng, 7)), {"activation": act})
+          for act in ("hardswish", "silu", "gelu", "gelu_tanh")),
         Case("leaky_relu", "leaky_relu", (_n(rng, 2, 3, 4, 5),), {"slope": 0.2}, in_place=True),
         Case("softmax_2d", "softmax", (_n(rng, 3, 10, scale=5),), {"axis": 1}),
         Case("softmax_3d_last", "softmax", (_n(rng, 2, 4, 6),), {"axis": -1}),

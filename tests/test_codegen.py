@@ -85,3 +85,21 @@ def test_namespace_makes_safe_distinct_identifiers():
     assert all(n.isidentifier() for n in names)
     assert "forward" not in names and "print" not in names and "class" not in names
     assert ns.name("layer1.0.conv1") == names[0]
+
+
+def test_module_carries_only_the_activation_kernels_its_fused_nodes_name():
+    """The NumPy epilogue runs an activation's own kernel by name; the module copies exactly the
+    ones its fused convs use, and runs them (checked against the interpreter)."""
+    text = """input x: [N, 3, 8, 8]
+a = x |> conv(4, 3x3, pad=1) |> gelu
+output y = a |> conv(4, 1x1) |> hardsigmoid
+"""
+    net = cnnc.compile(text)
+    defined = {line.split("(")[0][4:] for line in net.source.splitlines() if line.startswith("def ")}
+    assert {"gelu", "hardsigmoid"} <= defined
+    assert not {"relu", "silu", "hardswish", "gelu_tanh", "sigmoid"} & defined
+    assert "activation='gelu'" in net.source and "activation='hardsigmoid'" in net.source
+    randomize(net, seed=3)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8), dtype=np.float32)
+    want = cnnc.eval_graph(net.source_graph, net.params, {"x": x})["y"]
+    np.testing.assert_allclose(net.run(x)["y"], want, rtol=1e-5, atol=1e-6)

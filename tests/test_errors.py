@@ -229,9 +229,9 @@ def test_case_ids_are_unique():
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
-def test_no_output_names_the_file():
+def test_no_output_names_the_last_statement():
     error = compile_error(H + "x = image |> relu\n", CnncNameError)
-    assert str(error) == "net.cnn: error: the network declares no output (add `output name = ...`)"
+    check_message(error, "net.cnn:2:1", "the network declares no output (add `output name = ...`)")
     assert str(compile_error("", CnncNameError)).startswith("net.cnn: error: the network declares no output")
 
 
@@ -252,8 +252,9 @@ def test_unknown_target():
 
 
 def test_parameter_too_large_to_allocate_is_an_error_not_a_crash():
-    error = compile_error("input v: [N, 1000000]\noutput y = v |> dense(1000000000) as fc\n", CnncParamError)
-    check_message(error, "fc.weight", "(1000000000, 1000000)", "layer 'fc'", "too large to allocate")
+    # Refused while elaborating (the tensor-size limit, cnnc/limits.py), before any allocation.
+    error = compile_error("input v: [N, 1000000]\noutput y = v |> dense(1000000000) as fc\n", CnncShapeError)
+    check_message(error, "net.cnn:2:17", "parameter 'fc.weight'", "1000000000000000 elements")
 
 
 # ---- imports ------------------------------------------------------------------------------------

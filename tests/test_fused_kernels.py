@@ -15,7 +15,8 @@ from cnnc.kernels import numpy_kernels, reference  # noqa: E402
 KERNELS = [reference, numpy_kernels]
 ACTIVATIONS = {
     "none": lambda t: t, "relu": F.relu, "relu6": F.relu6, "sigmoid": torch.sigmoid,
-    "leaky_relu": lambda t: F.leaky_relu(t, 0.1), "hardsigmoid": F.hardsigmoid,
+    "leaky_relu": lambda t: F.leaky_relu(t, 0.1), "hardsigmoid": F.hardsigmoid, "hardswish": F.hardswish,
+    "silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
 }
 
 

@@ -53,16 +53,17 @@ RTOL = 1e-4
 # ------------------------------------------------------------------------------------ helpers
 
 def compare(label: str, source, model: nn.Module, input_shape: tuple, seed: int = 0,
-            rename: dict[str, str] | None = None, rtol: float = RTOL, prepare=None) -> dict[str, float]:
-    """Randomize `model` (then call `prepare(model, x)` if given), compile `source`, load the same
-    weights into it, and check cnnc's generated code and reference interpreter against torch.
-    Returns max |diff| per output (codegen)."""
+            rename: dict[str, str] | None = None, rtol: float = RTOL, prepare=None,
+            optimize: int = 2) -> dict[str, float]:
+    """Randomize `model` (then call `prepare(model, x)` if given), compile `source` (at -O`optimize`),
+    load the same weights into it, and check cnnc's generated code and reference interpreter
+    against torch. Returns max |diff| per output (codegen)."""
     start = time.perf_counter()
     x = np.random.default_rng(seed).standard_normal(input_shape, dtype=np.float32)
     randomize_(model, seed)
     if prepare is not None:
         prepare(model, x)
-    net = cnnc.compile(source, input_shapes={"image": input_shape})
+    net = cnnc.compile(source, input_shapes={"image": input_shape}, optimize=optimize)
     net.params.update_from(torch_to_cnnc(model, rename), "torch state_dict")  # exact names + shapes
 
     with torch.no_grad():
@@ -154,6 +155,131 @@ def test_se_block_with_hardsigmoid_gate():
     net = cnnc.compile(SE_HARDSIGMOID)
     assert "activation='hardsigmoid'" in net.source
     compare("SE block, hardsigmoid gate (inline)", SE_HARDSIGMOID, SEHardsigmoid(), (2, 8, 12, 12), seed=7)
+
+
+# ------------------------------------ the modern activations: MobileNetV3, EfficientNet, ConvNeXt
+
+MOBILENET_V3_BLOCK = """input image: [N, 16, 14, 14]
+
+# torchvision's Conv2dNormActivation(activation_layer=Hardswish): conv, BN, hardswish as 0, 1, 2.
+block conv_bn_hardswish(c: int, k: int = 1, groups: int = 1) {
+    return x |> conv(c, k, pad=(k - 1) // 2, groups=groups, bias=false) as 0 |> bn(eps=1e-3) as 1
+             |> hardswish as 2
+}
+
+# torchvision's SqueezeExcitation(scale_activation=Hardsigmoid).
+block se_hardsigmoid(squeeze: int) {
+    return x * (x |> global_avg_pool |> conv(squeeze, 1x1) as fc1 |> relu |> conv(channels(x), 1x1) as fc2
+                  |> hardsigmoid)
+}
+
+# MobileNetV3's InvertedResidual: expand, depthwise, SE, project; identity shortcut.
+block inverted_residual(expand: int, squeeze: int) {
+    return x + (x |> [conv_bn_hardswish(expand), conv_bn_hardswish(expand, 3, groups=expand),
+                      se_hardsigmoid(squeeze), conv(channels(x), 1x1, bias=false), bn(eps=1e-3)] as block)
+}
+
+output y = image |> inverted_residual(48, 16) as features |> hardswish
+"""
+
+EFFICIENTNET_BLOCK = MOBILENET_V3_BLOCK.replace("hardswish", "silu").replace("hardsigmoid", "sigmoid") \
+    .replace("|> relu |>", "|> silu |>")
+
+CONVNEXT_BLOCK = """input image: [N, 16, 14, 14]
+
+# ConvNeXt's block with its pointwise MLP as 1x1 convs (bn stands in for the channel LayerNorm):
+# 7x7 depthwise conv, norm, expand 4x, exact GELU, project; identity shortcut.
+block cn_block() {
+    c = channels(x)
+    return x + (x |> [depthwise_conv(7x7, pad=3), bn, conv(4 * c, 1x1), gelu, conv(c, 1x1)] as block)
+}
+
+output y = image |> [cn_block, cn_block] as stages |> global_avg_pool |> flatten
+    |> [dense(32), gelu(approximate=tanh), dense(10)] as head
+"""
+
+
+def conv_bn_act(cin: int, c: int, k: int, groups: int, act: type) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, c, k, 1, (k - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(c, eps=1e-3), act())
+
+
+class SqueezeExcitationConv(nn.Module):
+    """torchvision's SqueezeExcitation: 1x1 convs fc1, fc2 on the pooled map."""
+
+    def __init__(self, c: int, squeeze: int, act: type, gate: type):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
+        self.activation, self.scale_activation = act(), gate()
+
+    def forward(self, x):
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV3's InvertedResidual (hardswish, hardsigmoid gate) or EfficientNet's MBConv
+    (SiLU, sigmoid gate), stride 1, with torchvision's module names."""
+
+    def __init__(self, c: int, expand: int, squeeze: int, act: type, se_act: type, gate: type):
+        super().__init__()
+        self.block = nn.Sequential(conv_bn_act(c, expand, 1, 1, act), conv_bn_act(expand, expand, 3, expand, act),
+                                   SqueezeExcitationConv(expand, squeeze, se_act, gate),
+                                   nn.Conv2d(expand, c, 1, bias=False), nn.BatchNorm2d(c, eps=1e-3))
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+class InvertedResidualNet(nn.Module):
+    def __init__(self, act: type, se_act: type, gate: type):
+        super().__init__()
+        self.features = InvertedResidual(16, 48, 16, act, se_act, gate)
+        self.act = act()
+
+    def forward(self, x):
+        return self.act(self.features(x))
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(c, c, 7, padding=3, groups=c), nn.BatchNorm2d(c), nn.Conv2d(c, 4 * c, 1),
+                                   nn.GELU(), nn.Conv2d(4 * c, c, 1))
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+class ConvNeXtLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stages = nn.Sequential(ConvNeXtBlock(16), ConvNeXtBlock(16))
+        self.head = nn.Sequential(nn.Linear(16, 32), nn.GELU(approximate="tanh"), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(self.stages(x), 1), 1))
+
+
+MODERN_NETWORKS = {  # label → (program, torch model, activations the -O2 code fuses into convs/dense)
+    "MobileNetV3 block (hardswish, hardsigmoid SE)": (
+        MOBILENET_V3_BLOCK, lambda: InvertedResidualNet(nn.Hardswish, nn.ReLU, nn.Hardsigmoid),
+        {"hardswish", "hardsigmoid"}),
+    "EfficientNet MBConv (silu, sigmoid SE)": (
+        EFFICIENTNET_BLOCK, lambda: InvertedResidualNet(nn.SiLU, nn.SiLU, nn.Sigmoid), {"silu", "sigmoid"}),
+    "ConvNeXt-like (gelu, gelu tanh)": (CONVNEXT_BLOCK, ConvNeXtLike, {"gelu", "gelu_tanh"}),
+}
+
+
+@pytest.mark.parametrize("optimize", [0, 2])
+@pytest.mark.parametrize("label", MODERN_NETWORKS)
+def test_modern_activations_in_networks(label, optimize):
+    """hardswish, hardsigmoid, silu and both GELUs inside the blocks that use them; at -O2 the
+    convs and dense layers before them compute them as their epilogues."""
+    source, model, fused = MODERN_NETWORKS[label]
+    if optimize == 2:
+        code = cnnc.compile(source, optimize=2).source
+        assert {act for act in fused if f"activation={act!r}" in code} == fused
+    compare(f"{label} -O{optimize}", source, model(), (2, 16, 14, 14), seed=11, optimize=optimize)
 
 
 # ------------------------------------------------------------------------- ResNet-18 (torchvision)

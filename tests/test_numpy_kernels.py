@@ -12,6 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from conftest import AWKWARD  # noqa: E402
+
+from cnnc.kernels import reference  # noqa: E402  (the float64 oracle of the GELU tails)
+
 MODULE_PATH = pathlib.Path(__file__).resolve().parents[1] / "cnnc" / "kernels" / "numpy_kernels.py"
 
 
@@ -211,6 +215,40 @@ def test_elementwise_activations():
     check(K.tanh(x), torch.tanh(t(x)), tol=1e-6)
     check(K.leaky_relu(x, slope=0.1), F.leaky_relu(t(x), 0.1))
     check(K.leaky_relu(x, slope=2.0), F.leaky_relu(t(x), 2.0))
+    for name, torch_op in MODERN.items():
+        check(getattr(K, name)(x), torch_op(t(x)), tol=1e-6)
+
+
+MODERN = {"hardswish": F.hardswish, "silu": F.silu, "gelu": F.gelu,
+          "gelu_tanh": lambda v: F.gelu(v, approximate="tanh")}
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_modern_activations_on_awkward_inputs(name):
+    """hardswish, silu and both GELUs in float32 on AWKWARD (conftest): ±3 and its neighbours,
+    ±0, |x| up to 1e30, without floating-point warnings. Tolerances: against PyTorch in float64
+    for |x| ≤ 5 to 5e-6 relative (gelu's erfc fit and e^x in float32: a few roundings); against
+    the float64 reference kernel to 2e-5 relative wherever the result is a normal float32 (the
+    far GELU tail: the float32 rounding of x² inside e^(−x²/2)); against PyTorch's float32
+    result everywhere to 2e-6 absolute and relative (PyTorch's float32 GELU tails are off by up
+    to 5e-7 absolute); every zero signed as PyTorch's; and out= may be the input itself."""
+    x = AWKWARD
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        got = getattr(K, name)(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    near = np.abs(x) <= 5
+    exact = MODERN[name](t(x[near].astype(np.float64))).numpy()
+    np.testing.assert_allclose(got[near], exact, rtol=5e-6, atol=0)
+    oracle = getattr(reference, name)(x)
+    normal = np.abs(oracle) >= np.finfo(np.float32).tiny
+    np.testing.assert_allclose(got[normal], oracle[normal], rtol=2e-5, atol=0)
+    theirs = MODERN[name](t(x)).numpy()
+    np.testing.assert_allclose(got, theirs, rtol=2e-6, atol=2e-6)
+    zeros = (got == 0) & (theirs == 0)
+    assert np.array_equal(np.signbit(got[zeros]), np.signbit(theirs[zeros]))
+    y = x.copy()
+    assert getattr(K, name)(y, out=y) is y
+    np.testing.assert_array_equal(y, got)
 
 
 def test_sigmoid_extremes_no_warnings():

@@ -187,6 +187,63 @@ def test_activations_and_clip():
     assert "dropout(0.3)" in text and "leaky_relu(slope=0.2)" in text
 
 
+def test_modern_activations():
+    """HardSwish, HardSigmoid(1/6, 1/2) and both Gelu forms (opset 20) map to one op each;
+    Sigmoid and HardSigmoid whose only reader is Mul(x, ·) become silu and hardswish."""
+    nodes = [helper.make_node("HardSwish", ["x"], ["a"], name="hs"),
+             helper.make_node("HardSigmoid", ["x"], ["b"], name="hsig", alpha=1 / 6),
+             helper.make_node("Gelu", ["x"], ["c"], name="gelu"),
+             helper.make_node("Gelu", ["x"], ["d"], name="gelu_t", approximate="tanh"),
+             helper.make_node("Sigmoid", ["x"], ["s"], name="sig"),
+             helper.make_node("Mul", ["s", "x"], ["e"], name="swish"),
+             helper.make_node("HardSigmoid", ["x"], ["h"], name="gate", alpha=1 / 6, beta=0.5),
+             helper.make_node("Mul", ["x", "h"], ["f"], name="hswish"),
+             helper.make_node("Sigmoid", ["x"], ["g"], name="plain_sigmoid")]  # read by the output only
+    m = model(nodes, {"x": (2, 4, 3, 3)}, list("abcdefg"), opset=20)
+    m.ir_version = 9
+    x = rand(2, 4, 3, 3, scale=4)
+    x[0, 0, 0] = [-3.0, 3.0, 0.0]
+    text = check(m, {"x": x}, rtol=1e-5, atol=1e-6)
+    for line in ("a = x |> hardswish as hs", "b = x |> hardsigmoid as hsig", "c = x |> gelu as gelu",
+                 "d = x |> gelu(approximate=tanh) as gelu_t", "e = x |> silu as swish", "f = x |> hardswish as hswish",
+                 "g = x |> sigmoid as plain_sigmoid"):
+        assert line in text, text
+
+
+def test_gelu_silu_hardswish_exported_by_pytorch():
+    """PyTorch's exports: before opset 20 an exact GELU is Div, Erf, Add, Mul, Mul (imported as
+    gelu), the tanh GELU its decomposition (imported op by op, not fused); SiLU is Sigmoid and
+    Mul; hardswish before opset 14 is Mul(x, HardSigmoid(x)); all agree with torch."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            x = self.conv(x)
+            return torch.cat([F.gelu(x), F.gelu(x, approximate="tanh"), F.silu(x), F.hardswish(x),
+                              F.hardsigmoid(x)], 1)
+
+    torch.manual_seed(0)
+    net, x = Net().eval(), torch.randn(2, 3, 6, 6) * 3
+    with torch.no_grad():
+        expected = net(x).numpy()
+    for opset, words in ((13, ["|> gelu as Div", "silu", "hardswish as Mul"]), (17, ["|> gelu as Div", "silu"]),
+                         (20, ["|> gelu as Gelu", "gelu(approximate=tanh)", "silu"])):
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), buffer, dynamo=False, opset_version=opset, input_names=["image"])
+        text, params = import_onnx(buffer.getvalue())
+        assert all(word in text for word in (*words, "hardswish", "hardsigmoid")), (opset, text)
+        for optimize in (0, 2):
+            got = cnnc.compile(text, params=params, optimize=optimize)(x.numpy())
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6, err_msg=f"opset {opset}")
+
+
 def test_clip_and_softmax_before_opset_11_and_13():
     nodes = [helper.make_node("Clip", ["x"], ["c"], name="c", min=0.0, max=6.0),
              helper.make_node("Softmax", ["x"], ["s"], name="s", axis=1)]  # coerced 2-D: [N, 10]
@@ -309,7 +366,11 @@ def one_node(op, name="n1", inputs=("x",), inits=None, shape=(1, 4, 6, 6), opset
 
 
 @pytest.mark.parametrize("m, words", [
-    (one_node("HardSwish", name="act7"), ["'act7'", "HardSwish", "unsupported op type"]),
+    (one_node("Softsign", name="act7"), ["'act7'", "Softsign", "unsupported op type"]),
+    (one_node("HardSigmoid", name="hs"), ["'hs'", "HardSigmoid(alpha=0.2, beta=0.5)", "alpha = 1/6"]),
+    (one_node("HardSigmoid", name="hs", alpha=1 / 6, beta=0.6), ["HardSigmoid(alpha=0.166667, beta=0.6)"]),
+    (one_node("Gelu", name="g", opset=20, approximate="sigmoid"), ["'g'", "approximate='sigmoid'"]),
+    (one_node("Div", name="d", inputs=("x", "x")), ["'d'", "Div", "GELU's erf pattern"]),
     (one_node("Clip", name="c", inputs=("x", "lo", "hi"), inits={"lo": np.array(1, np.float32),
                                                                  "hi": np.array(2, np.float32)}),
      ["'c'", "Clip", "Clip(1, 2) has no cnnc equivalent"]),
@@ -439,6 +500,35 @@ output w = x |> global_avg_pool |> dense(5) |> leaky_relu(0.1) |> dropout(0.2)
     assert "depthwise_maxpool(2)" in text and "depthwise_avgpool(4)" in text and "crop((16, 16)" in text
     for ours, other in zip(net.run(x).values(), cnnc.compile(text, params=params).run(x).values()):
         np.testing.assert_allclose(ours, other, rtol=1e-5, atol=1e-6)
+
+
+def test_export_modern_activations_round_trip():
+    """hardswish → HardSwish, hardsigmoid → HardSigmoid(1/6, 1/2), silu → Sigmoid + Mul, gelu
+    → Gelu (opset 20, so the model is opset 20 with IR version 9); onnxruntime agrees and the
+    import reads back the same ops (silu from its Sigmoid + Mul)."""
+    source = """
+input x: [N, 4, 6, 6]
+a = x |> conv(8, 3x3, pad=1) as c1 |> hardswish as hs |> conv(8, 1x1) as c2 |> silu as sw
+output y = a * (a |> global_avg_pool |> conv(8, 1x1) as fc |> hardsigmoid as gate)
+output z = a |> gelu as g |> conv(4, 1x1) as c3 |> gelu(approximate=tanh) as gt
+"""
+    net = cnnc.compile(source, optimize=0)
+    randomize(net, seed=4)
+    m = export_onnx(net)
+    assert (m.opset_import[0].version, m.ir_version) == (20, 9)
+    assert {"HardSwish", "HardSigmoid", "Sigmoid", "Gelu"} <= {n.op_type for n in m.graph.node}
+    x = rand(2, 4, 6, 6, scale=2)
+    ours = net.run(x)
+    for value, other in zip(ours.values(), ort_run(m, {"x": x})):
+        np.testing.assert_allclose(value, other, rtol=1e-5, atol=1e-5)
+    text, params = import_onnx(m)
+    for line in ("|> hardswish as hs", "|> silu as sw", "|> hardsigmoid as gate", "|> gelu as g",
+                 "|> gelu(approximate=tanh) as gt"):
+        assert line in text, text
+    for optimize in (0, 2):
+        again = cnnc.compile(text, params=params, optimize=optimize).run(x)
+        for value, other in zip(ours.values(), again.values()):
+            np.testing.assert_allclose(value, other, rtol=1e-5, atol=1e-6)
 
 
 def test_export_refuses_bad_params():

@@ -53,7 +53,8 @@ def lines(graph: Graph, name: str) -> set[int]:
 
 @pytest.mark.parametrize("act, expected, slope", [
     ("relu", "relu", 0.0), ("relu6", "relu6", 0.0), ("leaky_relu(0.2)", "leaky_relu", 0.2),
-    ("sigmoid", "sigmoid", 0.0), ("hardsigmoid", "hardsigmoid", 0.0)])
+    ("sigmoid", "sigmoid", 0.0), ("hardsigmoid", "hardsigmoid", 0.0), ("hardswish", "hardswish", 0.0),
+    ("silu", "silu", 0.0), ("gelu", "gelu", 0.0), ("gelu(approximate=tanh)", "gelu_tanh", 0.0)])
 def test_conv_activation_fuses(act: str, expected: str, slope: float) -> None:
     text = f"""input x: [N, 3, 8, 8]
 output y = x |> conv(8, 3x3, pad=1) as c

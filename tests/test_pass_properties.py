@@ -399,7 +399,8 @@ class Program:
 
     def unary_stage(self) -> str:
         return self.choice(["relu", "bn", "relu6", "leaky_relu", "leaky_relu(0.2)", "sigmoid", "tanh", "hardsigmoid",
-                            "dropout", "dropout(0.1)", "bn(eps=1e-3)"])
+                            "hardswish", "silu", "gelu", "gelu(approximate=tanh)", "dropout", "dropout(0.1)",
+                            "bn(eps=1e-3)"])
 
     OPS_4D = ("unary", "conv", "add", "maxpool", "avgpool", "mul", "concat", "depthwise_conv",
               "separable_conv", "conv_transpose", "global_pool", "depthwise_pool", "upsample", "pad",

@@ -10,6 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from conftest import AWKWARD  # noqa: E402
+
 from cnnc.kernels import reference as ref  # noqa: E402
 
 ATOL = RTOL = 1e-4
@@ -186,6 +188,32 @@ def test_activations() -> None:
     check(ref.sigmoid(x), torch.sigmoid(t(x)))
     check(ref.tanh(x), torch.tanh(t(x)))
     check(ref.leaky_relu(x, slope=0.1), F.leaky_relu(t(x), 0.1))
+    for name, torch_op in MODERN.items():
+        check(getattr(ref, name)(x), torch_op(t(x)))
+
+
+MODERN = {"hardswish": F.hardswish, "silu": F.silu, "gelu": F.gelu,
+          "gelu_tanh": lambda v: F.gelu(v, approximate="tanh")}
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_modern_activations_on_awkward_inputs(name: str) -> None:
+    """hardswish, silu and both GELUs on AWKWARD (conftest): ±3 and its neighbours, ±0, |x| up
+    to 1e30. Tolerances: against PyTorch in float64 for |x| ≤ 5 (where PyTorch's own 1 + erf and
+    1 + tanh do not yet cancel) to 1e-7 relative, i.e. the one float32 rounding of the result;
+    against PyTorch's float32 result everywhere to 1e-6 absolute and relative (PyTorch's float32
+    GELU tails are off by up to 5e-7 absolute); the sign of every zero as PyTorch's."""
+    x = AWKWARD
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        got = getattr(ref, name)(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    near = np.abs(x) <= 5
+    exact = MODERN[name](t(x[near].astype(np.float64))).numpy()
+    np.testing.assert_allclose(got[near], exact, rtol=1e-7, atol=0)
+    theirs = MODERN[name](t(x)).numpy()
+    np.testing.assert_allclose(got, theirs, rtol=1e-6, atol=1e-6)
+    zeros = (got == 0) & (theirs == 0)
+    assert np.array_equal(np.signbit(got[zeros]), np.signbit(theirs[zeros]))
 
 
 def test_sigmoid_extremes_do_not_overflow() -> None:

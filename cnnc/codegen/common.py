@@ -26,9 +26,15 @@ def return_statement(graph: Graph, name_of: Callable[[str], str]) -> str:
     return "    return {" + ", ".join(f"{o!r}: {name_of(n)}" for o, n in graph.info.outputs.items()) + "}"
 
 
-def kernels_used(graph: Graph, order: list[str] | tuple[str, ...]) -> list[str]:
-    """The kernel names the nodes in `order` call, sorted (ops without a kernel call none)."""
-    return sorted({kernel for n in order if (kernel := record(graph.op(n)).kernel) is not None})
+def kernels_used(graph: Graph, order: list[str] | tuple[str, ...], epilogues: bool = False) -> list[str]:
+    """The kernel names the nodes in `order` call, sorted (ops without a kernel call none); with
+    `epilogues`, also the activation kernels their fused epilogues run by name (the NumPy
+    `_epilogue` looks them up: an activation's kernel is named after its op)."""
+    used = {kernel for n in order if (kernel := record(graph.op(n)).kernel) is not None}
+    if epilogues:
+        used |= {graph.attrs(n).activation for n in order
+                 if record(graph.op(n)).fused_epilogue and graph.attrs(n).activation != "none"}
+    return sorted(used)
 
 
 def docstring(graph: Graph, target: str, usage: list[str]) -> list[str]:

@@ -73,6 +73,6 @@ def generate(graph: Graph) -> str:
         "",
         "# ---- kernels, copied from cnnc.kernels.numpy_kernels ----",
     ]
-    for source in kernel_sources(numpy_kernels, kernels_used(graph, order)):
+    for source in kernel_sources(numpy_kernels, kernels_used(graph, order, epilogues=True)):
         lines += ["", "", source]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Export a network as an ONNX model (opset 17) of its un-optimized IR.
+"""Export a network as an ONNX model (opset 17; 20 with gelu) of its un-optimized IR.
 
     net = cnnc.compile("examples/resnet18.cnn")
     cnnc.export_onnx(net, net.params, "resnet18.onnx")    # or export_onnx(net, path="...")
@@ -22,8 +22,10 @@ from ..ir.graph import Graph
 from ..ir.ops import Op
 from ..names import unique
 
-OPSET = 17
-IR_VERSION = 8  # the IR version of ONNX 1.12, which introduced opset 17: readable by older runtimes
+OPSET = 17  # unless a node needs a later one: gelu (ONNX's Gelu) needs 20
+# The IR version of the ONNX release that introduced each opset (1.12: 17, 1.15: 20), so that
+# older runtimes read what they can.
+IR_VERSIONS = {17: 8, 20: 9}
 
 
 def _source_graph(net_or_graph: object) -> tuple[Graph, Mapping | None]:
@@ -52,6 +54,7 @@ class Exporter:
         self.initializers: list = []
         self.taken: set[str] = set(graph.info.param_specs)
         self.value_names: dict[str, str] = {}
+        self.opset = OPSET  # raised by the handlers of ops that need a later one
         # Inputs and outputs keep their names (they are what users feed and read); an output
         # names its node's value directly unless that node is an input or another output's.
         for node in graph.info.inputs:
@@ -132,9 +135,9 @@ class Exporter:
             tensor.data_type = self.helper.np_dtype_to_tensor_dtype(array.dtype)
             tensor.dims.extend(array.shape)
             tensor.raw_data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-        model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
+        model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", self.opset)],
                                   producer_name="cnnc", doc_string=f"exported by cnnc from {name}")
-        model.ir_version = IR_VERSION
+        model.ir_version = IR_VERSIONS[self.opset]
         self.onnx.checker.check_model(model)
         return model
 
@@ -174,6 +177,20 @@ class Exporter:
         low = self.constant(f"{node}:min", np.array(0.0, np.float32))
         high = self.constant(f"{node}:max", np.array(6.0, np.float32))
         self.add("Clip", [inputs[0], low, high], node, self.value(node))
+
+    def hardsigmoid(self, node: str, a: object, inputs: list[str]) -> None:
+        self.add("HardSigmoid", inputs, node, self.value(node), alpha=1 / 6, beta=0.5)
+
+    def silu(self, node: str, a: object, inputs: list[str]) -> None:
+        """x · sigmoid(x): ONNX has no SiLU (the importer reads the pair back as silu)."""
+        gate = self.fresh(f"{node}:sigmoid")
+        self.add("Sigmoid", inputs, gate, gate)
+        self.add("Mul", [inputs[0], gate], node, self.value(node))
+
+    def gelu(self, node: str, a: object, inputs: list[str]) -> None:
+        form = next(word for word, op in o.GELU_FORMS.items() if op == self.graph.op(node))
+        self.opset = max(self.opset, 20)  # Gelu is an opset 20 op
+        self.add("Gelu", inputs, node, self.value(node), approximate=form)
 
     def leaky_relu(self, node: str, a: o.LeakyReluAttrs, inputs: list[str]) -> None:
         self.add("LeakyRelu", inputs, node, self.value(node), alpha=float(a.slope))
@@ -262,6 +279,11 @@ _HANDLERS: dict[Op, Handler] = {
     Op.SIGMOID: _simple("Sigmoid"),
     Op.TANH: _simple("Tanh"),
     Op.RELU6: Exporter.relu6,
+    Op.HARDSIGMOID: Exporter.hardsigmoid,
+    Op.HARDSWISH: _simple("HardSwish"),
+    Op.SILU: Exporter.silu,
+    Op.GELU: Exporter.gelu,
+    Op.GELU_TANH: Exporter.gelu,
     Op.LEAKY_RELU: Exporter.leaky_relu,
     Op.SOFTMAX: Exporter.softmax,
     Op.DROPOUT: Exporter.dropout,
@@ -301,8 +323,9 @@ def export_onnx(net_or_graph: object, params: Mapping[str, np.ndarray] | None = 
                 path: str | os.PathLike[str] | None = None, *, seed: int = 0) -> Any:
     """Write `net_or_graph` (a CompiledNetwork, or an IR Graph) as an ONNX model at `path`.
 
-    The model is the un-optimized IR (`net.source_graph`) with opset 17. `params` defaults to
-    the network's own (`net.params`), or for a bare graph to the seeded initialization (`seed`).
+    The model is the un-optimized IR (`net.source_graph`) with opset 17 (20 with gelu). `params`
+    defaults to the network's own (`net.params`), or for a bare graph to the seeded
+    initialization (`seed`).
     Returns the `onnx.ModelProto`; with `path` None nothing is written.
     """
     from ..runtime.files import atomic_write

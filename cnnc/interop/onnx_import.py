@@ -667,6 +667,86 @@ class Importer:
         self.check_attrs(set())
         self.emit(op, o.NoAttrs(), [self.data(0)], word)
 
+    def _sole_user(self, out: str, op_type: str) -> tuple[int, Any] | None:
+        """The node that alone reads `out` (once), if it is an `op_type` and `out` is no output."""
+        users = self.consumers.get(out, [])
+        if len(users) != 1 or out in self.graph_outputs:
+            return None
+        node = self.graph.node[users[0]]
+        if node.op_type != op_type or node.domain not in ("", "ai.onnx") or node.attribute:
+            return None
+        return users[0], node
+
+    def _is_scalar(self, name: str, value: float) -> bool:
+        """Whether `name` is a constant holding the one float32 `value`."""
+        c = self.consts.get(name)
+        return c is not None and c.size == 1 and np.float32(np.reshape(c, -1)[0]) == np.float32(value)
+
+    def gate(self, op: Op, word: str, gated: Op, gated_word: str) -> None:
+        """g(x), or x · g(x) as one op when the only reader of g(x) is Mul(x, g(x)): Sigmoid →
+        silu (how PyTorch exports SiLU), HardSigmoid → hardswish (PyTorch before opset 14)."""
+        x, out = self.data(0), self.node.output[0]
+        user = self._sole_user(out, "Mul")
+        if user is not None and sorted(user[1].input) == sorted([self.node.input[0], out]):
+            self.done.add(user[0])
+            gate_node = self.node
+            self.node, self.node_index = user[1], user[0]  # the layer is named after the Mul
+            self.emit(gated, o.NoAttrs(), [x], gated_word, out=user[1].output[0],
+                      note=f"with {safe_comment(gate_node.op_type)} {safe_comment(repr(gate_node.name))[:80]}: "
+                           f"x · {word}(x)")
+            return
+        self.emit(op, o.NoAttrs(), [x], word)
+
+    def sigmoid(self) -> None:
+        self.check_attrs(set())
+        self.gate(Op.SIGMOID, "sigmoid", Op.SILU, "silu")
+
+    def hard_sigmoid(self) -> None:
+        self.check_attrs({"alpha", "beta"})
+        alpha, beta = float(self.attr("alpha", 0.2)), float(self.attr("beta", 0.5))
+        if np.float32(alpha) != np.float32(1 / 6) or np.float32(beta) != np.float32(0.5):
+            self.fail(f"HardSigmoid(alpha={alpha:g}, beta={beta:g}), max(0, min(1, alpha·x + beta)), has no cnnc "
+                      "equivalent; cnnc's hardsigmoid is alpha = 1/6, beta = 0.5 (PyTorch's; ONNX's default alpha "
+                      "is 0.2)")
+        self.gate(Op.HARDSIGMOID, "hardsigmoid", Op.HARDSWISH, "hardswish")
+
+    def gelu(self) -> None:
+        self.check_attrs({"approximate"})
+        form = self.attr("approximate", "none")
+        if form not in o.GELU_FORMS:
+            self.fail(f"approximate={safe_comment(repr(form))[:40]} is not a GELU form (none, tanh)")
+        self.emit(o.GELU_FORMS[form], o.NoAttrs(), [self.data(0)], "gelu", [],
+                  [] if form == "none" else [("approximate", form)])
+
+    def div(self) -> None:
+        """Div only as the start of the exact GELU that PyTorch exports before opset 20:
+        Div(x, √2) → Erf → Add(·, 1) → Mul(x, ·) → Mul(·, 0.5) (operands in either order)."""
+        self.check_attrs(set())
+        node = self.node
+        x = node.input[0] if len(node.input) == 2 and self._is_scalar(node.input[1], math.sqrt(2.0)) else None
+        out, chain = node.output[0], []
+        for op_type, operand in (("Erf", None), ("Add", 1.0), ("Mul", x), ("Mul", 0.5)):
+            user = self._sole_user(out, op_type) if x is not None else None
+            if user is None:
+                break
+            inputs = list(user[1].input)
+            if operand is None:
+                if inputs != [out]:
+                    break
+            else:
+                other = inputs[1] if len(inputs) == 2 and inputs[0] == out else inputs[0]
+                if len(inputs) != 2 or out not in inputs or not (
+                        other == operand if isinstance(operand, str) else self._is_scalar(other, operand)):
+                    break
+            chain.append(user[0])
+            out = user[1].output[0]
+        if len(chain) != 4:
+            self.fail("Div is supported only as the start of GELU's erf pattern Div(x, √2) → Erf → Add 1 → Mul x → "
+                      "Mul 0.5 (PyTorch's export of an exact GELU before opset 20)")
+        self.done.update(chain)
+        self.emit(Op.GELU, o.NoAttrs(), [self.data(0)], "gelu", out=out,
+                  note="with the Erf, Add and Muls after it: x · (1 + erf(x / √2)) / 2")
+
     def leaky_relu(self) -> None:
         self.check_attrs({"alpha"})
         slope = float(self.attr("alpha", 0.01))
@@ -1240,7 +1320,11 @@ HANDLERS: dict[str, Callable[[Importer], None]] = {
     "BatchNormalization": Importer.batch_norm,
     "LRN": Importer.lrn,
     "Relu": lambda self: self.activation(Op.RELU, "relu"),
-    "Sigmoid": lambda self: self.activation(Op.SIGMOID, "sigmoid"),
+    "Sigmoid": Importer.sigmoid,
+    "HardSigmoid": Importer.hard_sigmoid,
+    "HardSwish": lambda self: self.activation(Op.HARDSWISH, "hardswish"),
+    "Gelu": Importer.gelu,
+    "Div": Importer.div,
     "Tanh": lambda self: self.activation(Op.TANH, "tanh"),
     "LeakyRelu": Importer.leaky_relu,
     "Clip": Importer.clip,

@@ -42,6 +42,10 @@ class Op(str, Enum):
     SIGMOID = "sigmoid"
     TANH = "tanh"
     HARDSIGMOID = "hardsigmoid"
+    HARDSWISH = "hardswish"
+    SILU = "silu"
+    GELU = "gelu"
+    GELU_TANH = "gelu_tanh"  # spelled gelu(approximate=tanh): see GELU_FORMS
     SOFTMAX = "softmax"
     DROPOUT = "dropout"
     LRN = "lrn"
@@ -517,6 +521,8 @@ def _reshape(a: ReshapeAttrs, shapes: list[Shape]) -> Shape:
 
 def _concat(a: ConcatAttrs, shapes: list[Shape]) -> Shape:
     first = shapes[0]
+    if not -len(first) <= a.axis < len(first):  # `%` alone would turn axis 7 into width
+        raise ShapeRuleError(f"concat: axis {a.axis} is out of range for {fmt(first)}")
     axis = a.axis % len(first)
     if axis == 0:
         raise ShapeRuleError("concat along the batch axis is not supported")
@@ -633,6 +639,9 @@ def _activation(name: str, summary: str, kernel_kwargs: tuple[str, ...] = (), at
                     in_place=True, epilogue=epilogue, rank=Rank.POINTWISE)
 
 
+# gelu(approximate=...) → the op computing that form (PyTorch's and ONNX's `approximate` words).
+GELU_FORMS: dict[str, Op] = {"none": Op.GELU, "tanh": Op.GELU_TANH}
+
 _ELEMENTWISE = {
     Op.BATCH_NORM: OpRecord(
         BatchNormAttrs, _batch_norm, Output.FRESH,
@@ -650,6 +659,18 @@ _ELEMENTWISE = {
     Op.SIGMOID: _activation("sigmoid", "1 / (1 + e^-x)", epilogue=True),
     Op.TANH: _activation("tanh", "hyperbolic tangent"),
     Op.HARDSIGMOID: _activation("hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3)", epilogue=True),
+    Op.HARDSWISH: _activation("hardswish", "x · relu6(x + 3) / 6 (MobileNetV3)", epilogue=True),
+    Op.SILU: _activation("silu", "x · sigmoid(x), a.k.a. swish (EfficientNet)", epilogue=True),
+    # GELU's two forms are two ops, because an epilogue names its activation by the op's name
+    # (fuse_activation: activation=<op name>): each form then is one epilogue, one kernel and one
+    # ONNX mapping with nothing to translate. GELU owns the one spelling; GELU_FORMS picks the op.
+    Op.GELU: OpRecord(
+        NoAttrs, _same, Output.FRESH,
+        (Surface("gelu", "x · Φ(x), exact (erf) or PyTorch's tanh approximation (ConvNeXt, ViT)",
+                 (Arg("approximate", "choice", "none", tuple(GELU_FORMS)),), builder="gelu"),),
+        "gelu", in_place=True, epilogue=True, rank=Rank.POINTWISE),
+    Op.GELU_TANH: OpRecord(NoAttrs, _same, Output.FRESH, (), "gelu_tanh", in_place=True, epilogue=True,
+                           rank=Rank.POINTWISE),
     Op.SOFTMAX: OpRecord(
         SoftmaxAttrs, _softmax, Output.FRESH,
         (Surface("softmax", "softmax along an axis", (Arg("axis", "int", 1),)),),

@@ -54,7 +54,8 @@ WORKSPACE_LIMIT = 256 * 1024 * 1024  # bytes of im2col columns; larger batches r
 _BLOCK = 256
 _MAX_BLOCKS = 65535 * 16  # grid-stride loops cover the rest
 _INT32_LIMIT = 2 ** 31 - 1
-_ACTIVATIONS = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "hardsigmoid": 5}
+_ACTIVATIONS = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "hardsigmoid": 5, "hardswish": 6,
+                "silu": 7, "gelu": 8, "gelu_tanh": 9}  # cnnc_activate's numbers
 _CACHE: dict = {}  # compiled kernels by name (each compiles once per process and device)
 _SETTINGS = {"tf32": None}  # None: follow CUPY_TF32
 
@@ -68,12 +69,17 @@ _CU_COMMON = r"""
 
 __device__ __forceinline__ float cnnc_activate(float v, int act, float slope) {
     // 0 none, 1 relu, 2 relu6, 3 leaky_relu, 4 sigmoid (0.5 (1 + tanh(v / 2)), as the NumPy kernels),
-    // 5 hardsigmoid (relu6(v + 3) / 6)
+    // 5 hardsigmoid (relu6(v + 3) / 6), 6 hardswish (v relu6(v + 3) / 6), 7 silu (v / (1 + e^-v)),
+    // 8 gelu (v Phi(v) = v erfc(-v / sqrt 2) / 2), 9 gelu_tanh (v / (1 + e^-2u), u = sqrt(2/pi) (v + 0.044715 v^3))
     if (act == 1) return v > 0.0f ? v : 0.0f;
     if (act == 2) return fminf(fmaxf(v, 0.0f), 6.0f);
     if (act == 3) return v < 0.0f ? v * slope : v;
     if (act == 4) return 0.5f * (1.0f + tanhf(0.5f * v));
     if (act == 5) return fminf(fmaxf(v + 3.0f, 0.0f), 6.0f) / 6.0f;
+    if (act == 6) return v * fminf(fmaxf(v + 3.0f, 0.0f), 6.0f) / 6.0f;
+    if (act == 7) return v / (1.0f + expf(-v));
+    if (act == 8) return 0.5f * v * erfcf(-0.70710678f * v);
+    if (act == 9) return v / (1.0f + expf(-1.59576912f * (v + 0.044715f * v * v * v)));
     return v;
 }
 """
@@ -246,6 +252,11 @@ _EW_RELU6 = ("float32 x", "float32 y", "y = fminf(fmaxf(x, 0.0f), 6.0f)", "cnnc_
 _EW_SIGMOID = ("float32 x", "float32 y", "y = 0.5f * (1.0f + tanhf(0.5f * x))", "cnnc_sigmoid")
 _EW_TANH = ("float32 x", "float32 y", "y = tanhf(x)", "cnnc_tanh")
 _EW_HARDSIGMOID = ("float32 x", "float32 y", "y = fminf(fmaxf(x + 3.0f, 0.0f), 6.0f) / 6.0f", "cnnc_hardsigmoid")
+_EW_HARDSWISH = ("float32 x", "float32 y", "y = x * fminf(fmaxf(x + 3.0f, 0.0f), 6.0f) / 6.0f", "cnnc_hardswish")
+_EW_SILU = ("float32 x", "float32 y", "y = x / (1.0f + expf(-x))", "cnnc_silu")
+_EW_GELU = ("float32 x", "float32 y", "y = 0.5f * x * erfcf(-0.70710678f * x)", "cnnc_gelu")
+_EW_GELU_TANH = ("float32 x", "float32 y", "y = x / (1.0f + expf(-1.59576912f * (x + 0.044715f * x * x * x)))",
+                 "cnnc_gelu_tanh")
 _EW_LEAKY_RELU = ("float32 x, float32 slope", "float32 y", "y = x < 0.0f ? x * slope : x", "cnnc_leaky_relu")
 
 _EW_CHANNEL_AFFINE = (
@@ -536,7 +547,10 @@ def _epilogue_spec(has_bias: bool, has_residual: bool, activation: str):
     """The ElementwiseKernel spec of one epilogue variant (compiled per variant actually used)."""
     expressions = {"none": "v", "relu": "v > 0.0f ? v : 0.0f", "relu6": "fminf(fmaxf(v, 0.0f), 6.0f)",
                    "leaky_relu": "v < 0.0f ? v * slope : v", "sigmoid": "0.5f * (1.0f + tanhf(0.5f * v))",
-                   "hardsigmoid": "fminf(fmaxf(v + 3.0f, 0.0f), 6.0f) / 6.0f"}
+                   "hardsigmoid": "fminf(fmaxf(v + 3.0f, 0.0f), 6.0f) / 6.0f",
+                   "hardswish": "v * fminf(fmaxf(v + 3.0f, 0.0f), 6.0f) / 6.0f", "silu": "v / (1.0f + expf(-v))",
+                   "gelu": "0.5f * v * erfcf(-0.70710678f * v)",
+                   "gelu_tanh": "v / (1.0f + expf(-1.59576912f * (v + 0.044715f * v * v * v)))"}
     if activation not in expressions:
         raise ValueError(f"unknown activation {activation!r}")
     params = (["raw float32 b"] if has_bias else []) + (["float32 r"] if has_residual else [])
@@ -719,6 +733,26 @@ def tanh(x, out=None):
 def hardsigmoid(x, out=None):
     """relu6(x + 3) / 6, as the NumPy kernel."""
     return _elementwise(_EW_HARDSIGMOID)(_f32(x), _output(out, x.shape))
+
+
+def hardswish(x, out=None):
+    """x · relu6(x + 3) / 6, as the NumPy kernel."""
+    return _elementwise(_EW_HARDSWISH)(_f32(x), _output(out, x.shape))
+
+
+def silu(x, out=None):
+    """x / (1 + e^(−x)), as the NumPy kernel."""
+    return _elementwise(_EW_SILU)(_f32(x), _output(out, x.shape))
+
+
+def gelu(x, out=None):
+    """x · ½ erfc(−x/√2), the exact GELU (CUDA's erfcf: relative accuracy in the negative tail)."""
+    return _elementwise(_EW_GELU)(_f32(x), _output(out, x.shape))
+
+
+def gelu_tanh(x, out=None):
+    """PyTorch's tanh-approximate GELU as x / (1 + e^(−2u)), as the NumPy kernel."""
+    return _elementwise(_EW_GELU_TANH)(_f32(x), _output(out, x.shape))
 
 
 def leaky_relu(x, *, slope: float, out=None):

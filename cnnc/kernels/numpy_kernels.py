@@ -294,6 +294,69 @@ def hardsigmoid(x: np.ndarray, out=None) -> np.ndarray:
     return y
 
 
+def hardswish(x: np.ndarray, out=None) -> np.ndarray:
+    """x · relu6(x + 3) / 6, in PyTorch's order of operations (add, clip, multiply, divide)."""
+    gate = np.add(x, np.float32(3.0))
+    np.clip(gate, np.float32(0.0), np.float32(6.0), out=gate)
+    y = np.multiply(x, gate, out=gate if out is None else out)
+    y /= np.float32(6.0)
+    return y
+
+
+def silu(x: np.ndarray, out=None) -> np.ndarray:
+    """x · sigmoid(x) as x / (1 + e^(−x)), PyTorch's formula: e^(−x) overflowing to ∞ (x below
+    about −88) gives −0, and the negative tail keeps its relative accuracy."""
+    d = np.negative(x)
+    with np.errstate(over="ignore", under="ignore"):
+        np.exp(d, out=d)
+    d += np.float32(1.0)
+    return np.divide(x, d, out=d if out is None else out)
+
+
+def gelu(x: np.ndarray, out=None) -> np.ndarray:
+    """x · Φ(x) = x · ½ erfc(−x/√2), the exact GELU, in float32 without SciPy.
+
+    ½ erfc(|x|/√2) comes from Numerical Recipes' Chebyshev fit erfc(z) ≈ t · exp(−z² + P(t)),
+    t = 1 / (1 + z/2), whose relative error is below 1.2e-7 for every z ≥ 0; then Φ(x) is
+    that value for x < 0 and 1 minus it for x ≥ 0. So the result has float32 relative accuracy
+    in the far negative tail too, where 1 + erf(x/√2) would cancel.
+    """
+    z = np.abs(x)
+    z *= np.float32(0.7071067811865476)
+    t = np.multiply(z, np.float32(0.5))
+    t += np.float32(1.0)
+    np.divide(np.float32(1.0), t, out=t)
+    p = np.multiply(t, np.float32(0.17087277))
+    for c in (-0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196,
+              1.00002368):
+        p += np.float32(c)
+        p *= t
+    p -= np.float32(1.26551223)
+    with np.errstate(over="ignore", under="ignore"):
+        z *= z  # z² overflows to ∞ for |x| above 2.6e19: e^−∞ = 0, the exact limit
+        p -= z
+        np.exp(p, out=p)
+    p *= t
+    p *= np.float32(0.5)  # Φ(−|x|)
+    phi = np.subtract(np.float32(1.0), p, out=z)
+    np.copyto(phi, p, where=x < 0)
+    return np.multiply(x, phi, out=out)
+
+
+def gelu_tanh(x: np.ndarray, out=None) -> np.ndarray:
+    """½ x (1 + tanh(u)), u = √(2/π) (x + 0.044715 x³) (PyTorch's approximate="tanh"), computed
+    as x / (1 + e^(−2u)), the same value without the cancellation of 1 + tanh(u) for x < 0."""
+    with np.errstate(over="ignore", under="ignore"):  # far out, x³ and e^(−2u) reach ∞ or 0: the limits
+        d = np.multiply(x, x)
+        d *= np.float32(0.044715)
+        d += np.float32(1.0)
+        d *= x
+        d *= np.float32(-2.0 * 0.7978845608028654)
+        np.exp(d, out=d)
+    d += np.float32(1.0)
+    return np.divide(x, d, out=d if out is None else out)
+
+
 def sigmoid(x: np.ndarray, out=None) -> np.ndarray:
     """Logistic sigmoid, computed as 0.5·(1 + tanh(x/2)) (no overflow)."""
     y = np.multiply(x, np.float32(0.5), dtype=np.float32, out=out)
@@ -640,22 +703,19 @@ def yolo_decode(x: np.ndarray, *, anchors, classes: int, stride) -> np.ndarray:
 
 
 def _epilogue(y: np.ndarray, activation: str, slope: float, residual) -> np.ndarray:
-    """act(y + residual) computed in place in ``y`` (a fresh array owned by the caller)."""
+    """act(y + residual) computed in place in ``y`` (a fresh array owned by the caller).
+
+    ``activation`` names an elementwise op whose kernel here has that same name and takes
+    ``out=`` (relu, sigmoid, gelu, …; the op records with ``epilogue``): the epilogue is exactly
+    that kernel, run in place. It is looked up by name so that a generated module carries only
+    the activation kernels its fused nodes name (the code generator copies those).
+    """
     if residual is not None:
         np.add(y, residual, out=y)
-    if activation == "relu":
-        np.maximum(y, np.float32(0.0), out=y)
-    elif activation == "relu6":
-        np.clip(y, np.float32(0.0), np.float32(6.0), out=y)
-    elif activation == "leaky_relu":
+    if activation == "leaky_relu":  # the one with an argument
         np.multiply(y, np.float32(slope), out=y, where=y < 0)
-    elif activation == "hardsigmoid":
-        hardsigmoid(y, out=y)
-    elif activation == "sigmoid":
-        y *= np.float32(0.5)
-        np.tanh(y, out=y)
-        y += np.float32(1.0)
-        y *= np.float32(0.5)
+    elif activation != "none":
+        globals()[activation](y, out=y)
     return y
 
 

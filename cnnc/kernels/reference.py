@@ -12,6 +12,8 @@ kernel accumulates in float64 and returns a new float32 array.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 Pair = tuple[int, int]
@@ -191,6 +193,36 @@ def relu6(x: np.ndarray) -> np.ndarray:
 def hardsigmoid(x: np.ndarray) -> np.ndarray:
     """relu6(x + 3) / 6 (PyTorch's definition): 0 below −3, 1 above 3, linear between."""
     return _out(np.minimum(np.maximum(_f64(x) + 3.0, 0.0), 6.0) / 6.0)
+
+
+def hardswish(x: np.ndarray) -> np.ndarray:
+    """x · relu6(x + 3) / 6 (PyTorch's definition): 0 below −3, x above 3."""
+    xf = _f64(x)
+    return _out(xf * np.minimum(np.maximum(xf + 3.0, 0.0), 6.0) / 6.0)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x · sigmoid(x) (SiLU, swish), with the overflow-free logistic."""
+    xf = _f64(x)
+    return _out(xf * _logistic(xf))
+
+
+_ERFC = np.frompyfunc(math.erfc, 1, 1)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """x · Φ(x) = x · ½ erfc(−x/√2), exact (PyTorch's default form): erfc from Python's math
+    module, elementwise, so the far negative tail keeps its relative accuracy."""
+    xf = _f64(x)
+    return _out(xf * 0.5 * np.asarray(_ERFC(-xf / math.sqrt(2.0)), dtype=_F64))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), PyTorch's approximate="tanh", evaluated as
+    x · sigmoid(2u) (the same value: 1 + tanh(u) = 2 sigmoid(2u)) without cancellation."""
+    xf = _f64(x)
+    u = math.sqrt(2.0 / math.pi) * (xf + 0.044715 * xf ** 3)
+    return _out(xf * _logistic(2.0 * u))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -494,8 +526,8 @@ def yolo_decode(x: np.ndarray, *, anchors: tuple[tuple[float, float], ...], clas
 def epilogue(y: np.ndarray, activation: str, slope: float, residual: np.ndarray | None) -> np.ndarray:
     """act(y + residual): the work a fused conv/dense does after its sums.
 
-    ``activation`` is "none", "relu", "relu6", "leaky_relu" (with ``slope``), "sigmoid" or
-    "hardsigmoid".
+    ``activation`` is "none", "leaky_relu" (with ``slope``) or the name of another activation
+    op: "relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "silu", "gelu", "gelu_tanh".
     """
     if residual is not None:
         y = add(y, residual)
@@ -503,7 +535,8 @@ def epilogue(y: np.ndarray, activation: str, slope: float, residual: np.ndarray 
         return y
     if activation == "leaky_relu":
         return leaky_relu(y, slope=slope)
-    return {"relu": relu, "relu6": relu6, "sigmoid": sigmoid, "hardsigmoid": hardsigmoid}[activation](y)
+    return {"relu": relu, "relu6": relu6, "sigmoid": sigmoid, "hardsigmoid": hardsigmoid, "hardswish": hardswish,
+            "silu": silu, "gelu": gelu, "gelu_tanh": gelu_tanh}[activation](y)
 
 
 def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:

@@ -6,14 +6,24 @@ message; the caller adds the argument's name and source span.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
+from ..limits import MAX_INT, MAX_SIZE
 from .values import Symbol, Tensor, describe
 
 Converter = Callable[[object], object]
+T = TypeVar("T")
 
 
 class ArgError(Exception):
     """The value does not fit the argument."""
+
+
+def check_int(value: T) -> T:
+    """`value`, refused when it is an integer past the integer limit (docs/language.md, Limits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ArgError(f"the result is an integer past the limit (±{MAX_INT})")
+    return value
 
 
 def to_int(value: object) -> int:
@@ -23,14 +33,18 @@ def to_int(value: object) -> int:
     if isinstance(value, float):
         if not value.is_integer():
             raise ArgError(f"expected an integer, got {describe(value)}")
-        return int(value)
+        return int(check_int(int(value)))
     return value
 
 
 def to_positive_int(value: object) -> int:
+    """A size, count, stride or dilation: from 1 to MAX_SIZE (NumPy's strided views multiply a
+    stride by the bytes of a row, which must stay within 64 bits)."""
     number = to_int(value)
     if number < 1:
         raise ArgError(f"expected a positive integer, got {number}")
+    if number > MAX_SIZE:
+        raise ArgError(f"expected a size of at most {MAX_SIZE}, got {number}")
     return number
 
 

@@ -6,7 +6,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .arguments import ArgError
+from ..limits import MAX_INT
+from .arguments import ArgError, check_int
 from .values import Tensor, describe
 
 Number = int | float
@@ -18,8 +19,11 @@ def _number(value: object, what: str) -> Number:
     return value
 
 
-def _tensor_dim(axis: int, label: str) -> Callable[[object], int]:
-    def read(value: object) -> int:
+def _tensor_dim(axis: int, label: str) -> Callable[..., int]:
+    def read(*values: object) -> int:
+        if len(values) != 1:  # `x |> height(2)` passes two
+            raise ArgError(f"takes one tensor, got {len(values)} arguments")
+        value = values[0]
         if not isinstance(value, Tensor) or len(value.shape) <= axis:
             raise ArgError(f"expected a tensor with a {label} dimension, got {describe(value)}")
         return value.shape[axis]
@@ -31,7 +35,7 @@ def _one_number(function: Callable[[Number], Number], name: str) -> Callable[...
         if len(values) != 1:
             raise ArgError(f"takes one argument, got {len(values)}")
         try:
-            return function(_number(values[0], name))
+            return check_int(function(_number(values[0], name)))
         except (OverflowError, ValueError):
             raise ArgError(f"{values[0]} cannot be converted") from None
     return apply
@@ -78,15 +82,27 @@ def binary(op: str, left: object, right: object) -> object:
     a, b = _number(left, f"'{op}'"), _number(right, f"'{op}'")
     if op in _COMPARISON:
         return _COMPARISON[op](a, b)
-    if op in ("/", "//", "%") and b == 0:
+    if (op in ("/", "//", "%") and b == 0) or (op == "**" and a == 0 and b < 0):
         raise ArgError(f"division by zero in '{op}'")
+    if op == "**":
+        _check_power(a, b)
     try:
         result = _ARITHMETIC[op](a, b)
     except OverflowError:
         raise ArgError(f"'{op}' overflows for {a} and {b}") from None
     if isinstance(result, complex) or (isinstance(result, float) and not math.isfinite(result)):
         raise ArgError(f"'{op}' gives no real finite number for {a} and {b}")
-    return result
+    return check_int(result)
+
+
+def _check_power(base: Number, exponent: Number) -> None:
+    """Refuse an integer power past the integer limit before computing it: `2 ** 10 ** 10`
+    would otherwise run for minutes."""
+    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
+        # |base| ** exponent >= 2 ** ((bit_length - 1) * exponent); bound the exponent first
+        # so the product itself stays small.
+        if exponent > MAX_INT.bit_length() or (abs(base).bit_length() - 1) * exponent > MAX_INT.bit_length():
+            raise ArgError(f"'**' gives an integer past the limit (±{MAX_INT}) for {base} and {exponent}")
 
 
 def unary(op: str, value: object) -> object:
@@ -94,4 +110,4 @@ def unary(op: str, value: object) -> object:
         if not isinstance(value, bool):
             raise ArgError(f"'not' needs true or false, got {describe(value)}")
         return not value
-    return -_number(value, "'-'")
+    return check_int(-_number(value, "'-'"))

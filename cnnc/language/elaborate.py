@@ -13,12 +13,14 @@ from pathlib import Path
 
 from ..errors import CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncTypeError
 from ..ir.graph import Graph
-from ..ir.input_shape import override_input_shape
+from ..ir.input_shape import override_input_shape, shown
 from ..ir.ops import NoAttrs, Op, infer_shape, param_specs
 from ..ir.shapes import ShapeRuleError
+from ..limits import MAX_BLOCK_CALLS, MAX_BLOCK_DEPTH, MAX_LAYERS, MAX_REPEAT, MAX_TENSOR_ELEMENTS
 from ..source import SourceFile, Span
 from ..syntax import tree as t
 from ..syntax.parser import parse_source
+from ..syntax.reader import ReadFailure, read_program, resolve_path
 from . import builtins
 from .arguments import ArgError, to_int
 from .calls import bind_block_args, bind_layer_args, check_block
@@ -27,8 +29,6 @@ from .scope import Namer
 from .values import Block, Symbol, Tensor, describe
 
 Env = dict[str, object]
-MAX_REPEAT = 10_000  # far above any real network; stops `relu * 10**8` from building for hours
-MAX_BLOCK_DEPTH = 64  # deep enough for any real network, shallow enough for Python's stack
 
 
 class Elaborator:
@@ -43,6 +43,7 @@ class Elaborator:
         self._layer_span: Span | None = None
         self._layer_name = ""
         self._depth = 0
+        self._block_calls = 0
 
     # ---- programs and statements ------------------------------------------------------------
     def run(self, program: t.Program, source: SourceFile) -> Graph:
@@ -56,10 +57,18 @@ class Elaborator:
             raise CnncNameError(f"input shape given for unknown input(s): {', '.join(sorted(unused))}; "
                                 f"the inputs are: {', '.join(self.graph.info.inputs)}",
                                 where=source.name)
-        if not self.graph.info.outputs:
+        if not self.graph.info.outputs:  # point at the last statement, after which one belongs
             raise CnncNameError("the network declares no output (add `output name = ...`)",
-                                where=source.name)
+                                program.items[-1].span if program.items else None, where=source.name)
         return self.graph
+
+    def run_library(self, program: t.Program, source: SourceFile) -> Env:
+        """Elaborate a library (blocks and constants, as an import would) and return its names."""
+        env: Env = {}
+        if source.path is not None:
+            self._loading.append(source.path)
+        self._module(program, source, env, library=True)
+        return env
 
     def _module(self, program: t.Program, source: SourceFile, env: Env, library: bool) -> None:
         for item in program.items:
@@ -88,17 +97,15 @@ class Elaborator:
         env[name] = value
 
     def _import(self, item: t.Import, source: SourceFile, env: Env) -> None:
-        base = source.path.parent if source.path else Path.cwd()
-        path = (base / item.path).resolve()
+        path = self._import_path(item, source)
         if path in self._loading:
             raise CnncImportError(f"import cycle: {' -> '.join(p.name for p in [*self._loading, path])}",
                                   item.span)
         if path not in self._loaded:
             try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                reason = getattr(error, "strerror", None) or error
-                raise CnncImportError(f"cannot import '{item.path}': {reason}", item.span) from None
+                text = read_program(path)
+            except ReadFailure as failure:
+                raise CnncImportError(f"cannot import {item.path!r}: {failure}", item.span) from None
             imported = SourceFile(item.path, text, path)
             module_env: Env = {}
             self._loading.append(path)
@@ -110,6 +117,18 @@ class Elaborator:
         for name, value in self._loaded[path].items():
             env.setdefault(name, value)
 
+    def _import_path(self, item: t.Import, source: SourceFile) -> Path:
+        """The file an import reads: relative to the importing file, symlinks followed, and a
+        `.cnn` file (so an error excerpt never shows a line of some other file)."""
+        base = source.path.parent if source.path else Path.cwd()
+        try:
+            path = resolve_path(base / item.path)
+        except ReadFailure as failure:
+            raise CnncImportError(f"cannot import {item.path!r}: {failure}", item.span) from None
+        if path.suffix != ".cnn":
+            raise CnncImportError(f"cannot import {item.path!r}: only .cnn files can be imported", item.span)
+        return path
+
     def _input(self, item: t.InputDecl, env: Env) -> None:
         dims = list(item.dims)
         if any(isinstance(d, str) for d in dims[1:]):
@@ -120,12 +139,13 @@ class Elaborator:
             given = self.input_shapes[item.name]
             overridden = override_input_shape(tuple(dims), given)
             if overridden is None:
-                raise CnncShapeError(f"input shape {tuple(given)} for '{item.name}' does not fit the declared "
+                raise CnncShapeError(f"input shape {shown(given)} for '{item.name}' does not fit the declared "
                                      f"rank {len(dims)} with positive sizes (only the batch may be a name)",
                                      item.span)
             dims = list(overridden)
         if item.name in env:
             raise CnncNameError(f"'{item.name}' is already defined", item.span)
+        _check_size(tuple(dims), f"input '{item.name}'", item.span)
         name = self.namer.claim(item.name, item.name, item.span)
         self.graph.add_op(name, Op.INPUT, NoAttrs(), [], tuple(dims), (item.span,))
         self.graph.info.inputs.append(name)
@@ -144,7 +164,11 @@ class Elaborator:
     # ---- expressions ------------------------------------------------------------------------
     def eval(self, node: t.Expr, env: Env) -> object:
         method: Callable = getattr(self, f"_eval_{type(node).__name__}")
-        return method(node, env)
+        try:
+            return method(node, env)
+        except RecursionError:
+            # Raised again by frames too deep to build the error; one with room names the place.
+            raise CnncError("the program nests expressions too deeply to compile", node.span) from None
 
     def _lookup(self, name: str, env: Env, span: Span) -> object:
         if name in env:
@@ -343,6 +367,11 @@ class Elaborator:
         if self._depth >= MAX_BLOCK_DEPTH:
             raise CnncError(f"blocks nested too deep (more than {MAX_BLOCK_DEPTH} calls): does "
                             f"'{definition.name}' call itself without end?", call.span)
+        # Depth alone does not bound the work: a block calling itself twice doubles it per level.
+        self._block_calls += 1
+        if self._block_calls > MAX_BLOCK_CALLS:
+            raise CnncError(f"the program makes more than {MAX_BLOCK_CALLS} block calls (this is "
+                            f"'{definition.name}'): does a block call itself more than once?", call.span)
         self._depth += 1
         try:
             with self.namer.scope(full):
@@ -375,12 +404,25 @@ class Elaborator:
             shape = infer_shape(op, attrs, shapes)
         except ShapeRuleError as error:
             raise CnncShapeError(f"{error} (layer '{name}')", span) from None
+        _check_size(shape, f"the output of layer '{name}'", span)
         params = {}
         if name in self.graph:
             raise CnncNameError(f"layer name '{name}' is already used "
                                 f"(first at {self.graph.spans(name)[0].location})", span)
+        if len(self.graph) >= MAX_LAYERS:  # repetitions multiply: `[relu * 10000] * 10000`
+            raise CnncError(f"the network has more than {MAX_LAYERS} layers (at '{name}')", span)
         for role, spec in param_specs(op, attrs, shapes).items():
             params[role] = f"{name}.{role}"
+            _check_size(spec.shape, f"parameter '{params[role]}'", span)
             self.graph.info.param_specs[params[role]] = spec
         self.graph.add_op(name, op, attrs, [x.node for x in inputs], shape, (span,), params)
         return Tensor(name, shape)
+
+
+def _check_size(shape: tuple, what: str, span: Span) -> None:
+    """Refuse a tensor past MAX_TENSOR_ELEMENTS (a symbolic batch counts as 1): NumPy cannot
+    even describe some such arrays, and none would fit in memory."""
+    elements = math.prod(d for d in shape if isinstance(d, int))
+    if elements > MAX_TENSOR_ELEMENTS:
+        raise CnncShapeError(f"{what} would have {elements} elements, more than cnnc allows "
+                             f"({MAX_TENSOR_ELEMENTS})", span)

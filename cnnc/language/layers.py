@@ -3,8 +3,9 @@
 Each op's record (cnnc/ir/ops.py) lists its spellings (`Surface`): name, arguments with their
 converter kind and default, and optionally a builder named here. This module binds the kinds to
 the converters of arguments.py and the builder names to the functions below (padding `same`,
-a pool's stride defaulting to its kernel, separable convs emitting two nodes). A surface without
-a builder makes one node whose attrs are exactly its converted arguments.
+a pool's stride defaulting to its kernel, separable convs emitting two nodes, gelu's form
+choosing its op). A surface without a builder makes one node whose attrs are exactly its
+converted arguments.
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def same_pads(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int,
 
 def _resolve_pads(pad, x: Tensor, kernel, stride, dilation) -> tuple[int, int, int, int]:
     if pad == "valid":
+        return (0, 0, 0, 0)
+    if pad == "same" and len(x.shape) != 4:  # no H, W to fit: the shape rule reports the rank
         return (0, 0, 0, 0)
     if pad == "same":
         return same_pads((x.shape[2], x.shape[3]), kernel, stride, dilation)
@@ -123,6 +126,11 @@ def _build_pad(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
     return e.emit(Op.PAD, o.PadAttrs(pads, args["mode"], args["value"]), xs)
 
 
+def _build_gelu(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
+    """gelu(approximate=none|tanh): each form is its own op (see GELU_FORMS in cnnc/ir/ops.py)."""
+    return e.emit(o.GELU_FORMS[args["approximate"]], o.NoAttrs(), xs)
+
+
 def _simple(op: Op, attrs_type: type, fixed: tuple[tuple[str, object], ...]) -> Builder:
     """A builder for spellings whose converted arguments (plus `fixed`) are exactly the attrs."""
     def build(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
@@ -146,7 +154,7 @@ CONVERTERS: dict[str, a.Converter] = {
 BUILDERS: dict[str, Builder] = {
     "conv": _build_conv, "depthwise_conv": _build_depthwise, "separable_conv": _build_separable,
     "conv_transpose": _build_conv_transpose, "max_pool": _build_max_pool, "avg_pool": _build_avg_pool,
-    "pad": _build_pad,
+    "pad": _build_pad, "gelu": _build_gelu,
 }
 
 

@@ -20,6 +20,9 @@ from ..source import Span
 class _Scope:
     prefix: str
     used: dict[str, Span | None] = field(default_factory=dict)
+    # base → the lowest number that may still be free: names are never released, so every
+    # number below it is taken and the search resumes there (linear, not quadratic, naming).
+    next_number: dict[str, int] = field(default_factory=dict)
 
 
 class Namer:
@@ -44,7 +47,9 @@ class Namer:
         else:
             # Not names.unique's `base`, `base_2`: every unnamed layer is numbered, as PyTorch
             # numbers modules, and these names are the user's parameter names (`conv1.weight`).
-            local = first_free((f"{base}{number}" for number in count(1)), scope.used)
+            start = scope.next_number.get(base, 1)
+            local = first_free((f"{base}{number}" for number in count(start)), scope.used)
+            scope.next_number[base] = int(local[len(base):]) + 1
         scope.used[local] = span
         return self._qualify(local)
 

@@ -42,7 +42,7 @@ import networkx as nx
 from ..errors import CnncNameError, CnncShapeError
 from ..ir import ops as o
 from ..ir.graph import Graph, Shape
-from ..ir.input_shape import override_input_shape
+from ..ir.input_shape import override_input_shape, shown
 from ..ir.ops import Op, Rank, infer_shape, param_specs, record
 from ..ir.shapes import ShapeRuleError, fmt
 from ..ir.verify import verify
@@ -197,7 +197,7 @@ def _set_input_shapes(graph: Graph, input_shapes: Mapping[str, tuple]) -> None:
         declared = graph.shape(name)
         overridden = override_input_shape(declared, shape)
         if overridden is None:
-            raise CnncShapeError(f"input shape {tuple(shape)} does not fit the declared {fmt(declared)} "
+            raise CnncShapeError(f"input shape {shown(shape)} does not fit the declared {fmt(declared)} "
                                  "(same rank, positive sizes)", where=f"input '{name}'")
         graph.replace(name, shape=overridden)
 

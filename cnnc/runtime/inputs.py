@@ -26,6 +26,7 @@ def load_input(path: str, shape: tuple) -> np.ndarray:
     if not file.is_file():
         raise CnncInputError("no such input file", where=path)
     if file.suffix.lower() == ".npy":
+        _check_npy_header(file, path)
         try:
             array = np.load(file, allow_pickle=False)
         except ValueError as error:
@@ -36,6 +37,25 @@ def load_input(path: str, shape: tuple) -> np.ndarray:
     if file.suffix.lower() in _IMAGE_SUFFIXES:
         return load_image(file, shape)
     raise CnncInputError("expected a .npy array or an image (.jpg, .png, ...)", where=path)
+
+
+def _check_npy_header(file: Path, path: str) -> None:
+    """Read only the .npy header: refuse a non-numeric dtype, and a header that declares more
+    data than the file holds (np.load would first allocate all of it)."""
+    try:
+        with open(file, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(handle)
+            start = handle.tell()
+    except (OSError, ValueError) as error:
+        raise CnncInputError(f"not a .npy array ({error})", where=path) from None
+    if dtype.kind not in "biuf":
+        raise CnncInputError(f"not a numeric .npy array (its dtype is {dtype})", where=path)
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > file.stat().st_size - start:
+        raise CnncInputError(f"the .npy header declares {fmt(shape)} of {dtype} ({declared} bytes), more "
+                             "than the file holds", where=path)
 
 
 def load_image(path: Path, shape: tuple) -> np.ndarray:
@@ -55,7 +75,7 @@ def load_image(path: Path, shape: tuple) -> np.ndarray:
             image = image.convert("RGB" if shape[1] == 3 else "L").resize((shape[3], shape[2]),
                                                                           Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
-    except OSError as error:
+    except (OSError, Image.DecompressionBombError) as error:  # a header claiming 65535×65535
         raise CnncInputError(f"cannot read the image ({error})", where=str(path)) from None
     if shape[1] == 3:
         pixels = ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)

@@ -1,9 +1,13 @@
 """CompiledNetwork: the object `cnnc.compile` returns — call it like a function."""
 from __future__ import annotations
 
+import linecache
+import re
 import threading
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
@@ -117,7 +121,13 @@ class CompiledNetwork:
         """All outputs as a dict, whatever their number."""
         if self._gpu is not None:
             return self._gpu.run(self._bind_inputs(args, kwargs))
-        return self._forward(self.runtime_params(), *self._bind_inputs(args, kwargs))
+        inputs = self._bind_inputs(args, kwargs)
+        try:
+            return self._forward(self.runtime_params(), *inputs)
+        except MemoryError as error:  # one message naming the layer, not NumPy's traceback
+            layer = _generated_layer(error.__traceback__)
+            raise CnncInputError("not enough memory to run this layer at this input size",
+                                 where=f"layer '{layer}'" if layer else "run") from None
 
     def __call__(self, *args: object, **kwargs: object):
         outputs = self.run(*args, **kwargs)
@@ -133,3 +143,14 @@ class CompiledNetwork:
         ins = ", ".join(f"{n}: {fmt(s)}" for n, s in self.input_shapes.items())
         outs = ", ".join(f"{n}: {fmt(s)}" for n, s in self.output_shapes.items())
         return f"<CompiledNetwork {self.graph.info.source_name} ({ins}) -> ({outs})>"
+
+
+def _generated_layer(trace: TracebackType | None) -> str | None:
+    """The layer whose statement in the generated `forward` was running when `trace` was raised:
+    each statement ends with the comment `# file:line layer: op -> shape` (codegen/common.py)."""
+    layer = None
+    for frame, line in traceback.walk_tb(trace):
+        if frame.f_code.co_filename.startswith("<cnnc:") and frame.f_code.co_name == "forward":
+            found = re.search(r"#\s*\S+ (\S+): ", linecache.getline(frame.f_code.co_filename, line))
+            layer = found.group(1) if found else layer
+    return layer

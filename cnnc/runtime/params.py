@@ -2,10 +2,12 @@
 and shape by shape."""
 from __future__ import annotations
 
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -83,10 +85,18 @@ class ParamStore(MutableMapping):
             raise CnncParamError(f"the network has no parameter '{name}'", where=name)
         if isinstance(value, np.ndarray) and value.dtype == object:
             raise CnncParamError("parameter values must be numeric arrays", where=name)
+        # The policy (docs/language.md, section 9): real numbers of any dtype are cast to float32;
+        # complex values are refused (the cast would drop the imaginary part); NaN and infinity
+        # (also from float64 values past float32's range) load, with a warning naming the parameter.
+        if np.iscomplexobj(cast(Any, value)):  # any array-like; numpy's stubs want a narrower type
+            raise CnncParamError("complex values are refused: parameters are real (float32)", where=name)
         try:
-            array = np.array(value, dtype=np.float32, order="C", copy=True)
+            with np.errstate(over="ignore"):  # the warning below names the parameter instead
+                array = np.array(value, dtype=np.float32, order="C", copy=True)
         except (TypeError, ValueError) as error:
             raise CnncParamError(f"parameter values must be numeric arrays ({error})", where=name) from None
+        if not np.isfinite(array).all():
+            warnings.warn(f"parameter '{name}' holds NaN or infinite values", RuntimeWarning, stacklevel=2)
         expected = tuple(self.specs[name].shape)
         if array.shape != expected:
             raise CnncParamError(f"shape {array.shape} does not fit layer '{_owner(name)}', "

@@ -9,7 +9,8 @@ from lark import Lark, Token, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.visitors import Transformer_NonRecursive
 
-from ..errors import CnncError, CnncSyntaxError
+from ..errors import CnncError, CnncSyntaxError, CnncTypeError
+from ..limits import MAX_INT
 from ..source import SourceFile, Span
 from . import tree as t
 
@@ -65,7 +66,7 @@ def _syntax_error(source: SourceFile, error: UnexpectedInput) -> CnncSyntaxError
         width = 1
     elif isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
         message = "unexpected end of file"
-        lines = source.text.splitlines() or [""]
+        lines = source.lines() or [""]
         line, column, width = len(lines), len(lines[-1]) + 1, 1
     else:
         token = getattr(error, "token", "")
@@ -94,6 +95,15 @@ class _ToTree(Transformer_NonRecursive):
         # Lark types these as optional; tokens from the lexer always carry them.
         return Span(self.source, token.line or 1, token.column or 1, token.end_line or 1, token.end_column or 1)
 
+    def _int(self, token: Token, digits: str | None = None) -> int:
+        """The integer `digits` (default: the token) spell, refused past the integer limit."""
+        text = str(token) if digits is None else digits
+        # Compare lengths first: int() of a huge literal is slow, and refused past 4,300 digits.
+        if len(text.lstrip("0")) > len(str(MAX_INT)) or int(text) > MAX_INT:
+            raise CnncTypeError(f"the integer {text[:20]}{'…' if len(text) > 20 else ''} is too large "
+                                f"(integers must lie within ±{MAX_INT})", self._tok(token))
+        return int(text)
+
     # statements
     def start(self, meta, items):
         return t.Program(self._span(meta), tuple(items))
@@ -105,7 +115,7 @@ class _ToTree(Transformer_NonRecursive):
         return t.InputDecl(self._span(meta), str(children[0]), tuple(children[1:]))
 
     def dim_int(self, meta, children):
-        return int(children[0])
+        return self._int(children[0])
 
     def dim_name(self, meta, children):
         return str(children[0])
@@ -179,14 +189,14 @@ class _ToTree(Transformer_NonRecursive):
         return t.Index(self._span(meta), children[0], children[1])
 
     def int_lit(self, meta, children):
-        return t.Literal(self._span(meta), int(children[0]))
+        return t.Literal(self._span(meta), self._int(children[0]))
 
     def float_lit(self, meta, children):
         return t.Literal(self._span(meta), float(children[0]))
 
     def kernel_lit(self, meta, children):
         height, width = str(children[0]).split("x")
-        return t.Literal(self._span(meta), (int(height), int(width)))
+        return t.Literal(self._span(meta), (self._int(children[0], height), self._int(children[0], width)))
 
     def str_lit(self, meta, children):
         return t.Literal(self._span(meta), str(children[0])[1:-1])

@@ -245,12 +245,10 @@ def dense(x: np.ndarray, w: np.ndarray, b, *, activation: str = "none", slope: f
     return _epilogue(y, activation, slope, None)
 
 
-def hardsigmoid(x: np.ndarray, out=None) -> np.ndarray:
-    """relu6(x + 3) / 6, in PyTorch's order of operations (add, clip, divide)."""
-    y = np.add(x, np.float32(3.0), out=out)
-    np.clip(y, np.float32(0.0), np.float32(6.0), out=y)
-    y /= np.float32(6.0)
-    return y
+def relu(x: np.ndarray, out=None) -> np.ndarray:
+    """max(x, 0); ``out`` (here and in the other elementwise kernels): an array of x's shape
+    to write the result into, which may be ``x`` itself."""
+    return np.maximum(x, np.float32(0.0), out=out)
 
 
 def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
@@ -299,20 +297,17 @@ def add(a: np.ndarray, b: np.ndarray, out=None) -> np.ndarray:
 
 
 def _epilogue(y: np.ndarray, activation: str, slope: float, residual) -> np.ndarray:
-    """act(y + residual) computed in place in ``y`` (a fresh array owned by the caller)."""
+    """act(y + residual) computed in place in ``y`` (a fresh array owned by the caller).
+
+    ``activation`` names an elementwise op whose kernel here has that same name and takes
+    ``out=`` (relu, sigmoid, gelu, …; the op records with ``epilogue``): the epilogue is exactly
+    that kernel, run in place. It is looked up by name so that a generated module carries only
+    the activation kernels its fused nodes name (the code generator copies those).
+    """
     if residual is not None:
         np.add(y, residual, out=y)
-    if activation == "relu":
-        np.maximum(y, np.float32(0.0), out=y)
-    elif activation == "relu6":
-        np.clip(y, np.float32(0.0), np.float32(6.0), out=y)
-    elif activation == "leaky_relu":
+    if activation == "leaky_relu":  # the one with an argument
         np.multiply(y, np.float32(slope), out=y, where=y < 0)
-    elif activation == "hardsigmoid":
-        hardsigmoid(y, out=y)
-    elif activation == "sigmoid":
-        y *= np.float32(0.5)
-        np.tanh(y, out=y)
-        y += np.float32(1.0)
-        y *= np.float32(0.5)
+    elif activation != "none":
+        globals()[activation](y, out=y)
     return y

@@ -1,0 +1,53 @@
+"""The memory a run needs, estimated before anything is allocated (`cnnc run --max-memory`).
+
+The estimate is float32 parameters + inputs + the activations' peak (following the memory plan
+when the graph has a current one, else every value kept to the end), at the run's batch size.
+Kernel workspace (padding, im2col) is not counted; running out there is still one message
+(CompiledNetwork.run turns MemoryError into a CnncInputError naming the layer).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from ..errors import CnncInputError
+from ..ir.cost import activation_bytes, peak_with_plan, peak_without_plan
+from ..ir.graph import Graph
+from ..passes.memory import current_plan
+
+GIB = 2**30
+
+
+def machine_memory() -> int | None:
+    """The machine's physical memory in bytes, where the platform tells (None elsewhere)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def run_bytes(graph: Graph, batch: int) -> int:
+    """Estimated bytes of one forward pass at `batch` (a concrete batch in the shapes wins)."""
+    plan = current_plan(graph)
+    peak = peak_with_plan(graph, plan) if plan is not None else peak_without_plan(graph)
+    inputs = sum(activation_bytes(graph, n) for n in graph.info.inputs)
+    params = sum(4 * math.prod(spec.shape) for spec in graph.info.param_specs.values())
+    return params + (peak + inputs) * _batch(graph, batch)
+
+
+def check_run_memory(graph: Graph, batch: int, limit: int, option: str = "--max-memory") -> None:
+    """Refuse, naming the largest layer, when a run would need more than `limit` bytes."""
+    need = run_bytes(graph, batch)
+    if need <= limit:
+        return
+    largest = max(graph.nodes, key=lambda n: activation_bytes(graph, n))
+    share = activation_bytes(graph, largest) * _batch(graph, batch)
+    raise CnncInputError(f"the run needs about {need / GIB:.3g} GiB (layer '{largest}' alone "
+                         f"{share / GIB:.3g} GiB), more than the limit of {limit / GIB:.3g} GiB; "
+                         f"a smaller input or batch fits, or raise the limit with {option}", where=option)
+
+
+def _batch(graph: Graph, batch: int) -> int:
+    """The batch of the run: `batch` for a named batch dimension, else the declared one."""
+    first = graph.shape(graph.info.inputs[0])[0] if graph.info.inputs else 1
+    return batch if isinstance(first, str) else int(first)
