@@ -269,8 +269,9 @@ output out = y + (y |> relu)
     add = next(n for n in graph if graph.op(n) == Op.ADD)
     relu = next(n for n in graph if graph.op(n) == Op.RELU)
     monkeypatch.setattr(fuse, "sole_user", lambda g, name: add)
-    assert not fuse._residual_candidate(graph, add, "c", relu)
-    assert fuse._residual_candidate(graph, add, "c", "x")  # the same guard passes an independent r
+    position = {n: i for i, n in enumerate(graph.topo_order())}
+    assert not fuse._residual_candidate(graph, add, "c", relu, position)
+    assert fuse._residual_candidate(graph, add, "c", "x", position)  # the same guard passes an independent r
 
 
 def test_conv_with_a_fused_residual_is_not_fused_twice() -> None:
