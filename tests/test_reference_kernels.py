@@ -11,6 +11,8 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 from conftest import AWKWARD  # noqa: E402
+from torch_models import MODERN_ACTIVATIONS as MODERN  # noqa: E402
+from torch_models import check_activation_against_torch  # noqa: E402
 
 from cnnc.kernels import reference as ref  # noqa: E402
 
@@ -192,10 +194,6 @@ def test_activations() -> None:
         check(getattr(ref, name)(x), torch_op(t(x)))
 
 
-MODERN = {"hardswish": F.hardswish, "silu": F.silu, "gelu": F.gelu,
-          "gelu_tanh": lambda v: F.gelu(v, approximate="tanh")}
-
-
 @pytest.mark.parametrize("name", MODERN)
 def test_modern_activations_on_awkward_inputs(name: str) -> None:
     """hardswish, silu and both GELUs on AWKWARD (conftest): ±3 and its neighbours, ±0, |x| up
@@ -206,14 +204,7 @@ def test_modern_activations_on_awkward_inputs(name: str) -> None:
     x = AWKWARD
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         got = getattr(ref, name)(x)
-    assert got.dtype == np.float32 and got.shape == x.shape
-    near = np.abs(x) <= 5
-    exact = MODERN[name](t(x[near].astype(np.float64))).numpy()
-    np.testing.assert_allclose(got[near], exact, rtol=1e-7, atol=0)
-    theirs = MODERN[name](t(x)).numpy()
-    np.testing.assert_allclose(got, theirs, rtol=1e-6, atol=1e-6)
-    zeros = (got == 0) & (theirs == 0)
-    assert np.array_equal(np.signbit(got[zeros]), np.signbit(theirs[zeros]))
+    check_activation_against_torch(got, x, name, exact_rtol=1e-7, tol=1e-6)
 
 
 def test_sigmoid_extremes_do_not_overflow() -> None:

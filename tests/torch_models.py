@@ -15,6 +15,26 @@ F = torch.nn.functional
 
 BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
 
+# The activations added for modern networks, by their kernels' names, as PyTorch computes them.
+MODERN_ACTIVATIONS = {"hardswish": F.hardswish, "silu": F.silu, "gelu": F.gelu,
+                      "gelu_tanh": lambda v: F.gelu(v, approximate="tanh")}
+
+
+def check_activation_against_torch(got: np.ndarray, x: np.ndarray, name: str, exact_rtol: float,
+                                   tol: float) -> None:
+    """`got` = activation `name` of the float32 `x`: against PyTorch in float64 for |x| ≤ 5
+    (where PyTorch's own 1 + erf and 1 + tanh do not yet cancel) to `exact_rtol` relative, against
+    PyTorch's float32 result everywhere to `tol` absolute and relative, and with the sign of every
+    zero PyTorch's."""
+    assert got.dtype == np.float32 and got.shape == x.shape
+    near = np.abs(x) <= 5
+    exact = MODERN_ACTIVATIONS[name](torch.from_numpy(x[near].astype(np.float64))).numpy()
+    np.testing.assert_allclose(got[near], exact, rtol=exact_rtol, atol=0)
+    theirs = MODERN_ACTIVATIONS[name](torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, theirs, rtol=tol, atol=tol)
+    zeros = (got == 0) & (theirs == 0)
+    assert np.array_equal(np.signbit(got[zeros]), np.signbit(theirs[zeros]))
+
 
 def randomize_(model: nn.Module, seed: int) -> nn.Module:
     """Give every parameter and BN buffer a deterministic random value, scaled to keep
