@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from ..errors import CnncNameError
-from ..names import first_free
 from ..source import Span
 
 
@@ -47,9 +46,9 @@ class Namer:
         else:
             # Not names.unique's `base`, `base_2`: every unnamed layer is numbered, as PyTorch
             # numbers modules, and these names are the user's parameter names (`conv1.weight`).
-            start = scope.next_number.get(base, 1)
-            local = first_free((f"{base}{number}" for number in count(start)), scope.used)
-            scope.next_number[base] = int(local[len(base):]) + 1
+            number = next(n for n in count(scope.next_number.get(base, 1)) if f"{base}{n}" not in scope.used)
+            scope.next_number[base] = number + 1
+            local = f"{base}{number}"
         scope.used[local] = span
         return self._qualify(local)
 

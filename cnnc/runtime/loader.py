@@ -16,13 +16,21 @@ def load_module(source: str, label: str, target: str = "") -> dict:
     for NumPy) name the pseudo-file a traceback shows: `<cnnc-cupy:net.cnn:1a2b3c4d5e6f>`.
     """
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
-    tag = f"cnnc-{target}" if target else "cnnc"
-    filename = f"<{tag}:{safe_comment(label)}:{digest}>"  # compile() refuses NUL in a file name
+    filename = f"{_prefix(target)}{safe_comment(label)}:{digest}>"  # compile() refuses NUL in a file name
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     module = f"cnnc_generated_{target}_{digest}" if target else f"cnnc_generated_{digest}"
     namespace: dict = {"__name__": module, "__file__": filename}
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - generated code, see docstring
     return namespace
+
+
+def _prefix(target: str) -> str:
+    return f"<cnnc-{target}:" if target else "<cnnc:"
+
+
+def is_generated(filename: str, target: str = "") -> bool:
+    """Whether a code object's file name is one `load_module` gave generated code for `target`."""
+    return filename.startswith(_prefix(target))
 
 
 def load_forward(source: str, label: str) -> Callable:

@@ -15,7 +15,7 @@ from ..errors import CnncInputError
 from ..ir.graph import Graph
 from ..ir.shapes import fmt
 from ..passes.derived import materialize
-from .loader import load_forward
+from .loader import is_generated, load_forward
 from .params import ParamStore, init_params
 
 
@@ -150,7 +150,7 @@ def _generated_layer(trace: TracebackType | None) -> str | None:
     each statement ends with the comment `# file:line layer: op -> shape` (codegen/common.py)."""
     layer = None
     for frame, line in traceback.walk_tb(trace):
-        if frame.f_code.co_filename.startswith("<cnnc:") and frame.f_code.co_name == "forward":
+        if is_generated(frame.f_code.co_filename) and frame.f_code.co_name == "forward":
             found = re.search(r"#\s*\S+ (\S+): ", linecache.getline(frame.f_code.co_filename, line))
             layer = found.group(1) if found else layer
     return layer
