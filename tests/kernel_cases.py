@@ -62,6 +62,12 @@ def cases(seed: int = 0) -> list[Case]:
              dict(stride=(1, 1), pads=(2, 2, 2, 2), dilation=(2, 2), groups=6, activation="leaky_relu", slope=0.2)),
         Case("conv_chunked_workspace", "conv", (_n(rng, 5, 3, 8, 8), _n(rng, 4, 3, 3, 3), _n(rng, 4)),
              {**conv, "activation": "relu"}, workspace=2 * 27 * 64),  # 2 images per chunk: 2 + 2 + 1
+        Case("winograd_relu", "winograd_conv", (x, _n(rng, 36, 7, 6), _n(rng, 7)),
+             {"pads": (1, 1, 1, 1), "out_size": (9, 11), "activation": "relu"}),
+        Case("winograd_asym_residual", "winograd_conv", (x, _n(rng, 36, 5, 6), None),
+             {"pads": (0, 1, 2, 0), "out_size": (9, 10), "residual": _n(rng, 2, 5, 9, 10), "activation": "silu"}),
+        Case("winograd_chunked", "winograd_conv", (_n(rng, 3, 4, 8, 8), _n(rng, 36, 3, 4), _n(rng, 3)),
+             {"pads": (1, 1, 1, 1), "out_size": (8, 8)}, workspace=36 * 7 * 4),  # one image per chunk
         Case("conv_transpose_k4s2p1", "conv_transpose", (_n(rng, 2, 4, 5, 6), _n(rng, 4, 3, 4, 4), _n(rng, 3)),
              dict(stride=(2, 2), pads=(1, 1, 1, 1), output_padding=(0, 0), dilation=(1, 1), groups=1)),
         Case("conv_transpose_groups_asym", "conv_transpose", (_n(rng, 2, 4, 5, 5), _n(rng, 4, 3, 3, 3), None),

@@ -171,7 +171,7 @@ def test_every_op_has_a_cupy_kernel_with_the_numpy_signature(kernel):
         assert ours[name].kind == parameter.kind and ours[name].default == parameter.default, (kernel, name)
     if kernel not in VIEW_KERNELS:
         assert "out" in ours and ours["out"].default is None
-    assert ("workspace" in ours) == (kernel in ("conv", "conv_transpose"))
+    assert ("workspace" in ours) == (kernel in ("conv", "conv_transpose", "winograd_conv"))
 
 
 # What each op's kernel launches (the CUDA sources and elementwise specs it must reach); the ops
@@ -179,6 +179,7 @@ def test_every_op_has_a_cupy_kernel_with_the_numpy_signature(kernel):
 LAUNCHES = {
     "conv": {"_CU_IM2COL", "_CU_DEPTHWISE", "_gemm", "_epilogue_spec"},
     "conv_transpose": {"_CU_COL2IM", "_gemm"},
+    "winograd_conv": {"_CU_WINOGRAD_INPUT", "_CU_WINOGRAD_OUTPUT", "_gemm"},
     "dense": {"_gemm", "_epilogue_spec"},
     "batch_norm": {"_EW_BATCH_NORM"}, "channel_affine": {"_EW_CHANNEL_AFFINE"}, "lrn": {"_EW_LRN"},
     "relu": {"_EW_RELU"}, "relu6": {"_EW_RELU6"}, "sigmoid": {"_EW_SIGMOID"}, "tanh": {"_EW_TANH"},
@@ -365,16 +366,18 @@ def test_chunk_and_workspace_arithmetic():
 
 
 def test_vgg16_columns_are_chunked_at_batch_32():
-    """VGG-16's first block: 64·3·3·224·224 = 28.9 M column elements (116 MB) per image, so at
-    batch 32 under the 256 MiB default that conv runs in chunks of 2 images; the workspace is the
-    largest chunk of any conv (9 images of block 3's 7.2 M), within the limit."""
+    """VGG-16's largest workspace is block 1's second conv, a Winograd conv: 36·(64 + 64) tiles
+    of 56·56 = 14.5 M elements (58 MB) per image, so at batch 32 under the 256 MiB default it runs
+    in chunks of 4 images; the workspace is the largest chunk of any conv (block 2's first conv,
+    36·(64 + 128)·28·28 per image, 12 images), within the limit."""
     graph = _graph("vgg16.cnn")
     plan = cupy_codegen.plan_buffers(graph)
-    per_image = 64 * 9 * 224 * 224
-    assert max(plan.columns.values()) == per_image
+    per_image = 36 * (64 + 64) * 56 * 56
+    assert plan.columns["features.2"] == max(plan.columns.values()) == per_image
+    assert plan.columns["features.0"] == 3 * 9 * 224 * 224  # 3 input channels: im2col, not Winograd
     capacity = cupy_kernels.WORKSPACE_LIMIT // 4
-    assert cupy_kernels.chunk_images(32, per_image, capacity) == 2
-    assert cupy_kernels.workspace_elements(plan.columns.values(), 32) == 9 * 256 * 9 * 56 * 56 <= capacity
+    assert cupy_kernels.chunk_images(32, per_image, capacity) == 4
+    assert cupy_kernels.workspace_elements(plan.columns.values(), 32) == 12 * 36 * (64 + 128) * 28 * 28 <= capacity
     assert cupy_kernels.workspace_elements(plan.columns.values(), 1) == per_image
     # ResNet-50 at batch 32 fits whole: its largest columns are 64·9·56·56 per image
     columns = cupy_codegen.plan_buffers(_graph("resnet50.cnn")).columns.values()

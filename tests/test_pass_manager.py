@@ -12,7 +12,7 @@ from cnnc.passes.manager import PASSES, Pass, optimize, order_passes, pass_order
 
 PIPELINE = ["eliminate_identity", "dense_to_conv", "fold_batch_norm", "fold_constants", "lower_pooling",
             "fuse_conv_bias_activation", "eliminate_common_subexpressions", "eliminate_dead_code",
-            "plan_memory"]
+            "winograd", "plan_memory"]
 O1 = ["eliminate_identity", "eliminate_common_subexpressions", "eliminate_dead_code"]
 
 

@@ -67,6 +67,7 @@ class Op(str, Enum):
     # Produced by optimization passes only (no surface syntax):
     CHANNEL_AFFINE = "channel_affine"
     REDUCE = "reduce"
+    WINOGRAD_CONV = "winograd_conv"  # a 3x3 stride-1 conv computed by Winograd F(4x4, 3x3)
 
     def __str__(self) -> str:
         return self.value
@@ -188,6 +189,18 @@ class ConvAttrs:
     pads: Pads
     dilation: Pair
     groups: int
+    bias: bool
+    activation: str = "none"
+    slope: float = 0.0
+
+
+@dataclass(frozen=True)
+class WinogradConvAttrs:
+    """A 3x3, stride-1, undilated, ungrouped conv whose weight the `winograd` pass has transformed
+    (passes/winograd.py); `activation`/`slope` and a residual input as for conv."""
+
+    filters: int
+    pads: Pads
     bias: bool
     activation: str = "none"
     slope: float = 0.0
@@ -412,6 +425,30 @@ def _conv_macs(a: ConvAttrs, shapes: list[Shape], out: Shape) -> int:
     return per_example(out) * (shapes[0][1] // a.groups) * a.kernel[0] * a.kernel[1]
 
 
+def _winograd_conv(a: WinogradConvAttrs, shapes: list[Shape]) -> Shape:
+    return _conv(_as_conv(a), shapes)
+
+
+def _as_conv(a: WinogradConvAttrs) -> ConvAttrs:
+    """The direct conv a winograd_conv computes (its shape and cost rules are conv's)."""
+    return ConvAttrs(a.filters, (3, 3), (1, 1), a.pads, (1, 1), 1, a.bias, a.activation, a.slope)
+
+
+def _winograd_conv_params(a: WinogradConvAttrs, shapes: list[Shape]) -> dict[str, ParamSpec]:
+    # weight: U = G·g·Gᵀ for each (output, input) channel pair, stored [36, O, C] (the 6x6
+    # transform positions first: one GEMM per position); always derived from a conv's weight
+    c = shapes[0][1]
+    specs = {"weight": ParamSpec((36, a.filters, c), "derived")}
+    if a.bias:
+        specs["bias"] = ParamSpec((a.filters,), "zeros")
+    return specs
+
+
+def _winograd_conv_macs(a: WinogradConvAttrs, shapes: list[Shape], out: Shape) -> int:
+    # the direct convolution's count: the network's work, whatever algorithm computes it
+    return _conv_macs(_as_conv(a), shapes, out)
+
+
 def _conv_transpose(a: ConvTransposeAttrs, shapes: list[Shape]) -> Shape:
     (x,) = shapes
     need_rank(x, (4,), "conv_transpose")
@@ -475,6 +512,10 @@ _CONVOLUTIONS = {
         "conv", ("stride", "pads", "dilation", "groups", "activation", "slope"), _conv_params,
         ("weight", "bias"), sized=True, max_inputs=2, keyword_inputs=("residual",), kwarg_defaults=_EPILOGUE,
         macs=_conv_macs, fused_epilogue=True, scale_rule="scale_out_channels"),
+    Op.WINOGRAD_CONV: OpRecord(
+        WinogradConvAttrs, _winograd_conv, Output.FRESH, (), "winograd_conv", ("pads", "activation", "slope"),
+        _winograd_conv_params, ("weight", "bias"), sized=True, max_inputs=2, keyword_inputs=("residual",),
+        kwarg_defaults=_EPILOGUE, macs=_winograd_conv_macs, fused_epilogue=True),
     Op.CONV_TRANSPOSE: OpRecord(
         ConvTransposeAttrs, _conv_transpose, Output.FRESH,
         (Surface("conv_transpose", "transposed (fractionally strided) convolution",

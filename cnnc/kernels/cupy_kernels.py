@@ -140,6 +140,94 @@ extern "C" __global__ void cnnc_depthwise_conv(
 }
 """
 
+# Winograd F(4x4, 3x3)'s Bᵀ and Aᵀ: numpy_kernels._winograd_f4x3 holds the same matrices (the
+# CuPy kernel tests compare the two kernels, so a difference here fails them).
+_CU_WINOGRAD_INPUT = r"""
+__device__ const float cnnc_wino_bt[6][6] = {
+    {4, 0, -5, 0, 1, 0}, {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+    {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+
+extern "C" __global__ void cnnc_winograd_input(
+        const float* __restrict__ x, float* __restrict__ v, int total, int C, int H, int W,
+        int th, int tw, int top, int left) {
+    // v[k, c, t] = (Bt d B)[k / 6, k % 6] for the 6x6 tile d at tile t = (n*th + ty)*tw + tx
+    // of channel c, d[i][j] = x[n, c, 4ty - top + i, 4tx - left + j] (0 outside the input)
+    int T = total / C;
+    CNNC_LOOP(idx, total) {
+        int t = idx % T;
+        int c = idx / T;
+        int tx = t % tw;
+        int ty = (t / tw) % th;
+        int n = t / (tw * th);
+        const float* xp = x + (n * C + c) * H * W;
+        float d[6][6];
+        for (int i = 0; i < 6; ++i) {
+            int iy = 4 * ty - top + i;
+            for (int j = 0; j < 6; ++j) {
+                int ix = 4 * tx - left + j;
+                d[i][j] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? xp[iy * W + ix] : 0.0f;
+            }
+        }
+        for (int a = 0; a < 6; ++a) {
+            float row[6];
+            for (int j = 0; j < 6; ++j) {
+                float s = 0.0f;
+                for (int i = 0; i < 6; ++i) s += cnnc_wino_bt[a][i] * d[i][j];
+                row[j] = s;
+            }
+            for (int b = 0; b < 6; ++b) {
+                float s = 0.0f;
+                for (int j = 0; j < 6; ++j) s += row[j] * cnnc_wino_bt[b][j];
+                v[((a * 6 + b) * C + c) * T + t] = s;
+            }
+        }
+    }
+}
+"""
+
+_CU_WINOGRAD_OUTPUT = r"""
+__device__ const float cnnc_wino_at[4][6] = {
+    {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+
+extern "C" __global__ void cnnc_winograd_output(
+        const float* __restrict__ m, const float* __restrict__ bias, const float* __restrict__ residual,
+        float* __restrict__ y, int total, int O, int th, int tw, int Ho, int Wo, int has_bias,
+        int has_residual, int act, float slope) {
+    // the 4x4 output tile At M A of tile t of channel o, M[i][j] = m[6i + j, o, t], plus the
+    // epilogue, stored where it lies inside the Ho x Wo output
+    int T = total / O;
+    CNNC_LOOP(idx, total) {
+        int t = idx % T;
+        int o = idx / T;
+        int tx = t % tw;
+        int ty = (t / tw) % th;
+        int n = t / (tw * th);
+        float mm[6][6];
+        for (int k = 0; k < 36; ++k) mm[k / 6][k % 6] = m[(k * O + o) * T + t];
+        for (int p = 0; p < 4; ++p) {
+            float row[6];
+            for (int j = 0; j < 6; ++j) {
+                float s = 0.0f;
+                for (int i = 0; i < 6; ++i) s += cnnc_wino_at[p][i] * mm[i][j];
+                row[j] = s;
+            }
+            int oy = 4 * ty + p;
+            if (oy >= Ho) break;
+            for (int q = 0; q < 4; ++q) {
+                int ox = 4 * tx + q;
+                if (ox >= Wo) break;
+                float s = 0.0f;
+                for (int j = 0; j < 6; ++j) s += row[j] * cnnc_wino_at[q][j];
+                int at = ((n * O + o) * Ho + oy) * Wo + ox;
+                if (has_bias) s += bias[o];
+                if (has_residual) s += residual[at];
+                y[at] = cnnc_activate(s, act, slope);
+            }
+        }
+    }
+}
+"""
+
 _CU_COL2IM = r"""
 extern "C" __global__ void cnnc_col2im(
         const float* __restrict__ cols, const float* __restrict__ bias, float* __restrict__ y,
@@ -421,6 +509,13 @@ def conv_transpose_columns(x_shape, weight_shape, groups: int) -> int:
     return groups * og * kh * kw * h * w
 
 
+def winograd_columns(x_shape, weight_shape, out_size) -> int:
+    """Elements of one image's Winograd tiles: the transformed input [36, C, tiles] and the
+    channel GEMMs' result [36, O, tiles], tiles = ceil(Ho/4)·ceil(Wo/4)."""
+    tiles = -(-out_size[0] // 4) * -(-out_size[1] // 4)
+    return 36 * (x_shape[1] + weight_shape[1]) * tiles
+
+
 def workspace_columns(kernel: str, x_shape, weight_shape, out_shape, attrs) -> int:
     """Per-image workspace elements the kernel called `kernel` needs for these shapes and attrs
     (stride, pads, groups); 0 for a kernel that takes no workspace."""
@@ -428,6 +523,8 @@ def workspace_columns(kernel: str, x_shape, weight_shape, out_shape, attrs) -> i
         return conv_columns(x_shape, weight_shape, attrs.stride, attrs.pads, attrs.groups, out_shape[2:])
     if kernel == "conv_transpose":
         return conv_transpose_columns(x_shape, weight_shape, attrs.groups)
+    if kernel == "winograd_conv":
+        return winograd_columns(x_shape, weight_shape, out_shape[2:])
     return 0
 
 
@@ -624,6 +721,49 @@ def conv(x, w, b, *, stride, pads, dilation, groups: int, out_size, activation: 
                 _gemm(w[g * og:], cols[g * kdim * hw:], y[start:start + count, g * og:], og, hw, kdim,
                       lda=kdim, ldb=hw, ldc=hw, stride_a=0, stride_b=per_image, stride_c=o * hw, batch=count)
     return _epilogue(y, b, None if residual is None else _f32(residual), activation, slope, hw)
+
+
+def winograd_conv(x, u, b, *, pads, out_size, activation: str = "none", slope: float = 0.0,
+                  residual=None, out=None, workspace=None):
+    """3x3 stride-1 conv by Winograd F(4x4, 3x3) (``u`` [36, O, C] = G g Gᵀ, NumPy twin's docs):
+    for as many images as the workspace holds, a RawKernel transforms the input tiles into
+    [36, C, tiles], one strided-batched GEMM computes the 36 products [O, C]·[C, tiles], and a
+    RawKernel transforms them back into 4x4 output tiles with the fused epilogue."""
+    x = _f32(x)
+    u = _f32(u)
+    n, c, h, wd = x.shape
+    o = u.shape[1]
+    ho, wo = out_size
+    th, tw = -(-ho // 4), -(-wo // 4)
+    y = _output(out, (n, o, ho, wo))
+    per_image = winograd_columns(x.shape, u.shape, out_size)
+    if workspace is None:
+        workspace = cp.empty(chunk_images(n, per_image, WORKSPACE_LIMIT // 4) * per_image, dtype=cp.float32)
+    chunk = chunk_images(n, per_image, workspace.size)
+    if chunk * per_image > workspace.size:
+        raise ValueError(f"workspace of {workspace.size} elements is smaller than one image's "
+                         f"Winograd tiles ({per_image})")
+    _check_index(x, y, workspace[:chunk * per_image])
+    transform_in = _raw("cnnc_winograd_input", _CU_WINOGRAD_INPUT)
+    transform_out = _raw("cnnc_winograd_output", _CU_WINOGRAD_OUTPUT)
+    res = None if residual is None else _f32(residual)
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        tiles = count * th * tw
+        v = workspace[:36 * c * tiles]
+        m = workspace[36 * c * tiles:36 * (c + o) * tiles]
+        transform_in(_grid(c * tiles), (_BLOCK, 1, 1), (
+            x[start:start + count], v, np.int32(c * tiles), np.int32(c), np.int32(h), np.int32(wd),
+            np.int32(th), np.int32(tw), np.int32(pads[0]), np.int32(pads[1])))
+        _gemm(u, v, m, o, tiles, c, lda=c, ldb=tiles, ldc=tiles, stride_a=o * c, stride_b=c * tiles,
+              stride_c=o * tiles, batch=36)
+        part = y[start:start + count]
+        transform_out(_grid(o * tiles), (_BLOCK, 1, 1), (
+            m, u if b is None else _f32(b), part if res is None else res[start:start + count], part,
+            np.int32(o * tiles), np.int32(o), np.int32(th), np.int32(tw), np.int32(ho), np.int32(wo),
+            np.int32(b is not None), np.int32(res is not None), np.int32(_ACTIVATIONS[activation]),
+            np.float32(slope)))
+    return y
 
 
 def conv_transpose(x, w, b, *, stride, pads, output_padding, dilation, groups: int, out=None,

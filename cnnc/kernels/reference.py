@@ -104,6 +104,25 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
     return epilogue(_out(y), activation, slope, residual)
 
 
+def winograd_conv(x: np.ndarray, u: np.ndarray, b: np.ndarray | None, *, pads: Pads, out_size: Pair,
+                  activation: str = "none", slope: float = 0.0,
+                  residual: np.ndarray | None = None) -> np.ndarray:
+    """The 3x3 stride-1 convolution whose Winograd-transformed weight is ``u`` ``[36, O, C]``.
+
+    ``u[6a + b, o, c] = (G g[o, c] Gᵀ)[a, b]``. G has full column rank, so ``g = G⁺ u G⁺ᵀ``
+    recovers the direct weight exactly (up to rounding); the result is the direct `conv` of
+    it, so the reference shares nothing with the fast path but the filter transform.
+    """
+    from .numpy_kernels import _winograd_f4x3  # the one definition of G
+
+    _, g, _ = _winograd_f4x3()
+    pinv = np.linalg.pinv(g)  # [3, 6]
+    _, o, c = u.shape
+    w = np.einsum("ia,aboc,jb->ocij", pinv, _f64(u).reshape(6, 6, o, c), pinv)
+    return conv(x, w, b, stride=(1, 1), pads=pads, dilation=(1, 1), groups=1, out_size=out_size,
+                activation=activation, slope=slope, residual=residual)
+
+
 def conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
                      pads: Pads, output_padding: Pair, dilation: Pair,
                      groups: int) -> np.ndarray:

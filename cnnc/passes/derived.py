@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Graph, ParamSpec
+from ..kernels.numpy_kernels import _winograd_f4x3
 from ..names import unique
 
 
@@ -64,6 +65,13 @@ def _fill(*, shape, value):
     return np.full(shape, value)
 
 
+def _winograd_weight(w):
+    """conv weights [O, C, 3, 3] → Winograd F(4x4, 3x3) weights U = G g Gᵀ as [36, O, C]."""
+    _, g, _ = _winograd_f4x3()
+    o, c = w.shape[:2]
+    return np.einsum("ai,ocij,bj->aboc", g, w, g).reshape(36, o, c)
+
+
 RULES: dict[str, Callable[..., np.ndarray]] = {
     "bn_scale": _bn_scale,
     "bn_shift": _bn_shift,
@@ -73,6 +81,7 @@ RULES: dict[str, Callable[..., np.ndarray]] = {
     "mul": _mul,
     "reshape": _reshape,
     "fill": _fill,
+    "winograd_weight": _winograd_weight,
 }
 
 
