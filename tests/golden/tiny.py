@@ -108,6 +108,18 @@ def _conv_depthwise(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh:
     top, left, bottom, right = pads
     hp = max(h + top + bottom, (ho - 1) * sh + dh * (kh - 1) + 1)
     wp = max(wd + left + right, (wo - 1) * sw + dw * (kw - 1) + 1)
+    if m == 1 and (sh > 1 or sw > 1 or ho * wo <= 1024):
+        return _conv_depthwise_nhwc(x, w, b, sh, sw, pads, dh, dw, ho, wo, hp, wp)
+    return _conv_depthwise_nchw(x, w, b, sh, sw, pads, dh, dw, ho, wo, hp, wp)
+
+
+def _conv_depthwise_nchw(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
+                         ho: int, wo: int, hp: int, wp: int) -> np.ndarray:
+    """Depthwise conv in NCHW: each tap one multiply-add over image rows (any multiplier)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    m = o // c
+    top, left, bottom, right = pads
     if top or left or bottom or right:
         xp = _pad_into(x, hp, wp, top, left, 0.0)
     else:
@@ -134,6 +146,40 @@ def _conv_depthwise(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh:
     if b is not None:
         y += b.astype(np.float32, copy=False)[:, None, None]
     return y
+
+
+def _conv_depthwise_nhwc(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
+                         ho: int, wo: int, hp: int, wp: int) -> np.ndarray:
+    """Depthwise conv (multiplier 1) channels-last: the padded input is copied as [N, Hp, Wp, C],
+    so each tap's multiply-add runs over whole contiguous channel vectors, not over image rows of
+    Wo pixels (short for small images, strided for stride 2); the result is transposed back.
+    Faster than the NCHW tap loop for strided and small (≤ 32x32 output) layers (measured,
+    docs/kernels.md), slower for large stride-1 ones."""
+    n, c, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    top, left = pads[0], pads[1]
+    xp = np.zeros((n, hp, wp, c), dtype=np.float32)
+    rows, cols = min(h, hp - top), min(wd, wp - left)
+    xp[:, top:top + rows, left:left + cols] = x[:, :, :rows, :cols].transpose(0, 2, 3, 1)
+    wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kh, kw, C]
+    y = np.empty((n, ho, wo, c), dtype=np.float32)
+    tmp = np.empty_like(y)
+    hs = (ho - 1) * sh + 1
+    ws = (wo - 1) * sw + 1
+    for u in range(kh):
+        for v in range(kw):
+            win = xp[:, u * dh:u * dh + hs:sh, v * dw:v * dw + ws:sw]
+            if u == 0 and v == 0:
+                np.multiply(win, wt[u, v], out=y)
+            else:
+                np.multiply(win, wt[u, v], out=tmp)
+                y += tmp
+    out = np.empty((n, c, ho, wo), dtype=np.float32)
+    if b is None:
+        np.copyto(out, y.transpose(0, 3, 1, 2))
+    else:
+        np.add(y.transpose(0, 3, 1, 2), b.astype(np.float32, copy=False)[:, None, None], out=out)
+    return out
 
 
 def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
@@ -203,7 +249,8 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     ``out_size`` (Ho, Wo) is the output's spatial size, as the shape rule decided it.
 
     Dispatch: 1x1 unpadded convs are plain GEMMs; depthwise convs (groups == C) loop over
-    the kernel taps; everything else uses im2col (strided view of the padded input + one
+    the kernel taps (channels-last when strided or small, see _conv_depthwise_nhwc);
+    everything else uses im2col (strided view of the padded input + one
     batched GEMM per group), except stride-1 convs with many channels per group whose
     column matrix would exceed 64 MB: those use shifted GEMMs (same speed when measured,
     a fraction of the memory). A fused epilogue, act(y + residual), runs in place on the
