@@ -17,9 +17,13 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from cnnc.runtime.network import CompiledNetwork
 
 
 def _kind(graph, name: str) -> str:
@@ -37,14 +41,20 @@ def _kind(graph, name: str) -> str:
 
 def profile(path: str, batch: int, level: int, repeat: int, seed: int) -> list[tuple[str, str, float]]:
     """(node, kind, median ms) for every node of the network compiled at -O`level`."""
+    import cnnc
+
+    return profile_net(cnnc.compile(Path(path), optimize=level), batch, repeat, seed)
+
+
+def profile_net(net: CompiledNetwork, batch: int, repeat: int, seed: int) -> list[tuple[str, str, float]]:
+    """(node, kind, median ms) for every node of a compiled network (`cnnc.compile`'s result),
+    its parameters as they are, on a random input of `batch` examples."""
     import numpy as np
 
-    import cnnc
     from cnnc.ir.ops import Op, kernel_call, record
     from cnnc.kernels import numpy_kernels
     from cnnc.passes.derived import materialize
 
-    net = cnnc.compile(Path(path), optimize=level)
     graph = net.graph
     params = materialize(graph, net.params.data)
     rng = np.random.default_rng(seed)
@@ -66,6 +76,23 @@ def profile(path: str, batch: int, level: int, repeat: int, seed: int) -> list[t
     return [(n, _kind(graph, n), statistics.median(times[n][1:])) for n in order]
 
 
+def report(rows: list[tuple[str, str, float]], title: str, repeat: int, top: int = 10) -> str:
+    """The per-kind table (markdown) under a title line with the total, then the `top` slowest nodes."""
+    total = sum(ms for _, _, ms in rows)
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for _, kind, ms in rows:
+        by_kind[kind].append(ms)
+    lines = [f"{title}: {total:.1f} ms in {len(rows)} nodes (median of {repeat} per node)",
+             "| kind | nodes | ms | share |", "|---|---|---|---|"]
+    for kind, values in sorted(by_kind.items(), key=lambda item: -sum(item[1])):
+        share = sum(values) / total if total else 0.0
+        lines.append(f"| {kind} | {len(values)} | {sum(values):.1f} | {share:.1%} |")
+    if top > 0:
+        lines.append(f"\nslowest {top} nodes:")
+        lines += [f"  {ms:8.2f} ms  {name}  ({kind})" for name, kind, ms in sorted(rows, key=lambda row: -row[2])[:top]]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("program", help="a .cnn file")
@@ -78,18 +105,8 @@ def main() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)  # before numpy loads BLAS
     rows = profile(args.program, args.batch, args.level, args.repeat, seed=0)
-    total = sum(ms for _, _, ms in rows)
-    by_kind: dict[str, list[float]] = defaultdict(list)
-    for _, kind, ms in rows:
-        by_kind[kind].append(ms)
-    print(f"{args.program}, batch {args.batch}, -O{args.level}, {args.threads} threads: "
-          f"{total:.1f} ms in {len(rows)} nodes (median of {args.repeat} per node)")
-    print("| kind | nodes | ms | share |\n|---|---|---|---|")
-    for kind, values in sorted(by_kind.items(), key=lambda item: -sum(item[1])):
-        print(f"| {kind} | {len(values)} | {sum(values):.1f} | {sum(values) / total:.1%} |")
-    print(f"\nslowest {args.top} nodes:")
-    for name, kind, ms in sorted(rows, key=lambda row: -row[2])[:args.top]:
-        print(f"  {ms:8.2f} ms  {name}  ({kind})")
+    print(report(rows, f"{args.program}, batch {args.batch}, -O{args.level}, {args.threads} threads",
+                 args.repeat, args.top))
 
 
 if __name__ == "__main__":

@@ -209,7 +209,7 @@ def build_torch_model(name: str, net=None) -> nn.Module:
     if name in depths:
         return ResNet(*depths[name]).eval()
     if name == "vgg16":
-        weights = [p[: -len(".weight")] for p in net.graph.info.param_specs if p.endswith(".weight")]
+        weights = [p[: -len(".weight")] for p in net.params if p.endswith(".weight")]  # the user's names
         return VGG16(weights).eval()
     raise KeyError(f"no torch twin for {name}")
 

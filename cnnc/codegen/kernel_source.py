@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import re
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from types import ModuleType
@@ -14,12 +15,32 @@ def _functions(module: ModuleType) -> dict[str, tuple[str, frozenset[str]]]:
     """Top-level function name → (source text, names it references)."""
     text = inspect.getsource(module)
     tree = ast.parse(text)
+    lines = _LINE.findall(text)
     found = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
             used = frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
-            found[node.name] = (ast.get_source_segment(text, node) or "", used)
+            found[node.name] = (_segment(lines, node), used)
     return found
+
+
+# A line with its ending, split as `ast.get_source_segment` splits (not at form feeds).
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _segment(lines: list[str], node: ast.stmt) -> str:
+    """`ast.get_source_segment(text, node)` given the text's lines, split once: the stdlib splits
+    the whole text again, character by character, for every node (most of a cold compile's
+    code generation time)."""
+    end_lineno, end_col = node.end_lineno, node.end_col_offset
+    if end_lineno is None or end_col is None:
+        return ""
+    first, last = node.lineno - 1, end_lineno - 1
+    if first == last:
+        return lines[first].encode()[node.col_offset:end_col].decode()
+    head = lines[first].encode()[node.col_offset:].decode()
+    tail = lines[last].encode()[:end_col].decode()
+    return head + "".join(lines[first + 1:last]) + tail
 
 
 def reachable(roots: Iterable[str], references: Mapping[str, Iterable[str]],

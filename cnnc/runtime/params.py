@@ -2,10 +2,12 @@
 and shape by shape."""
 from __future__ import annotations
 
+import os
 import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,19 +17,38 @@ from ..errors import CnncParamError
 from ..ir.graph import ParamSpec
 from .files import write_npz
 
+# Below this many He-initialized elements in all, init_params draws on the calling thread alone.
+_PARALLEL_MIN_ELEMENTS = 1 << 20
+_MAX_THREADS = 8
+
 
 def init_params(specs: Mapping[str, ParamSpec], seed: int = 0) -> dict[str, np.ndarray]:
     """He-normal conv/dense weights, zero biases, identity BN — reproducible per name and seed.
 
-    Each parameter draws from its own generator seeded by (seed, crc32(name)), so adding a layer
-    does not change the initial values of the others.
+    The scheme, exactly (every value is float32 from the start, never drawn as float64 and cast):
+
+    - `init == "he"`: `np.random.default_rng([seed, zlib.crc32(name.encode())])` (PCG64) fills
+      the whole parameter with one `standard_normal(dtype=np.float32)` draw in C order, which is
+      then multiplied in place by `np.float32(sqrt(2 / fan_in))`.
+    - `init == "ones"`: ones; any other kind (`"zeros"`): zeros.
+
+    A parameter's values depend only on the seed, its name and its shape: not on the order of
+    `specs`, the other parameters (adding a layer does not change the initial values of the
+    others), or how the work is scheduled. Networks with at least `_PARALLEL_MIN_ELEMENTS` He
+    elements fill their parameters on a few threads (NumPy releases the GIL while it fills an
+    array), largest first; this changes when each array is written, never what it holds.
+
+    The arrays are fresh and shared with nothing, so a `ParamStore` built from the returned dict
+    takes them over as they are, without a copy, and makes them read-only (edit a copy, or assign
+    through the store, to change them afterwards).
     """
-    params = {}
+    params = _Initialized()
+    drawn: list[tuple[str, np.ndarray, int]] = []
     for name, spec in specs.items():
         try:
             if spec.init == "he":
-                rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-                values = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / spec.fan_in))
+                values = np.empty(spec.shape, np.float32)
+                drawn.append((name, values, spec.fan_in))
             elif spec.init == "ones":
                 values = np.ones(spec.shape, np.float32)
             else:
@@ -35,8 +56,44 @@ def init_params(specs: Mapping[str, ParamSpec], seed: int = 0) -> dict[str, np.n
         except MemoryError:
             raise CnncParamError(f"shape {tuple(spec.shape)} of layer '{_owner(name)}' is too large to allocate",
                                  where=name) from None
-        params[name] = values
+        params[name] = params.made[name] = values
+    total = sum(values.size for _, values, _ in drawn)
+    threads = min(_MAX_THREADS, len(drawn), _cpu_count()) if total >= _PARALLEL_MIN_ELEMENTS else 1
+    if threads > 1:
+        drawn.sort(key=lambda item: -item[1].size)  # the largest first keeps the threads evenly loaded
+        with ThreadPoolExecutor(threads, thread_name_prefix="cnnc-init") as pool:
+            list(pool.map(lambda item: _fill_he(seed, *item), drawn))  # list(): re-raises a failure
+    else:
+        for item in drawn:
+            _fill_he(seed, *item)
     return params
+
+
+def _fill_he(seed: int, name: str, out: np.ndarray, fan_in: int) -> None:
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    rng.standard_normal(out=out, dtype=np.float32)
+    out *= np.float32(np.sqrt(2.0 / fan_in))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may run on (Linux)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class _Initialized(dict):
+    """What `init_params` returns. `made` holds the arrays it made itself (fresh, finite, C-ordered
+    float32 of the specs' shapes), which a `ParamStore` adopts as they are instead of checking and
+    copying them; a value the caller put in the dict afterwards is not among them and is copied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[str, np.ndarray] = {}
+
+    def fresh(self, name: str) -> np.ndarray | None:
+        value = self.get(name)
+        return value if value is not None and self.made.get(name) is value else None
 
 
 def random_params(specs: Mapping[str, ParamSpec], rng: np.random.Generator, *,
@@ -75,7 +132,15 @@ class ParamStore(MutableMapping):
         self.data: dict[str, np.ndarray] = {}
         self.version = 0  # bumped on every change, so derived (folded) parameters are recomputed
         for name in self.specs:
-            self[name] = values[name]
+            fresh = values.fresh(name) if isinstance(values, _Initialized) else None
+            if fresh is not None and fresh.shape == tuple(self.specs[name].shape):
+                # One of init_params's own arrays: valid by construction, so taken over instead of
+                # copied and checked (for ResNet-152's 60 M values that is a tenth of a second or more).
+                fresh.flags.writeable = False
+                self.data[name] = fresh
+                self.version += 1
+            else:
+                self[name] = values[name]
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]

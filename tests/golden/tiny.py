@@ -325,11 +325,14 @@ def max_pool(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -> np.n
         xp = x
     hs = (ho - 1) * sh + 1
     ws = (wo - 1) * sw + 1
-    y = xp[:, :, 0:hs:sh, 0:ws:sw].copy()
-    for u in range(kh):
-        for v in range(kw):
-            if u or v:
-                np.maximum(y, xp[:, :, u * dh:u * dh + hs:sh, v * dw:v * dw + ws:sw], out=y)
+    # Separable: the max over a window is the max over its columns of the max over its rows, so
+    # kh - 1 + kw - 1 passes instead of kh·kw - 1 (4 instead of 8 for 3x3; exact, max is exact).
+    rows = xp[:, :, 0:hs:sh, :wp].copy()  # [N, C, Ho, Wp]: max over the window's rows
+    for u in range(1, kh):
+        np.maximum(rows, xp[:, :, u * dh:u * dh + hs:sh, :wp], out=rows)
+    y = rows[..., 0:ws:sw].copy()
+    for v in range(1, kw):
+        np.maximum(y, rows[..., v * dw:v * dw + ws:sw], out=y)
     return y
 
 

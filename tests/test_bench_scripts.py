@@ -1,0 +1,85 @@
+"""benchmarks/bench_cpu.py and benchmarks/profile_nodes.py: their helpers, and one tiny end-to-end run."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+import cnnc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str) -> ModuleType:
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))  # bench_cpu imports its sibling profile_nodes
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def profile_nodes() -> ModuleType:
+    return _load("profile_nodes")
+
+
+@pytest.fixture(scope="module")
+def bench_cpu() -> ModuleType:
+    return _load("bench_cpu")
+
+
+def test_report_sums_kinds_sorted_by_time(profile_nodes: ModuleType) -> None:
+    rows = [("a", "conv 3x3 s1 dense", 3.0), ("b", "relu", 1.0), ("c", "conv 3x3 s1 dense", 4.0)]
+    text = profile_nodes.report(rows, "net", repeat=2, top=1)
+    lines = text.splitlines()
+    assert lines[0] == "net: 8.0 ms in 3 nodes (median of 2 per node)"
+    assert lines[3] == "| conv 3x3 s1 dense | 2 | 7.0 | 87.5% |"
+    assert lines[4] == "| relu | 1 | 1.0 | 12.5% |"
+    assert lines[-1].split() == ["4.00", "ms", "c", "(conv", "3x3", "s1", "dense)"]
+    assert "slowest" not in profile_nodes.report(rows, "net", repeat=2, top=0)
+
+
+def test_profile_net_times_every_node(profile_nodes: ModuleType) -> None:
+    net = cnnc.compile(ROOT / "examples" / "lenet5.cnn")
+    rows = profile_nodes.profile_net(net, batch=2, repeat=1, seed=0)
+    assert [name for name, _, _ in rows] == [n for n in net.graph.topo_order() if n not in net.graph.info.inputs]
+    assert all(ms >= 0 for _, _, ms in rows)
+    assert {"conv 5x5 s1 dense", "avg_pool 2x2"} <= {kind for _, kind, _ in rows}
+
+
+def test_bench_helpers(bench_cpu: ModuleType) -> None:
+    assert bench_cpu._fmt(None) == "—"
+    assert bench_cpu._fmt([3.0, 1.0, 2.0]) == "2.0 (1–3)"
+    assert bench_cpu._ratio([2.0], [4.0]) == "0.50"
+    assert bench_cpu._ratio([2.0], None) == "—"
+    assert 3.9 < bench_cpu._peak_mib(lambda: np.ones(2**20, np.float32)) < 4.5  # NumPy's buffers are traced
+    net = cnnc.compile(ROOT / "examples" / "lenet5.cnn")
+    planned = bench_cpu._planned_mib(net, 4)
+    assert planned is not None and 0 < planned == pytest.approx(4 * bench_cpu._planned_mib(net, 1))
+    assert bench_cpu._planned_mib(cnnc.compile(ROOT / "examples" / "lenet5.cnn", optimize=0), 1) is None
+    assert bench_cpu._cpu_model()
+    assert bench_cpu._blas(np)
+
+
+@pytest.mark.slow
+def test_bench_cpu_tiny_run() -> None:
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cpu.py"), "--models", "resnet18",
+                          "--batch", "1", "--repeat", "1", "--warmup", "0", "--threads", "1", "--with-O0"],
+                         capture_output=True, text=True, check=True, timeout=600).stdout
+    header, _, columns, _, row = out.splitlines()[:5]
+    assert header.startswith("CPU: ") and "threads=1" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    names = [c.strip() for c in columns.strip("|").split("|")]
+    assert names[:4] == ["model", "batch", "cnnc -O2", "cnnc -O0"] and len(cells) == len(names)
+    assert cells[:2] == ["resnet18", "1"]
+    assert float(cells[names.index("max abs diff vs PyTorch")]) < 1e-3
+    assert float(cells[names.index("cnnc peak MiB")]) >= float(cells[names.index("planned MiB")]) > 0
