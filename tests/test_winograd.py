@@ -100,7 +100,7 @@ def test_reference_kernel_recovers_the_direct_weight():
 
 
 NET = """
-input x: [N, 32, 12, 12]
+input x: [N, 32, 16, 16]
 output y = x
     |> conv(32, 3x3, pad=1) as a |> relu
     |> conv(48, 3x3, pad=1, bias=false) as b |> bn as norm |> relu
@@ -113,7 +113,7 @@ def test_the_pass_rewrites_exactly_the_eligible_convs():
     net = cnnc.compile(NET)
     ops = {n: net.graph.op(n) for n in net.graph.nodes}
     winograd_nodes = sorted(n for n, op in ops.items() if op == Op.WINOGRAD_CONV)
-    assert winograd_nodes == ["a", "b"]  # stride 2 stays conv; `small` has a 6x6 output (< MIN_SIZE)
+    assert winograd_nodes == ["a", "b"]  # stride 2 stays conv; `small` has an 8x8 output (< MIN_SIZE)
     assert ops["strided"] == ops["small"] == Op.CONV
     assert net.graph.attrs("b").activation == "relu"  # the epilogue survives the rewrite
     assert "b.weight~winograd" in net.graph.params_of("b")["weight"]
@@ -140,7 +140,7 @@ def test_network_matches_pytorch_and_follows_new_weights():
         else:
             net.params[name] = (rng.standard_normal(value.shape) * 0.2).astype(np.float32)
     p = {k: torch.from_numpy(np.array(v)) for k, v in net.params.items()}
-    x = rng.standard_normal((3, 32, 12, 12)).astype(np.float32)
+    x = rng.standard_normal((3, 32, 16, 16)).astype(np.float32)
 
     def twin(t):
         t = F.relu(F.conv2d(t, p["a.weight"], p["a.bias"], padding=1))

@@ -302,13 +302,17 @@ def winograd_conv(x: np.ndarray, u: np.ndarray, b, *, pads, out_size, activation
             v = np.matmul(b36, tiles.reshape(36, c * r * tw)).reshape(36, c, r * tw)
             m = np.matmul(u, v)  # [36, O, tiles]
             t = np.matmul(a16, m.reshape(36, o * r * tw)).reshape(4, 4, o, r, tw)
+            block = t.transpose(2, 3, 0, 4, 1)  # [O, tile row, 4, tile, 4]: the output's order
             rows = min(4 * r, ho - 4 * r0)
-            block = t.transpose(2, 3, 0, 4, 1).reshape(o, 4 * r, 4 * tw)[:, :rows, :wo]
-            target = y[i, :, 4 * r0:4 * r0 + rows]
+            if ho % 4 == 0 and wo % 4 == 0:  # whole tiles: one pass straight into the output
+                target = y[i, :, 4 * r0:4 * r0 + rows].reshape(o, r, 4, tw, 4)
+            else:  # crop the last tiles: gather the band first, then copy its valid part
+                block = block.reshape(o, 4 * r, 4 * tw)[:, :rows, :wo]
+                target = y[i, :, 4 * r0:4 * r0 + rows]
             if bias is None:
                 np.copyto(target, block)
             else:
-                np.add(block, bias, out=target)
+                np.add(block, bias if target.ndim == 3 else bias[..., None, None], out=target)
     return _epilogue(y, activation, slope, residual)
 
 

@@ -31,7 +31,7 @@ from .derived import derive
 from .manager import register
 
 MIN_CHANNELS = 32
-MIN_SIZE = 8
+MIN_SIZE = 16
 
 
 def eligible(graph: Graph, name: str) -> bool:
