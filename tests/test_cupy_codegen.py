@@ -192,6 +192,8 @@ LAUNCHES = {
     "iou": {"_EW_BOX_IOU"}, "yolo_decode": {"_EW_YOLO_DECODE"}, "nms": {"_host_nms"},
     "softmax": set(), "depthwise_pool": set(), "add": set(), "mul": set(), "concat": set(), "crop": set(),
     "slice_axis": set(), "flatten": set(), "reshape": set(),
+    "layer_norm": set(), "group_norm": set(), "layer_scale": set(), "clip": set(), "adaptive_pool": set(),
+    "channel_shuffle": set(), "pixel_shuffle": set(),
 }
 
 

@@ -49,11 +49,16 @@ class Op(str, Enum):
     SOFTMAX = "softmax"
     DROPOUT = "dropout"
     LRN = "lrn"
+    LAYER_NORM = "layer_norm"
+    GROUP_NORM = "group_norm"
+    LAYER_SCALE = "layer_scale"
+    CLIP = "clip"
     MAX_POOL = "max_pool"
     AVG_POOL = "avg_pool"
     GLOBAL_AVG_POOL = "global_avg_pool"
     GLOBAL_MAX_POOL = "global_max_pool"
     DEPTHWISE_POOL = "depthwise_pool"
+    ADAPTIVE_POOL = "adaptive_pool"
     ADD = "add"
     MUL = "mul"
     CONCAT = "concat"
@@ -61,6 +66,8 @@ class Op(str, Enum):
     PAD = "pad"
     CROP = "crop"
     SLICE = "slice"
+    CHANNEL_SHUFFLE = "channel_shuffle"
+    PIXEL_SHUFFLE = "pixel_shuffle"
     IOU = "iou"
     NMS = "nms"
     YOLO_DECODE = "yolo_decode"
@@ -275,6 +282,36 @@ class AvgPoolAttrs:
     pads: Pads
     ceil_mode: bool
     count_include_pad: bool
+
+
+@dataclass(frozen=True)
+class NormAttrs:
+    """layer_norm (over the channels at each position) and group_norm (`groups` > 0)."""
+
+    eps: float
+    groups: int = 0
+
+
+@dataclass(frozen=True)
+class ClipAttrs:
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class AdaptivePoolAttrs:
+    size: Pair
+    mode: str  # "max" | "avg"
+
+
+@dataclass(frozen=True)
+class ChannelShuffleAttrs:
+    groups: int
+
+
+@dataclass(frozen=True)
+class PixelShuffleAttrs:
+    factor: int
 
 
 @dataclass(frozen=True)
@@ -623,6 +660,24 @@ def _slice(a: SliceAttrs, shapes: list[Shape]) -> Shape:
     return (*x[:axis], stop - start, *x[axis + 1:])
 
 
+def _channel_shuffle(a: ChannelShuffleAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "channel_shuffle")
+    if x[1] % a.groups:
+        raise ShapeRuleError(f"channel_shuffle: groups={a.groups} must divide the channels ({x[1]})")
+    return x
+
+
+def _pixel_shuffle(a: PixelShuffleAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "pixel_shuffle")
+    n, c, h, w = x
+    if c % (a.factor * a.factor):
+        raise ShapeRuleError(f"pixel_shuffle: the channels ({c}) must be a multiple of factor² "
+                             f"({a.factor * a.factor})")
+    return (n, c // (a.factor * a.factor), h * a.factor, w * a.factor)
+
+
 _RESHAPING = {
     Op.FLATTEN: OpRecord(NoAttrs, _flatten, Output.VIEW, (Surface("flatten", "[N, ...] → [N, features]"),),
                          "flatten", rank=Rank.ABSORBS),
@@ -656,6 +711,16 @@ _RESHAPING = {
         (Surface("slice", "the part start:stop of one axis",
                  (Arg("axis", "int"), Arg("start", "int"), Arg("stop", "int"))),),
         "slice_axis", ("axis", "start", "stop")),
+    Op.CHANNEL_SHUFFLE: OpRecord(
+        ChannelShuffleAttrs, _channel_shuffle, Output.FRESH,
+        (Surface("channel_shuffle", "interleave `groups` channel groups (ShuffleNet)",
+                 (Arg("groups", "positive_int"),)),),
+        "channel_shuffle", ("groups",)),
+    Op.PIXEL_SHUFFLE: OpRecord(
+        PixelShuffleAttrs, _pixel_shuffle, Output.FRESH,
+        (Surface("pixel_shuffle", "[N, C·r², H, W] → [N, C, H·r, W·r] (sub-pixel upsampling, depth_to_space)",
+                 (Arg("factor", "positive_int"),)),),
+        "pixel_shuffle", ("factor",)),
 }
 
 
@@ -664,6 +729,25 @@ _RESHAPING = {
 
 def _batch_norm(a: BatchNormAttrs, shapes: list[Shape]) -> Shape:
     need_rank(shapes[0], (2, 4), "bn")
+    return shapes[0]
+
+
+def _layer_norm(a: NormAttrs, shapes: list[Shape]) -> Shape:
+    need_rank(shapes[0], (2, 3, 4), "layer_norm")
+    return shapes[0]
+
+
+def _group_norm(a: NormAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (3, 4), "group_norm")
+    if a.groups < 1 or x[1] % a.groups:
+        raise ShapeRuleError(f"group_norm: groups={a.groups} must divide the channels ({x[1]})")
+    return x
+
+
+def _clip(a: ClipAttrs, shapes: list[Shape]) -> Shape:
+    if not a.min <= a.max:
+        raise ShapeRuleError(f"clip: min ({a.min}) must not exceed max ({a.max})")
     return shapes[0]
 
 
@@ -726,6 +810,27 @@ _ELEMENTWISE = {
                  (Arg("size", "positive_int", 5), Arg("alpha", "float", 1e-4), Arg("beta", "float", 0.75),
                   Arg("k", "float", 2.0))),),
         "lrn", ("size", "alpha", "beta", "k")),
+    Op.LAYER_NORM: OpRecord(
+        NormAttrs, _layer_norm, Output.FRESH,
+        (Surface("layer_norm", "normalize over the channels at each position, then γ·x + β per channel "
+                 "(ConvNeXt's LayerNorm2d; the features of a dense layer)", (Arg("eps", "float", 1e-5),)),),
+        "layer_norm", ("eps",), _channels_params(("gamma", "ones"), ("beta", "zeros")), ("gamma", "beta"),
+        rank=Rank.RANK_FREE),
+    Op.GROUP_NORM: OpRecord(
+        NormAttrs, _group_norm, Output.FRESH,
+        (Surface("group_norm", "normalize over each group of channels and the image, then γ·x + β",
+                 (Arg("groups", "positive_int"), Arg("eps", "float", 1e-5))),
+         Surface("instance_norm", "group_norm with one channel per group (each channel over its image)",
+                 (Arg("eps", "float", 1e-5),), builder="instance_norm")),
+        "group_norm", ("groups", "eps"), _channels_params(("gamma", "ones"), ("beta", "zeros")), ("gamma", "beta")),
+    Op.LAYER_SCALE: OpRecord(
+        NoAttrs, _same, Output.FRESH,
+        (Surface("layer_scale", "a learned scale per channel (ConvNeXt, CaiT)"),),
+        "layer_scale", (), _channels_params(("scale", "ones")), ("scale",), in_place=True, rank=Rank.RANK_FREE),
+    Op.CLIP: OpRecord(
+        ClipAttrs, _clip, Output.FRESH,
+        (Surface("clip", "min(max(x, min), max)", (Arg("min", "float"), Arg("max", "float"))),),
+        "clip", ("min", "max"), in_place=True, rank=Rank.POINTWISE),
     Op.ADD: OpRecord(
         NoAttrs, lambda a, s: broadcast(s[0], s[1], "+"), Output.FRESH,
         (Surface("add", "elementwise sum with broadcasting (also `a + b`)", inputs=2),),
@@ -776,6 +881,12 @@ def _depthwise_pool(a: DepthwisePoolAttrs, shapes: list[Shape]) -> Shape:
     return (x[0], x[1] // a.size, x[2], x[3])
 
 
+def _adaptive_pool(a: AdaptivePoolAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    need_rank(x, (4,), "adaptive pooling")
+    return (x[0], x[1], *a.size)
+
+
 def _reduce(a: ReduceAttrs, shapes: list[Shape]) -> Shape:
     (x,) = shapes
     axes = {axis % len(x) for axis in a.axes}
@@ -811,6 +922,13 @@ _POOLING = {
          Surface("depthwise_avgpool", "mean over groups of `size` channels", (Arg("size", "positive_int"),),
                  fixed=(("mode", "avg"),))),
         "depthwise_pool", ("size", "mode")),
+    Op.ADAPTIVE_POOL: OpRecord(
+        AdaptivePoolAttrs, _adaptive_pool, Output.FRESH,
+        (Surface("adaptive_avgpool", "mean over PyTorch's adaptive bins to an output `size`", (Arg("size", "pair"),),
+                 fixed=(("mode", "avg"),)),
+         Surface("adaptive_maxpool", "max over PyTorch's adaptive bins to an output `size`", (Arg("size", "pair"),),
+                 fixed=(("mode", "max"),))),
+        "adaptive_pool", ("size", "mode")),
     Op.REDUCE: OpRecord(ReduceAttrs, _reduce, Output.FRESH, (), "reduce", ("mode", "axes", "keepdims")),
 }
 

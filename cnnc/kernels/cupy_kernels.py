@@ -850,6 +850,53 @@ def channel_affine(x, scale, shift, out=None):
     return y
 
 
+def _channel_shape(x) -> tuple:
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def layer_norm(x, gamma, beta, *, eps: float, out=None):
+    """Normalize over axis 1 at each position, then γ·x + β (CuPy reductions, NumPy twin's docs)."""
+    x = _f32(x)
+    y = _output(out, x.shape)
+    centered = x - x.mean(axis=1, keepdims=True)
+    var = cp.mean(centered * centered, axis=1, keepdims=True)
+    shape = _channel_shape(x)
+    cp.multiply(centered, (1.0 / cp.sqrt(var + np.float32(eps))).astype(cp.float32), out=y)
+    y *= _f32(gamma).reshape(shape)
+    y += _f32(beta).reshape(shape)
+    return y
+
+
+def group_norm(x, gamma, beta, *, groups: int, eps: float, out=None):
+    """Normalize over each group of channels and every position, then γ·x + β."""
+    x = _f32(x)
+    y = _output(out, x.shape)
+    flat = x.reshape(x.shape[0], groups, -1)
+    centered = flat - flat.mean(axis=2, keepdims=True)
+    var = cp.mean(centered * centered, axis=2, keepdims=True)
+    cp.multiply(centered, (1.0 / cp.sqrt(var + np.float32(eps))).astype(cp.float32), out=y.reshape(flat.shape))
+    shape = _channel_shape(x)
+    y *= _f32(gamma).reshape(shape)
+    y += _f32(beta).reshape(shape)
+    return y
+
+
+def layer_scale(x, scale, out=None):
+    """x · scale[c] over axis 1; `out` may be `x`."""
+    x = _f32(x)
+    y = _output(out, x.shape)
+    cp.multiply(x, _f32(scale).reshape(_channel_shape(x)), out=y)
+    return y
+
+
+def clip(x, *, min: float, max: float, out=None):  # noqa: A002
+    """min(max(x, min), max); `out` may be `x`."""
+    x = _f32(x)
+    y = _output(out, x.shape)
+    cp.clip(x, np.float32(min), np.float32(max), out=y)
+    return y
+
+
 def relu(x, out=None):
     """max(x, 0); `out` may be x itself (here and in the other elementwise kernels)."""
     return _elementwise(_EW_RELU)(_f32(x), _output(out, x.shape))
@@ -982,6 +1029,21 @@ def global_max_pool(x, out=None):
     return _reduce_rows(x, _output(out, (n, c, 1, 1)), n * c, h * wd, "max")
 
 
+def adaptive_pool(x, *, size, mode: str, out=None):
+    """PyTorch's adaptive bins, max or mean, separably: rows of each bin, then columns."""
+    x = _f32(x)
+    n, c, h, wd = x.shape
+    ho, wo = size
+    y = _output(out, (n, c, ho, wo))
+    reduce = cp.amax if mode == "max" else cp.mean
+    rows = cp.empty((n, c, ho, wd), dtype=cp.float32)
+    for i in range(ho):
+        rows[:, :, i] = reduce(x[:, :, (i * h) // ho:-(-(i + 1) * h // ho)], axis=2)
+    for j in range(wo):
+        y[:, :, :, j] = reduce(rows[:, :, :, (j * wd) // wo:-(-(j + 1) * wd // wo)], axis=3)
+    return y
+
+
 def depthwise_pool(x, *, size: int, mode: str, out=None):
     """Pool groups of `size` consecutive channels ("max" or "avg") with CuPy reductions."""
     x = _f32(x)
@@ -1098,6 +1160,27 @@ def crop(x, *, offset, size, out=None):
     part = x[:, :, oy:oy + h, ox:ox + w]
     y = _output(out, part.shape)
     cp.copyto(y, part)
+    return y
+
+
+def channel_shuffle(x, *, groups: int, out=None):
+    """Channel g·(C/groups) + k moves to k·groups + g."""
+    x = _f32(x)
+    n, c, h, wd = x.shape
+    y = _output(out, x.shape)
+    cp.copyto(y.reshape(n, c // groups, groups, h, wd),
+              x.reshape(n, groups, c // groups, h, wd).transpose(0, 2, 1, 3, 4))
+    return y
+
+
+def pixel_shuffle(x, *, factor: int, out=None):
+    """y[n, c, h·r + i, w·r + j] = x[n, c·r² + i·r + j, h, w]."""
+    x = _f32(x)
+    n, c, h, wd = x.shape
+    r = factor
+    y = _output(out, (n, c // (r * r), h * r, wd * r))
+    cp.copyto(y.reshape(n, c // (r * r), h, r, wd, r),
+              x.reshape(n, c // (r * r), r, r, h, wd).transpose(0, 1, 4, 2, 5, 3))
     return y
 
 

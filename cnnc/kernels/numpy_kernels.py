@@ -452,6 +452,45 @@ def batch_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndar
     return y
 
 
+def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float) -> np.ndarray:
+    """Normalize over axis 1 (the channels) at each position, then ``γ[c]·x + β[c]``: ConvNeXt's
+    LayerNorm2d on NCHW, ``nn.LayerNorm(C)`` on [N, C]. Biased variance, as PyTorch."""
+    x = x.astype(np.float32, copy=False)
+    centered = x - x.mean(axis=1, keepdims=True, dtype=np.float32)
+    var = np.mean(np.square(centered), axis=1, keepdims=True, dtype=np.float32)
+    centered *= 1.0 / np.sqrt(var + np.float32(eps))
+    shape = _channel_shape(x)
+    centered *= gamma.astype(np.float32, copy=False).reshape(shape)
+    centered += beta.astype(np.float32, copy=False).reshape(shape)
+    return centered
+
+
+def group_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, groups: int, eps: float) -> np.ndarray:
+    """Normalize each image over each group of C/groups channels and all positions, then
+    ``γ[c]·x + β[c]`` (``nn.GroupNorm``; groups = C is instance norm). Biased variance."""
+    x = x.astype(np.float32, copy=False)
+    n = x.shape[0]
+    flat = x.reshape(n, groups, -1)
+    centered = flat - flat.mean(axis=2, keepdims=True, dtype=np.float32)
+    var = np.mean(np.square(centered), axis=2, keepdims=True, dtype=np.float32)
+    centered *= 1.0 / np.sqrt(var + np.float32(eps))
+    y = centered.reshape(x.shape)
+    shape = _channel_shape(x)
+    y *= gamma.astype(np.float32, copy=False).reshape(shape)
+    y += beta.astype(np.float32, copy=False).reshape(shape)
+    return y
+
+
+def layer_scale(x: np.ndarray, scale: np.ndarray, out=None) -> np.ndarray:
+    """``x · scale[c]`` over axis 1; ``out`` may be ``x``."""
+    return np.multiply(x, scale.astype(np.float32, copy=False).reshape(_channel_shape(x)), out=out)
+
+
+def clip(x: np.ndarray, *, min: float, max: float, out=None) -> np.ndarray:  # noqa: A002 (ONNX's names)
+    """``min(max(x, min), max)``; ``out`` may be ``x``."""
+    return np.clip(x, np.float32(min), np.float32(max), out=out)
+
+
 def relu(x: np.ndarray, out=None) -> np.ndarray:
     """max(x, 0); ``out`` (here and in the other elementwise kernels): an array of x's shape
     to write the result into, which may be ``x`` itself."""
@@ -678,6 +717,22 @@ def global_max_pool(x: np.ndarray) -> np.ndarray:
     return np.max(x, axis=(2, 3), keepdims=True)
 
 
+def adaptive_pool(x: np.ndarray, *, size, mode: str) -> np.ndarray:
+    """Max or mean over PyTorch's adaptive bins: output row i covers input rows
+    ⌊i·H/Ho⌋ … ⌈(i+1)·H/Ho⌉ − 1 (columns alike). A bin is a rectangle, so both reductions are
+    separable: the rows of each bin first (Ho slices), then its columns (Wo slices)."""
+    n, c, h, wd = x.shape
+    ho, wo = size
+    reduce = np.max if mode == "max" else np.mean
+    rows = np.empty((n, c, ho, wd), dtype=np.float32)
+    for i in range(ho):
+        rows[:, :, i] = reduce(x[:, :, (i * h) // ho:-(-(i + 1) * h // ho)], axis=2)
+    y = np.empty((n, c, ho, wo), dtype=np.float32)
+    for j in range(wo):
+        y[:, :, :, j] = reduce(rows[:, :, :, (j * wd) // wo:-(-(j + 1) * wd // wo)], axis=3)
+    return y
+
+
 def depthwise_pool(x: np.ndarray, *, size: int, mode: str) -> np.ndarray:
     """Pool groups of ``size`` consecutive channels (``mode`` "max" or "avg")."""
     n, c, h, wd = x.shape
@@ -776,6 +831,25 @@ def crop(x: np.ndarray, *, offset, size) -> np.ndarray:
     oy, ox = offset
     h, w = size
     return np.ascontiguousarray(x[:, :, oy:oy + h, ox:ox + w])
+
+
+def channel_shuffle(x: np.ndarray, *, groups: int) -> np.ndarray:
+    """Channel g·(C/groups) + k moves to k·groups + g (ShuffleNet's channel_shuffle)."""
+    n, c, h, wd = x.shape
+    y = np.empty_like(x, dtype=np.float32)
+    np.copyto(y.reshape(n, c // groups, groups, h, wd),
+              x.reshape(n, groups, c // groups, h, wd).transpose(0, 2, 1, 3, 4))
+    return y
+
+
+def pixel_shuffle(x: np.ndarray, *, factor: int) -> np.ndarray:
+    """y[n, c, h·r + i, w·r + j] = x[n, c·r² + i·r + j, h, w] (``nn.PixelShuffle(r)``)."""
+    n, c, h, wd = x.shape
+    r = factor
+    y = np.empty((n, c // (r * r), h * r, wd * r), dtype=np.float32)
+    np.copyto(y.reshape(n, c // (r * r), h, r, wd, r),
+              x.reshape(n, c // (r * r), r, r, h, wd).transpose(0, 1, 4, 2, 5, 3))
+    return y
 
 
 def slice_axis(x: np.ndarray, *, axis: int, start: int, stop: int) -> np.ndarray:

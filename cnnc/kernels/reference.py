@@ -418,6 +418,67 @@ def crop(x: np.ndarray, *, offset: Pair, size: Pair) -> np.ndarray:
     return _out(x[:, :, oy : oy + h, ox : ox + w])
 
 
+def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float) -> np.ndarray:
+    """y = (x − μ) / √(σ² + ε) · γ[c] + β[c], μ and σ² (biased) over axis 1 at each position."""
+    x64 = _f64(x)
+    mu = x64.mean(axis=1, keepdims=True)
+    var = ((x64 - mu) ** 2).mean(axis=1, keepdims=True)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return _out((x64 - mu) / np.sqrt(var + eps) * _f64(gamma).reshape(shape) + _f64(beta).reshape(shape))
+
+
+def group_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, groups: int, eps: float) -> np.ndarray:
+    """As layer_norm, with μ and σ² over each group of C/groups channels and every position."""
+    n, c = x.shape[:2]
+    g = _f64(x).reshape(n, groups, -1)
+    mu = g.mean(axis=2, keepdims=True)
+    var = ((g - mu) ** 2).mean(axis=2, keepdims=True)
+    y = ((g - mu) / np.sqrt(var + eps)).reshape(x.shape)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return _out(y * _f64(gamma).reshape(shape) + _f64(beta).reshape(shape))
+
+
+def layer_scale(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """y[n, c, ...] = x[n, c, ...] · scale[c]."""
+    return _out(_f64(x) * _f64(scale).reshape((1, -1) + (1,) * (x.ndim - 2)))
+
+
+def clip(x: np.ndarray, *, min: float, max: float) -> np.ndarray:  # noqa: A002
+    """min(max(x, min), max)."""
+    return _out(np.minimum(np.maximum(_f64(x), min), max))
+
+
+def adaptive_pool(x: np.ndarray, *, size: Pair, mode: str) -> np.ndarray:
+    """y[n, c, i, j] = max or mean of x[n, c, ⌊iH/Ho⌋ : ⌈(i+1)H/Ho⌉, ⌊jW/Wo⌋ : ⌈(j+1)W/Wo⌉]."""
+    n, c, h, w = x.shape
+    ho, wo = size
+    y = np.empty((n, c, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            cell = _f64(x)[:, :, math.floor(i * h / ho):math.ceil((i + 1) * h / ho),
+                           math.floor(j * w / wo):math.ceil((j + 1) * w / wo)]
+            y[:, :, i, j] = cell.max(axis=(2, 3)) if mode == "max" else cell.mean(axis=(2, 3))
+    return _out(y)
+
+
+def channel_shuffle(x: np.ndarray, *, groups: int) -> np.ndarray:
+    """y[:, k·groups + g] = x[:, g·(C/groups) + k]."""
+    c = x.shape[1]
+    order = [g * (c // groups) + k for k in range(c // groups) for g in range(groups)]
+    return _out(x[:, order])
+
+
+def pixel_shuffle(x: np.ndarray, *, factor: int) -> np.ndarray:
+    """y[n, c, h·r + i, w·r + j] = x[n, c·r² + i·r + j, h, w]."""
+    n, c, h, w = x.shape
+    r = factor
+    y = np.empty((n, c // (r * r), h * r, w * r))
+    for i in range(r):
+        for j in range(r):
+            y[:, :, i::r, j::r] = x[:, i * r + j::r * r]
+    return _out(y)
+
+
 def slice_axis(x: np.ndarray, *, axis: int, start: int, stop: int) -> np.ndarray:
     """y = x[..., start : stop, ...] along ``axis`` (negative values count from the end)."""
     index = [slice(None)] * x.ndim

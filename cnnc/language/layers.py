@@ -131,6 +131,11 @@ def _build_gelu(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
     return e.emit(o.GELU_FORMS[args["approximate"]], o.NoAttrs(), xs)
 
 
+def _build_instance_norm(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
+    """instance_norm is group_norm with one group per channel."""
+    return e.emit(Op.GROUP_NORM, o.NormAttrs(args["eps"], _channels(xs[0])), xs)
+
+
 def _simple(op: Op, attrs_type: type, fixed: tuple[tuple[str, object], ...]) -> Builder:
     """A builder for spellings whose converted arguments (plus `fixed`) are exactly the attrs."""
     def build(e: Emitter, xs: list[Tensor], args: dict) -> Tensor:
@@ -154,7 +159,7 @@ CONVERTERS: dict[str, a.Converter] = {
 BUILDERS: dict[str, Builder] = {
     "conv": _build_conv, "depthwise_conv": _build_depthwise, "separable_conv": _build_separable,
     "conv_transpose": _build_conv_transpose, "max_pool": _build_max_pool, "avg_pool": _build_avg_pool,
-    "pad": _build_pad, "gelu": _build_gelu,
+    "pad": _build_pad, "gelu": _build_gelu, "instance_norm": _build_instance_norm,
 }
 
 

@@ -1,0 +1,145 @@
+"""The normalization, reshuffling and pooling ops of modern networks, against PyTorch.
+
+layer_norm (ConvNeXt's LayerNorm2d), group_norm / instance_norm, layer_scale, clip,
+adaptive_avgpool / adaptive_maxpool, channel_shuffle, pixel_shuffle: each kernel (reference and
+NumPy; the CuPy ones run on the emulator through tests/kernel_cases.py) against torch on awkward
+shapes and epsilons, then a whole network using all of them at -O0 and -O2 against its torch twin.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnc
+from cnnc.errors import CnncError
+from cnnc.ir.ops import Op
+from cnnc.kernels import numpy_kernels, reference
+
+KERNELS = [numpy_kernels, reference]
+IDS = ["numpy", "reference"]
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+
+
+def _close(got: np.ndarray, want: torch.Tensor, rtol: float = 2e-5) -> None:
+    want_np = want.numpy()
+    assert got.shape == want_np.shape and got.dtype == np.float32
+    assert np.abs(got - want_np).max() <= rtol * max(1.0, np.abs(want_np).max())
+
+
+def _rand(rng: np.random.Generator, *shape: int, scale: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale + offset).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", KERNELS, ids=IDS)
+@pytest.mark.parametrize("shape,eps", [((2, 7, 5, 3), 1e-6), ((3, 9), 1e-5), ((1, 1, 4, 4), 1e-3), ((2, 5, 11), 1e-6)])
+def test_layer_norm_over_channels(k, shape, eps):
+    rng = np.random.default_rng(0)
+    x = _rand(rng, *shape, scale=3, offset=5)  # an offset: the mean must be removed accurately
+    c = shape[1]
+    gamma, beta = _rand(rng, c), _rand(rng, c)
+    moved = _t(x).movedim(1, -1)  # channels last, where nn.LayerNorm(C) normalizes
+    want = F.layer_norm(moved, (c,), _t(gamma), _t(beta), eps).movedim(-1, 1)
+    _close(k.layer_norm(x, gamma, beta, eps=eps), want)
+
+
+@pytest.mark.parametrize("k", KERNELS, ids=IDS)
+@pytest.mark.parametrize("shape,groups,eps", [((2, 6, 5, 7), 1, 1e-5), ((2, 6, 5, 7), 3, 1e-3),
+                                              ((2, 6, 5, 7), 6, 1e-5), ((3, 8, 11), 4, 1e-5), ((1, 4, 1, 1), 2, 1e-5)])
+def test_group_norm(k, shape, groups, eps):
+    rng = np.random.default_rng(1)
+    x = _rand(rng, *shape, scale=2, offset=-3)
+    c = shape[1]
+    gamma, beta = _rand(rng, c), _rand(rng, c)
+    want = F.group_norm(_t(x), groups, _t(gamma), _t(beta), eps)
+    _close(k.group_norm(x, gamma, beta, groups=groups, eps=eps), want)
+
+
+@pytest.mark.parametrize("k", KERNELS, ids=IDS)
+def test_layer_scale_and_clip(k):
+    rng = np.random.default_rng(2)
+    x = _rand(rng, 2, 5, 3, 4, scale=4)
+    s = _rand(rng, 5)
+    _close(k.layer_scale(x, s), _t(x) * _t(s).reshape(1, -1, 1, 1))
+    _close(k.layer_scale(x[:, :, 0, 0].copy(), s), _t(x[:, :, 0, 0]) * _t(s))
+    _close(k.clip(x, min=-1.5, max=2.25), torch.clamp(_t(x), -1.5, 2.25))
+
+
+@pytest.mark.parametrize("k", KERNELS, ids=IDS)
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (7, 7), (10, 13), (5, 20)])
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_adaptive_pools(k, size, mode):
+    x = _rand(np.random.default_rng(3), 2, 3, 10, 13)
+    pool = F.adaptive_avg_pool2d if mode == "avg" else F.adaptive_max_pool2d
+    _close(k.adaptive_pool(x, size=size, mode=mode), pool(_t(x), size))
+
+
+@pytest.mark.parametrize("k", KERNELS, ids=IDS)
+@pytest.mark.parametrize("groups", [1, 2, 3, 6])
+def test_channel_shuffle(k, groups):
+    x = _rand(np.random.default_rng(4), 2, 6, 3, 5)
+    want = torch.nn.ChannelShuffle(groups)(_t(x))
+    _close(k.channel_shuffle(x, groups=groups), want, rtol=0)
+
+
+@pytest.mark.parametrize("k", KERNELS, ids=IDS)
+@pytest.mark.parametrize("factor,channels", [(1, 3), (2, 8), (3, 18)])
+def test_pixel_shuffle(k, factor, channels):
+    x = _rand(np.random.default_rng(5), 2, channels, 4, 3)
+    _close(k.pixel_shuffle(x, factor=factor), F.pixel_shuffle(_t(x), factor), rtol=0)
+
+
+NET = """
+input x: [N, 12, 10, 10]
+y = x |> conv(16, 3x3, pad=1) as c1 |> layer_norm(eps=1e-6) as ln |> gelu
+    |> group_norm(4) as gn |> relu |> instance_norm as inorm
+    |> layer_scale as ls |> clip(-2, 3) |> channel_shuffle(4)
+output up = y |> pixel_shuffle(2)
+output pooled = y |> adaptive_avgpool((3, 4)) |> flatten |> dense(5) as fc
+output peak = y |> adaptive_maxpool(4)
+"""
+
+
+def _twin(p: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    t = F.conv2d(x, p["c1.weight"], p["c1.bias"], padding=1)
+    t = F.layer_norm(t.movedim(1, -1), (16,), p["ln.gamma"], p["ln.beta"], 1e-6).movedim(-1, 1)
+    t = F.relu(F.group_norm(F.gelu(t), 4, p["gn.gamma"], p["gn.beta"], 1e-5))
+    t = F.group_norm(t, 16, p["inorm.gamma"], p["inorm.beta"], 1e-5)
+    t = torch.clamp(t * p["ls.scale"].reshape(1, -1, 1, 1), -2, 3)
+    y = torch.nn.ChannelShuffle(4)(t)
+    pooled = torch.flatten(F.adaptive_avg_pool2d(y, (3, 4)), 1) @ p["fc.weight"].T + p["fc.bias"]
+    return {"up": F.pixel_shuffle(y, 2), "pooled": pooled, "peak": F.adaptive_max_pool2d(y, 4)}
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_a_network_of_the_new_ops_matches_pytorch(level):
+    net = cnnc.compile(NET, optimize=level)
+    rng = np.random.default_rng(6)
+    for name, value in net.params.items():
+        net.params[name] = _rand(rng, *value.shape, scale=0.5, offset=1.0 if name.endswith((".gamma", ".scale")) else 0.0)
+    x = _rand(rng, 3, 12, 10, 10)
+    want = _twin({k: _t(v) for k, v in net.params.items()}, _t(x))
+    got = net.run(x=x)
+    for name, value in want.items():
+        _close(got[name], value, rtol=1e-4)
+    assert net.graph.op("inorm") == Op.GROUP_NORM and net.graph.attrs("inorm").groups == 16
+
+
+@pytest.mark.parametrize("text,message", [
+    ("group_norm(5)", "groups=5 must divide the channels (12)"),
+    ("clip(3, -2)", "min (3.0) must not exceed max (-2.0)"),
+    ("pixel_shuffle(2)", "multiple of factor² (4)"),  # 12 channels: fine; see the 10-channel case below
+    ("channel_shuffle(5)", "groups=5 must divide the channels (12)"),
+])
+def test_bad_arguments_name_the_line(text, message):
+    source = f"input x: [1, 12, 6, 6]\noutput y = x |> {text}\n"
+    if text.startswith("pixel_shuffle"):
+        source = source.replace("12", "10")
+        message = message.replace("(12)", "(10)")
+    with pytest.raises(CnncError) as caught:
+        cnnc.compile(source)
+    assert message in str(caught.value) and ":2:" in str(caught.value)
