@@ -193,7 +193,7 @@ LAUNCHES = {
     "softmax": set(), "depthwise_pool": set(), "add": set(), "mul": set(), "concat": set(), "crop": set(),
     "slice_axis": set(), "flatten": set(), "reshape": set(),
     "layer_norm": set(), "group_norm": set(), "layer_scale": set(), "clip": set(), "adaptive_pool": set(),
-    "channel_shuffle": set(), "pixel_shuffle": set(),
+    "channel_shuffle": set(), "pixel_shuffle": set(), "sub": set(), "div": set(), "scalar_affine": set(),
 }
 
 

@@ -120,7 +120,8 @@ def test_a_network_of_the_new_ops_matches_pytorch(level):
     net = cnnc.compile(NET, optimize=level)
     rng = np.random.default_rng(6)
     for name, value in net.params.items():
-        net.params[name] = _rand(rng, *value.shape, scale=0.5, offset=1.0 if name.endswith((".gamma", ".scale")) else 0.0)
+        offset = 1.0 if name.endswith((".gamma", ".scale")) else 0.0
+        net.params[name] = _rand(rng, *value.shape, scale=0.5, offset=offset)
     x = _rand(rng, 3, 12, 10, 10)
     want = _twin({k: _t(v) for k, v in net.params.items()}, _t(x))
     got = net.run(x=x)
@@ -142,4 +143,39 @@ def test_bad_arguments_name_the_line(text, message):
         message = message.replace("(12)", "(10)")
     with pytest.raises(CnncError) as caught:
         cnnc.compile(source)
+    assert message in str(caught.value) and ":2:" in str(caught.value)
+
+
+ARITHMETIC = """
+input x: [N, 4, 5, 5]
+a = x |> conv(4, 3x3, pad=1) as c
+hs = a * (a + 3 |> relu6) / 6
+output y = (hs - x) / (x * x + 1) - 0.5 * a + -x + (2 - a)
+"""
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_tensor_and_number_arithmetic(level):
+    net = cnnc.compile(ARITHMETIC, optimize=level)
+    rng = np.random.default_rng(7)
+    x = _rand(rng, 2, 4, 5, 5)
+    p = {k: _t(v) for k, v in net.params.items()}
+    xt = _t(x)
+    a = F.conv2d(xt, p["c.weight"], p["c.bias"], padding=1)
+    hs = F.hardswish(a)
+    want = (hs - xt) / (xt * xt + 1) - 0.5 * a - xt + (2 - a)
+    _close(net(x), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("expression,message", [
+    ("2 / x", "a number cannot be divided by a tensor"),
+    ("x / 0", "division of a tensor by zero"),
+    ("x ** 2", "'**' cannot combine"),
+    ("x + 1e39", "too large to combine with a tensor"),
+    ("x / 1e-39", "too large to combine with a tensor"),  # its reciprocal, the scale, is
+    ("x * true", "'*' cannot combine"),
+])
+def test_arithmetic_errors_name_the_line(expression, message):
+    with pytest.raises(CnncError) as caught:
+        cnnc.compile(f"input x: [1, 2, 3, 3]\noutput y = {expression}\n")
     assert message in str(caught.value) and ":2:" in str(caught.value)

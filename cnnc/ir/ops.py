@@ -61,6 +61,8 @@ class Op(str, Enum):
     ADAPTIVE_POOL = "adaptive_pool"
     ADD = "add"
     MUL = "mul"
+    SUB = "sub"
+    DIV = "div"
     CONCAT = "concat"
     UPSAMPLE = "upsample"
     PAD = "pad"
@@ -74,6 +76,7 @@ class Op(str, Enum):
     # Produced by optimization passes only (no surface syntax):
     CHANNEL_AFFINE = "channel_affine"
     REDUCE = "reduce"
+    SCALAR_AFFINE = "scalar_affine"  # x·scale + shift with numbers: `x * 0.5`, `x + 3`, `-x`
     WINOGRAD_CONV = "winograd_conv"  # a 3x3 stride-1 conv computed by Winograd F(4x4, 3x3)
 
     def __str__(self) -> str:
@@ -290,6 +293,12 @@ class NormAttrs:
 
     eps: float
     groups: int = 0
+
+
+@dataclass(frozen=True)
+class ScalarAffineAttrs:
+    scale: float
+    shift: float
 
 
 @dataclass(frozen=True)
@@ -839,6 +848,17 @@ _ELEMENTWISE = {
         NoAttrs, lambda a, s: broadcast(s[0], s[1], "*"), Output.FRESH,
         (Surface("mul", "elementwise product with broadcasting (also `a * b`)", inputs=2),),
         "mul", min_inputs=2, max_inputs=2, in_place=True, rank=Rank.RANK_FREE),
+    Op.SUB: OpRecord(
+        NoAttrs, lambda a, s: broadcast(s[0], s[1], "-"), Output.FRESH,
+        (Surface("sub", "elementwise difference with broadcasting (also `a - b`)", inputs=2),),
+        "sub", min_inputs=2, max_inputs=2, in_place=True, rank=Rank.RANK_FREE),
+    Op.DIV: OpRecord(
+        NoAttrs, lambda a, s: broadcast(s[0], s[1], "/"), Output.FRESH,
+        (Surface("div", "elementwise quotient with broadcasting (also `a / b`)", inputs=2),),
+        "div", min_inputs=2, max_inputs=2, in_place=True, rank=Rank.RANK_FREE),
+    Op.SCALAR_AFFINE: OpRecord(
+        ScalarAffineAttrs, _same, Output.FRESH, (), "scalar_affine", ("scale", "shift"), in_place=True,
+        rank=Rank.POINTWISE, identity=lambda a, s, out: a.scale == 1 and a.shift == 0),
 }
 
 

@@ -1100,6 +1100,26 @@ def add(a, b, out=None):
     return cp.add(a, b, out=out)
 
 
+def sub(a, b, out=None):
+    """Elementwise difference with broadcasting; `out` may be `a` when nothing broadcasts."""
+    return cp.subtract(a, b, out=out)
+
+
+def div(a, b, out=None):
+    """Elementwise quotient with broadcasting; `out` may be `a` when nothing broadcasts."""
+    return cp.divide(a, b, out=out)
+
+
+def scalar_affine(x, *, scale: float, shift: float, out=None):
+    """x·scale + shift with two numbers; `out` may be `x`."""
+    x = _f32(x)
+    y = _output(out, x.shape)
+    cp.multiply(x, np.float32(scale), out=y)
+    if shift:
+        cp.add(y, np.float32(shift), out=y)
+    return y
+
+
 def mul(a, b, out=None):
     """Elementwise product with broadcasting; `out` may be `a` when nothing broadcasts."""
     return cp.multiply(a, b, out=out)

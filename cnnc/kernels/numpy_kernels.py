@@ -764,6 +764,24 @@ def add(a: np.ndarray, b: np.ndarray, out=None) -> np.ndarray:
     return np.add(a, b, out=out)
 
 
+def sub(a: np.ndarray, b: np.ndarray, out=None) -> np.ndarray:
+    """a − b with broadcasting; ``out`` may be ``a``."""
+    return np.subtract(a, b, out=out, dtype=np.float32)
+
+
+def div(a: np.ndarray, b: np.ndarray, out=None) -> np.ndarray:
+    """a / b with broadcasting (IEEE: x/0 is ±inf or nan); ``out`` may be ``a``."""
+    return np.divide(a, b, out=out, dtype=np.float32)
+
+
+def scalar_affine(x: np.ndarray, *, scale: float, shift: float, out=None) -> np.ndarray:
+    """x·scale + shift with two numbers (`x * 0.5`, `x + 3`, `-x` in a .cnn file); ``out`` may be ``x``."""
+    y = np.multiply(x, np.float32(scale), out=out, dtype=np.float32)
+    if shift:
+        y += np.float32(shift)
+    return y
+
+
 def mul(a: np.ndarray, b: np.ndarray, out=None) -> np.ndarray:
     """Elementwise product with NumPy broadcasting; ``out`` may be ``a`` when nothing broadcasts."""
     return np.multiply(a, b, out=out)

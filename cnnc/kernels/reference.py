@@ -353,6 +353,22 @@ def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _out(_f64(a) + _f64(b))
 
 
+def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a − b with NumPy broadcasting."""
+    return _out(_f64(a) - _f64(b))
+
+
+def div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b with NumPy broadcasting (IEEE division)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _out(_f64(a) / _f64(b))
+
+
+def scalar_affine(x: np.ndarray, *, scale: float, shift: float) -> np.ndarray:
+    """x·scale + shift."""
+    return _out(_f64(x) * scale + shift)
+
+
 def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a · b with NumPy broadcasting."""
     return _out(_f64(a) * _f64(b))

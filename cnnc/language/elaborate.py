@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncTypeError
 from ..ir.graph import Graph
 from ..ir.input_shape import override_input_shape, shown
-from ..ir.ops import NoAttrs, Op, infer_shape, param_specs
+from ..ir.ops import NoAttrs, Op, ScalarAffineAttrs, infer_shape, param_specs
 from ..ir.shapes import ShapeRuleError
 from ..limits import MAX_BLOCK_CALLS, MAX_BLOCK_DEPTH, MAX_LAYERS, MAX_REPEAT, MAX_TENSOR_ELEMENTS
 from ..source import SourceFile, Span
@@ -29,6 +29,9 @@ from .scope import Namer
 from .values import Block, Symbol, Tensor, describe
 
 Env = dict[str, object]
+
+
+_TENSOR_OPS = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}  # tensor op tensor
 
 
 class Elaborator:
@@ -201,6 +204,8 @@ class Elaborator:
 
     def _eval_Unary(self, node: t.Unary, env: Env) -> object:
         value = self._value(node.operand, env)
+        if isinstance(value, Tensor) and node.op == "-":
+            return self._scalar_affine(value, -1.0, 0.0, node.span)
         try:
             return builtins.unary(node.op, value)
         except ArgError as error:
@@ -226,12 +231,47 @@ class Elaborator:
             raise CnncTypeError(str(error), node.span) from None
 
     def _tensor_binary(self, node: t.Binary, left: object, right: object) -> Tensor:
-        ops = {"+": Op.ADD, "*": Op.MUL}
-        if node.op not in ops or not (isinstance(left, Tensor) and isinstance(right, Tensor)):
-            raise CnncTypeError(f"'{node.op}' cannot combine {describe(left)} and {describe(right)}; "
-                                "tensors support + and * with another tensor", node.span)
-        with self.layer("add" if node.op == "+" else "mul", None, node.span):
-            return self.emit(ops[node.op], NoAttrs(), [left, right])
+        """`+ - * /` between two tensors (elementwise ops with broadcasting), or between a tensor
+        and a number (one scalar_affine node: x·scale + shift)."""
+        if isinstance(left, Tensor) and isinstance(right, Tensor) and node.op in _TENSOR_OPS:
+            op = _TENSOR_OPS[node.op]
+            with self.layer(op.value, None, node.span):
+                return self.emit(op, NoAttrs(), [left, right])
+        number = right if isinstance(left, Tensor) else left
+        if node.op in _TENSOR_OPS and isinstance(number, (int, float)) and not isinstance(number, bool):
+            value = self._finite(number, node)
+            tensor = left if isinstance(left, Tensor) else right
+            assert isinstance(tensor, Tensor)
+            if node.op == "/" and tensor is right:
+                raise CnncTypeError("a number cannot be divided by a tensor; write the reciprocal "
+                                    "with another op", node.span)
+            if node.op == "/" and value == 0:
+                raise CnncTypeError("division of a tensor by zero", node.span)
+            if node.op == "+":
+                scale, shift = 1.0, value
+            elif node.op == "*":
+                scale, shift = value, 0.0
+            elif node.op == "/":
+                scale, shift = self._finite(1.0 / value, node), 0.0
+            else:  # "-": x − n, or n − x
+                scale, shift = (1.0, -value) if tensor is left else (-1.0, value)
+            return self._scalar_affine(tensor, scale, shift, node.span)
+        raise CnncTypeError(f"'{node.op}' cannot combine {describe(left)} and {describe(right)}; "
+                            "tensors support + - * / with a tensor or a number", node.span)
+
+    @staticmethod
+    def _finite(number: int | float, node: t.Binary) -> float:
+        try:
+            value = float(number)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value) or abs(value) > 3.4e38:  # float32's range
+            raise CnncTypeError(f"{describe(number)} is too large to combine with a tensor (float32)", node.span)
+        return value
+
+    def _scalar_affine(self, x: Tensor, scale: float, shift: float, span: Span) -> Tensor:
+        with self.layer("scale", None, span):
+            return self.emit(Op.SCALAR_AFFINE, ScalarAffineAttrs(scale, shift), [x])
 
     def _eval_Index(self, node: t.Index, env: Env) -> object:
         target, index = self._value(node.target, env), self._value(node.index, env)
