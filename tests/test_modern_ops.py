@@ -179,3 +179,50 @@ def test_arithmetic_errors_name_the_line(expression, message):
     with pytest.raises(CnncError) as caught:
         cnnc.compile(f"input x: [1, 2, 3, 3]\noutput y = {expression}\n")
     assert message in str(caught.value) and ":2:" in str(caught.value)
+
+
+EXPORTED = """
+input x: [N, 12, 8, 8]
+a = x |> conv(16, 3x3, pad=1) as c1 |> layer_norm(eps=1e-6) as ln |> group_norm(4) as gn
+    |> instance_norm as inorm |> layer_scale as ls |> clip(-2, 3) |> channel_shuffle(4)
+b = (a - (x |> conv(16, 1x1) as c2)) / (a * a + 1) * 0.5 - 1
+output up = b |> pixel_shuffle(2)
+output pooled = b |> adaptive_avgpool(4) |> adaptive_maxpool(1) |> flatten |> dense(6) as fc |> layer_norm as ln2
+"""
+
+
+def test_the_new_ops_export_to_onnx_and_match_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    net = cnnc.compile(EXPORTED)
+    rng = np.random.default_rng(8)
+    for name, value in net.params.items():
+        offset = 1.0 if name.endswith((".gamma", ".scale")) else 0.0
+        net.params[name] = _rand(rng, *value.shape, scale=0.5, offset=offset)
+    model = cnnc.export_onnx(net)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = _rand(rng, 2, 12, 8, 8)
+    got = net.run(x=x)
+    for name, want in zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})):
+        assert np.abs(got[name] - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), name
+
+
+def test_adaptive_pooling_with_unequal_bins_is_refused_by_export():
+    net = cnnc.compile("input x: [1, 3, 10, 10]\noutput y = x |> adaptive_avgpool(3)\n")
+    with pytest.raises(CnncError, match="bins of different sizes"):
+        cnnc.export_onnx(net)
+
+
+def test_the_exported_network_imports_back_and_matches():
+    net = cnnc.compile(EXPORTED)
+    rng = np.random.default_rng(9)
+    for name, value in net.params.items():
+        offset = 1.0 if name.endswith((".gamma", ".scale")) else 0.0
+        net.params[name] = _rand(rng, *value.shape, scale=0.5, offset=offset)
+    imported = cnnc.import_onnx(cnnc.export_onnx(net).SerializeToString())
+    text, params = imported
+    assert "layer_norm" in text and "instance_norm" in text and "pixel_shuffle" in text and "clip(" in text
+    back = cnnc.compile(text, params=params)
+    x = _rand(rng, 2, 12, 8, 8)
+    want, got = net.run(x=x), back.run(x=x)
+    for name in want:
+        assert np.abs(got[name] - want[name]).max() <= 1e-4 * max(1.0, np.abs(want[name]).max()), name

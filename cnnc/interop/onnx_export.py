@@ -256,6 +256,89 @@ class Exporter:
         axes = self.constant(f"{node}:axes", np.array([2, 3], np.int64))
         self.add("Slice", [inputs[0], starts, ends, axes], node, self.value(node))
 
+    def _per_channel(self, node: str, role: str) -> str | None:
+        """A per-channel parameter shaped to broadcast against the node's input ([C, 1, 1] for 4-D)."""
+        rank = len(self.graph.shape(self.graph.inputs_of(node)[0]))
+        c = self.graph.shape(node)[1]
+        return self.param(node, role, reshape=(c,) + (1,) * (rank - 2))
+
+    def layer_norm(self, node: str, a: o.NormAttrs, inputs: list[str]) -> None:
+        """ONNX's LayerNormalization normalizes the trailing axes: channels-last around it."""
+        rank = len(self.graph.shape(self.graph.inputs_of(node)[0]))
+        gamma, beta = self.param(node, "gamma"), self.param(node, "beta")
+        if rank == 2:
+            self.add("LayerNormalization", [inputs[0], gamma, beta], node, self.value(node), axis=-1,
+                     epsilon=float(a.eps))
+            return
+        last = [0, *range(2, rank), 1]
+        first = [0, rank - 1, *range(1, rank - 1)]
+        moved, normed = self.fresh(f"{node}:channels_last"), self.fresh(f"{node}:normalized")
+        self.add("Transpose", inputs, moved, moved, perm=last)
+        self.add("LayerNormalization", [moved, gamma, beta], self.fresh(f"{node}:layer_norm"), normed, axis=-1,
+                 epsilon=float(a.eps))
+        self.add("Transpose", [normed], node, self.value(node), perm=first)
+
+    def group_norm(self, node: str, a: o.NormAttrs, inputs: list[str]) -> None:
+        """[N, G, rest] InstanceNormalization (unit scale), back to the input's shape, then γ, β per
+        channel: exact, and valid in every opset (GroupNormalization's scale changed meaning in 21)."""
+        shape = self.graph.shape(self.graph.inputs_of(node)[0])
+        grouped, normed, restored, scaled = (self.fresh(f"{node}:{w}") for w in ("groups", "normalized",
+                                                                                 "restored", "scaled"))
+        self.add("Reshape", [inputs[0], self.constant(f"{node}:group_shape", np.array([0, a.groups, -1], np.int64))],
+                 self.fresh(f"{node}:reshape"), grouped)
+        self.add("InstanceNormalization", [grouped, self.constant(f"{node}:ones", np.ones(a.groups, np.float32)),
+                                           self.constant(f"{node}:zeros", np.zeros(a.groups, np.float32))],
+                 self.fresh(f"{node}:instance_norm"), normed, epsilon=float(a.eps))
+        self.add("Reshape", [normed, self.constant(f"{node}:shape", np.array([0, *shape[1:]], np.int64))],
+                 self.fresh(f"{node}:reshape_back"), restored)
+        self.add("Mul", [restored, self._per_channel(node, "gamma")], self.fresh(f"{node}:gamma"), scaled)
+        self.add("Add", [scaled, self._per_channel(node, "beta")], node, self.value(node))
+
+    def layer_scale(self, node: str, a: object, inputs: list[str]) -> None:
+        self.add("Mul", [inputs[0], self._per_channel(node, "scale")], node, self.value(node))
+
+    def clip(self, node: str, a: o.ClipAttrs, inputs: list[str]) -> None:
+        low = self.constant(f"{node}:min", np.array(a.min, np.float32))
+        high = self.constant(f"{node}:max", np.array(a.max, np.float32))
+        self.add("Clip", [inputs[0], low, high], node, self.value(node))
+
+    def scalar_affine(self, node: str, a: o.ScalarAffineAttrs, inputs: list[str]) -> None:
+        scale = self.constant(f"{node}:scale", np.array(a.scale, np.float32))
+        if not a.shift:
+            self.add("Mul", [inputs[0], scale], node, self.value(node))
+            return
+        scaled = self.fresh(f"{node}:scaled")
+        self.add("Mul", [inputs[0], scale], scaled, scaled)
+        self.add("Add", [scaled, self.constant(f"{node}:shift", np.array(a.shift, np.float32))], node,
+                 self.value(node))
+
+    def adaptive_pool(self, node: str, a: o.AdaptivePoolAttrs, inputs: list[str]) -> None:
+        """ONNX has no adaptive pooling: bins of equal size are a plain pool, (1, 1) a global one."""
+        _, _, h, w = self.graph.shape(self.graph.inputs_of(node)[0])
+        ho, wo = a.size
+        if (ho, wo) == (1, 1):
+            self.add("GlobalMaxPool" if a.mode == "max" else "GlobalAveragePool", inputs, node, self.value(node))
+        elif h % ho == 0 and w % wo == 0:
+            kernel = [h // ho, w // wo]
+            self.add("MaxPool" if a.mode == "max" else "AveragePool", inputs, node, self.value(node),
+                     kernel_shape=kernel, strides=kernel)
+        else:
+            raise CnncError(f"adaptive pooling of {h}x{w} to {ho}x{wo} has bins of different sizes, which no ONNX "
+                            "op computes; only sizes that divide the input export", where=f"layer '{node}'")
+
+    def channel_shuffle(self, node: str, a: o.ChannelShuffleAttrs, inputs: list[str]) -> None:
+        _, c, h, w = self.graph.shape(self.graph.inputs_of(node)[0])
+        split, swapped = self.fresh(f"{node}:split"), self.fresh(f"{node}:swapped")
+        self.add("Reshape", [inputs[0], self.constant(f"{node}:split_shape",
+                                                      np.array([0, a.groups, c // a.groups, h, w], np.int64))],
+                 self.fresh(f"{node}:reshape"), split)
+        self.add("Transpose", [split], self.fresh(f"{node}:transpose"), swapped, perm=[0, 2, 1, 3, 4])
+        self.add("Reshape", [swapped, self.constant(f"{node}:shape", np.array([0, c, h, w], np.int64))], node,
+                 self.value(node))
+
+    def pixel_shuffle(self, node: str, a: o.PixelShuffleAttrs, inputs: list[str]) -> None:
+        self.add("DepthToSpace", inputs, node, self.value(node), blocksize=a.factor, mode="CRD")
+
 
 # An op's exporter: (exporter, IR node name, the node's attrs, its input value names).
 Handler = Callable[[Exporter, str, Any, list[str]], None]
@@ -295,6 +378,16 @@ _HANDLERS: dict[Op, Handler] = {
     Op.DEPTHWISE_POOL: Exporter.depthwise_pool,
     Op.ADD: _simple("Add"),
     Op.MUL: _simple("Mul"),
+    Op.SUB: _simple("Sub"),
+    Op.DIV: _simple("Div"),
+    Op.SCALAR_AFFINE: Exporter.scalar_affine,
+    Op.LAYER_NORM: Exporter.layer_norm,
+    Op.GROUP_NORM: Exporter.group_norm,
+    Op.LAYER_SCALE: Exporter.layer_scale,
+    Op.CLIP: Exporter.clip,
+    Op.ADAPTIVE_POOL: Exporter.adaptive_pool,
+    Op.CHANNEL_SHUFFLE: Exporter.channel_shuffle,
+    Op.PIXEL_SHUFFLE: Exporter.pixel_shuffle,
     Op.CONCAT: Exporter.concat,
     Op.UPSAMPLE: Exporter.upsample,
     Op.PAD: Exporter.pad,

@@ -1,21 +1,28 @@
 """Import an ONNX model as a readable `.cnn` program and its parameters.
 
-    text, params = cnnc.import_onnx("model.onnx")        # or an onnx.ModelProto
+    model = cnnc.import_onnx("model.onnx")               # or bytes, or an onnx.ModelProto
+    logits = model(image)                                # model.network, compiled on first use
+    text, params = model                                 # it is the pair (text, params)
     net = cnnc.compile(text, params=params)
 
-The program has one statement per ONNX node, in the model's order:
+Constant subgraphs are folded first (`onnx_fold`: shape arithmetic, reshaped or shared weights,
+Constant nodes); the program then has one statement per ONNX node that is left, in the model's
+order:
 
     conv1_out = image |> conv(64, 7x7, stride=2, pad=3, bias=false) as conv1   # Conv 'conv1'
 
-Names from the model (tensor names become variables, node names become layer names after `as`)
-are turned into identifiers by `Names`: only [A-Za-z0-9_], never a keyword of the cnn language or
-of Python, an op or a built-in function, and distinct from each other. Parameters are named
-`<layer>.<role>` exactly as the program's layers name them, so the returned dict loads into
-`cnnc.compile(text, params=params)` as it is.
+Names from the model are kept where they are legal `.cnn` layer names: a layer whose parameters
+have PyTorch's names (`layer1.0.conv1.weight`) is named after them (`layer1.0.conv1`), so a state
+dict of the source model loads; PyTorch's node scopes (`/layer1/layer1.0/conv1/Conv`) become the
+module path. Any other name is turned into an identifier by `Names`: only [A-Za-z0-9_], never a
+keyword of the cnn language or of Python, an op or a built-in function, and distinct from each
+other. Parameters are named `<layer>.<role>` exactly as the program's layers name them, so the
+returned dict loads into `cnnc.compile(text, params=params)` as it is.
 
-The model is only read. Nothing in it is evaluated or executed: attribute values are checked
-numbers and words, tensors become NumPy arrays, and names and other text from the model enter
-the program only as sanitized identifiers or inside `#` comments (made one printable line).
+The model is only read. Nothing in it is executed: constant folding computes a fixed list of ONNX
+ops with NumPy, attribute values are checked numbers and words, tensors become NumPy arrays, and
+names and other text from the model enter the program only as sanitized identifiers, checked
+dotted layer names or inside `#` comments (made one printable line).
 
 Every ONNX feature that cnnc cannot represent exactly is a `CnncError` naming the op type and
 the node (`ONNX node 'pool1' (MaxPool): ...`); nothing is approximated silently. The op mapping
@@ -42,6 +49,7 @@ from ..language import builtins as language_builtins
 from ..language.layers import LAYER_OPS, same_pads
 from ..names import unique
 from ..source import safe_comment
+from .onnx_fold import FOLDERS, fold, node_where
 
 # Words an identifier must never be: the cnn language's keywords, Python's (the generated code
 # is Python), ops and built-in functions (legal, but confusing), and the batch symbol.
@@ -51,6 +59,25 @@ RESERVED = (CNN_KEYWORDS | frozenset(keyword.kwlist) | frozenset(keyword.softkwl
 MAX_IDENTIFIER = 80
 BATCH_SYMBOL = "N"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+MAX_LAYER_NAME = 200
+_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+", flags=re.ASCII)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", flags=re.ASCII)
+
+
+def dotted_layer_name(name: str) -> bool:
+    """Whether `name` is a dotted .cnn layer name the importer keeps as it is (`layer1.0.conv1`):
+    two or more parts, each an identifier or digits, none a keyword of the cnn language."""
+    parts = name.split(".")
+    return (len(parts) >= 2 and len(name) <= MAX_LAYER_NAME
+            and all(_PART.fullmatch(p) and p not in CNN_KEYWORDS for p in parts))
+
+
+def render_layer(name: str) -> str:
+    """A layer name as `as` writes it: the name itself (`layer1.0.conv1`; the grammar reads a
+    number directly followed by `.` and a letter as a name part, not a float)."""
+    return name
 
 
 class Names:
@@ -71,18 +98,85 @@ class Names:
     def reserve(self, name: str) -> None:
         self._taken.add(name)
 
+    def claim(self, name: str) -> bool:
+        """Take exactly `name` if it is free and a layer name kept as it is: a dotted name, or an
+        identifier that is not a keyword of the cnn language (an op's name, `conv`, is a legal
+        layer name)."""
+        legal = dotted_layer_name(name) or (_IDENTIFIER.fullmatch(name) is not None and len(name) <= MAX_IDENTIFIER
+                                            and name not in CNN_KEYWORDS)
+        if not legal or name in self._taken:
+            return False
+        self._taken.add(name)
+        return True
+
+    def take_layer(self, candidates: Sequence[str]) -> str:
+        """The first free dotted candidate, else the last one numbered (`..._2`), else (and for a
+        plain name) the first one made an identifier by `take`."""
+        first = candidates[0]
+        if dotted_layer_name(first):
+            for candidate in candidates:
+                if dotted_layer_name(candidate) and candidate not in self._taken:
+                    self._taken.add(candidate)
+                    return candidate
+            last = candidates[-1]
+            if dotted_layer_name(last) and not last.rpartition(".")[2].isdigit():
+                numbered = unique(last, self._taken)
+                if dotted_layer_name(numbered):
+                    self._taken.add(numbered)
+                    return numbered
+        return self.take(first, "layer")
+
+
+def torch_path(scopes: Sequence[str]) -> list[str]:
+    """PyTorch's scope names as a module path: the exporter names a child scope either by its own
+    name (`conv1`) or by its parent's name and its own (`layer1.0` inside `layer1`), so
+    `/layer1/layer1.0/conv1` is the module `layer1.0.conv1` and `/features/features.0/features.0.0`
+    is `features.0.0`."""
+    parts: list[str] = []
+    previous = None
+    for scope in scopes:
+        if previous is not None and scope.startswith(previous + "."):
+            parts.extend(scope[len(previous) + 1:].split("."))
+        else:
+            parts.extend(scope.split("."))
+        previous = scope
+    return parts
+
+
+def layer_candidates(name: str, op_type: str) -> list[str]:
+    """Layer names for a node, best first. PyTorch names nodes `/<scopes>/<OpType>[_k]`: the
+    module path (`layer1.0.conv1`), then the path and the op (`layer1.0.Relu_1`) for a second op
+    of the same module; any other name as it is (made an identifier unless it is a dotted name)."""
+    scopes = name[1:].split("/")
+    if name.startswith("/") and len(scopes) >= 2 and all(scopes) and \
+            re.fullmatch(re.escape(op_type) + r"(_\d+)?", scopes[-1]):
+        path = ".".join(torch_path(scopes[:-1]))
+        return [path, f"{path}.{scopes[-1]}"]
+    return [name]
+
 
 def readable_layer(name: str, op_type: str) -> str:
-    """PyTorch names nodes `/<module path>/<OpType>[_k]`: the module path alone reads better."""
-    parts = name.split("/")
-    if name.startswith("/") and len(parts) > 2 and re.fullmatch(re.escape(op_type) + r"(_\d+)?", parts[-1]):
-        return "/".join(parts[:-1])
-    return name
+    """The preferred layer name of a node (see `layer_candidates`)."""
+    return layer_candidates(name, op_type)[0]
 
 
 def readable_tensor(name: str) -> str:
-    """PyTorch names tensors `/<module path>/<OpType>_output_0`: drop the suffix."""
-    return name[:-len("_output_0")] if name.startswith("/") and name.endswith("_output_0") else name
+    """PyTorch names tensors `/<scopes>/<OpType>_output_0`: the module path and the op
+    (`/layer1/layer1.0/conv1/Conv_output_0` → `layer1_0_conv1_Conv` once made an identifier)."""
+    if not (name.startswith("/") and name.endswith("_output_0")):
+        return name
+    scopes = name[1:-len("_output_0")].split("/")
+    if not all(scopes):
+        return name[:-len("_output_0")]
+    return "_".join([*torch_path(scopes[:-1]), scopes[-1]])
+
+
+def with_suffix(name: str, suffix: str) -> str:
+    """`name` + `suffix` for an extra layer of a node; a dotted name ending in a number gets the
+    suffix as one more part (`features.3.pad`), which keeps it a legal name."""
+    if suffix and dotted_layer_name(name) and name.rpartition(".")[2].isdigit():
+        return f"{name}.{suffix.lstrip('_')}"
+    return name + suffix
 
 
 @dataclass(frozen=True)
@@ -161,7 +255,10 @@ class Importer:
         self.vars = Names()
         self.layers = Names()
         self.tensors: dict[str, Value] = {}
-        self.consts: dict[str, np.ndarray] = {}
+        self.consts: dict[str, np.ndarray] = {}  # initializers and folded values (floats as float32)
+        self.nodes: dict[int, Any] = {}  # the nodes left after folding, by index in the model
+        self.folded_shapes: dict[str, tuple[int, ...]] = {}  # shapes that folded Shape nodes read
+        self.param_layers: dict[int, str] = {}  # layer names taken from parameter names, by node index
         self.lines: list[str] = []
         self.params: dict[str, np.ndarray] = {}
         self.done: set[int] = set()  # nodes already imported as part of an earlier pattern
@@ -172,10 +269,7 @@ class Importer:
 
     # ---- errors -------------------------------------------------------------------------------
     def _where(self, node: Any = None, index: int | None = None) -> str:
-        node = node if node is not None else self.node
-        index = self.node_index if index is None else index
-        label = repr(node.name) if node.name else f"#{index} (unnamed)"
-        return f"ONNX node {label} ({safe_comment(node.op_type)[:60]})"
+        return node_where(node if node is not None else self.node, self.node_index if index is None else index)
 
     def fail(self, message: str) -> NoReturn:
         raise _Fail(message)
@@ -185,28 +279,23 @@ class Importer:
         graph = self.graph
         if graph.sparse_initializer:
             raise CnncError("sparse initializers are not supported", where="ONNX model")
-        for init in graph.initializer:
-            self.consts[init.name] = self._array(init, f"initializer {init.name!r}")
-        for index, node in enumerate(graph.node):
+        folded = fold(self.model, self.input_shapes)
+        self.consts = {name: value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
+                       for name, value in folded.consts.items()}
+        self.nodes, self.folded_shapes = folded.nodes, folded.shapes
+        for index, node in self.nodes.items():
             for name in node.input:
                 if name:
                     self.consumers.setdefault(name, []).append(index)
-        for index, node in enumerate(graph.node):  # constants first: patterns look ahead at them
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-                self.node, self.node_index = node, index
-                try:
-                    self.constant()
-                except _Fail as error:
-                    raise CnncError(str(error), where=self._where()) from None
-                self.done.add(index)
         producer = " ".join(filter(None, [self.model.producer_name, self.model.producer_version]))
         self.lines.append(f"# Imported from ONNX by `cnnc import`: graph {safe_comment(repr(graph.name))[:100]}"
                           f"{f' from {safe_comment(producer)[:60]}' if producer else ''}, opset {self.opset}.")
         self.lines.append("# One statement per ONNX node; a layer's parameters are named <layer>.<role>.")
         self.lines.append("")
         self._inputs()
+        self._reserve_param_layers()
         self.lines.append("")
-        for index, node in enumerate(graph.node):
+        for index, node in self.nodes.items():
             if index in self.done:
                 continue
             self.node, self.node_index = node, index
@@ -220,6 +309,22 @@ class Importer:
         self._outputs()
         return "\n".join(self.lines) + "\n", self.params
 
+    def _reserve_param_layers(self) -> None:
+        """Layers whose parameters have PyTorch's names (`layer1.0.conv1.weight`) are named after
+        them (`layer1.0.conv1`), so a state dict of the source model loads into the program. The
+        names are reserved before any layer is named, first come first served."""
+        for index, node in self.nodes.items():
+            prefixes = set()
+            for i in PARAM_INPUTS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ():
+                if i < len(node.input) and node.input[i] in self.consts:
+                    prefix, _, leaf = node.input[i].rpartition(".")
+                    if leaf in PARAM_LEAVES and prefix:
+                        prefixes.add(prefix)
+            if len(prefixes) == 1:
+                prefix = prefixes.pop()
+                if self.layers.claim(prefix):
+                    self.param_layers[index] = prefix
+
     def _array(self, tensor: Any, what: str) -> np.ndarray:
         try:
             array = self.numpy_helper.to_array(tensor)
@@ -228,6 +333,16 @@ class Importer:
         if array.dtype.kind == "f":
             array = array.astype(np.float32, copy=False)
         return array
+
+    def _define(self, name: str, value: Value) -> None:
+        """`name` is computed as `value`; a shape that a folded Shape node read must be cnnc's."""
+        self.tensors[name] = value
+        folded = self.folded_shapes.get(name)
+        if folded is not None and (len(folded) != len(value.shape) or any(
+                isinstance(d, int) and d != f for d, f in zip(value.shape, folded))):
+            raise CnncError(f"ONNX's shape inference gives {name!r} the shape {list(folded)}, which a Shape node "
+                            f"was folded with, but cnnc computes {fmt(value.shape)}",
+                            where=self._where() if self.node is not None else f"ONNX tensor {name!r}")
 
     def _inputs(self) -> None:
         for value_info in self.graph.input:
@@ -265,7 +380,7 @@ class Importer:
                 raise CnncError("is a scalar; cnnc inputs are tensors", where=where)
             ident = self.vars.take(name, "input")
             self.layers.reserve(ident)  # the input's IR node is named after it
-            self.tensors[name] = Value(ident, tuple(dims), name)
+            self._define(name, Value(ident, tuple(dims), name))
             self.lines.append(f"input {ident}: [{', '.join(str(d) for d in dims)}]{self._comment(name, ident)}")
 
     def _outputs(self) -> None:
@@ -339,8 +454,8 @@ class Importer:
             return None
         name = self.node.input[i]
         if name not in self.consts:
-            self.fail(f"the {what} (input {i}, {name!r}) must be a constant (an initializer or a Constant "
-                      "node); cnnc fixes it when the program is compiled")
+            self.fail(f"the {what} (input {i}, {name!r}) must be a constant (an initializer, a Constant node or "
+                      "a value cnnc folds from constants); cnnc fixes it when the program is compiled")
         return self.consts[name]
 
     def ints(self, name: str, count: int, default: int) -> tuple[int, ...]:
@@ -388,8 +503,11 @@ class Importer:
         shape = infer_shape(op, attrs, shapes)
         specs = param_specs(op, attrs, shapes)
         node = self.node
-        layer = self.layers.take(readable_layer(node.name, node.op_type) + suffix if node.name else
-                                 f"{node.op_type.lower()}_{self.node_index}{suffix}", "layer")
+        layer = self.param_layers.pop(self.node_index, None) if not suffix else None
+        if layer is None:
+            candidates = layer_candidates(node.name, node.op_type) if node.name else \
+                [f"{node.op_type.lower()}_{self.node_index}"]
+            layer = self.layers.take_layer([with_suffix(c, suffix) for c in candidates])
         for role, spec in specs.items():
             array = np.ascontiguousarray((params or {}).get(role), dtype=np.float32)
             if array.shape != tuple(spec.shape):
@@ -400,14 +518,15 @@ class Importer:
         first, *rest = inputs
         call = _call(word, [*(v.var for v in rest), *positional], keywords)
         comment = f"{safe_comment(node.op_type)[:40]} {safe_comment(repr(node.name))[:100]}"
-        self.lines.append(f"{var} = {first.var} |> {call} as {layer}  # {comment}{f'; {note}' if note else ''}")
+        self.lines.append(f"{var} = {first.var} |> {call} as {render_layer(layer)}  # {comment}"
+                          f"{f'; {note}' if note else ''}")
         value = Value(var, tuple(shape), out)
-        self.tensors[out] = value
+        self._define(out, value)
         return value
 
     def alias(self, value: Value, out: str | None = None) -> None:
         """The node computes the identity: its output is the same variable."""
-        self.tensors[out if out is not None else self.node.output[0]] = value
+        self._define(out if out is not None else self.node.output[0], value)
 
     # ---- dispatch -----------------------------------------------------------------------------
     def _import_node(self, node: Any) -> None:
@@ -415,10 +534,29 @@ class Importer:
             self.fail(f"op type '{safe_comment(node.domain)[:40]}.{safe_comment(node.op_type)[:40]}' "
                       "from a custom domain is not supported")
         handler = HANDLERS.get(node.op_type)
+        if handler is None and node.op_type in FOLDERS:
+            self.fold_only()
         if handler is None:
             self.fail(f"unsupported op type '{safe_comment(node.op_type)[:60]}' (cnnc imports: "
-                      f"{', '.join(sorted(HANDLERS))})")
+                      f"{', '.join(sorted(HANDLERS))}; and folds, when all their inputs are constants: "
+                      f"{', '.join(sorted(set(FOLDERS) - set(HANDLERS)))})")
         handler(self)
+
+    def fold_only(self) -> NoReturn:
+        """An op cnnc evaluates only on constants, here with a computed input."""
+        op = safe_comment(self.node.op_type)[:60]
+        computed = next(((i, n) for i, n in enumerate(self.node.input) if n and n not in self.consts), None)
+        if computed is None:  # cannot happen: folding took every node whose inputs are constants
+            self.fail(f"{op} of constants was not folded")
+        i, name = computed
+        if op in ("Shape", "Size"):
+            shape = f", {fmt(self.tensors[name].shape)}" if name in self.tensors else ""
+            self.fail(f"the shape of input {i} ({name!r}{shape}) is not static, so {op} cannot be folded into a "
+                      "constant (cnnc fixes every shape when the program is compiled, except a symbolic batch): "
+                      "export with a static batch, or give the input's shape with input_shapes "
+                      "(--input-shape NAME=1x3x224x224)")
+        self.fail(f"{op} is supported only on constants: cnnc folds it when all its inputs are initializers, "
+                  f"Constant nodes or folded values, but input {i} ({name!r}) is computed")
 
     # ---- padding ------------------------------------------------------------------------------
     def window_pads(self, x: Value, kernel: Pair, stride: Pair, dilation: Pair) -> Pads:
@@ -672,7 +810,7 @@ class Importer:
         users = self.consumers.get(out, [])
         if len(users) != 1 or out in self.graph_outputs:
             return None
-        node = self.graph.node[users[0]]
+        node = self.nodes[users[0]]
         if node.op_type != op_type or node.domain not in ("", "ai.onnx") or node.attribute:
             return None
         return users[0], node
@@ -741,11 +879,100 @@ class Importer:
             chain.append(user[0])
             out = user[1].output[0]
         if len(chain) != 4:
-            self.fail("Div is supported only as the start of GELU's erf pattern Div(x, √2) → Erf → Add 1 → Mul x → "
-                      "Mul 0.5 (PyTorch's export of an exact GELU before opset 20)")
+            self._divide()
+            return
         self.done.update(chain)
         self.emit(Op.GELU, o.NoAttrs(), [self.data(0)], "gelu", out=out,
                   note="with the Erf, Add and Muls after it: x · (1 + erf(x / √2)) / 2")
+
+    def _divide(self) -> None:
+        """Div that is no GELU: tensor / tensor is div; tensor / constant is a multiply by 1/c."""
+        if len(self.node.input) != 2:
+            self.fail(f"expected 2 inputs, got {len(self.node.input)}")
+        if self.is_const(0):
+            self.fail("a constant divided by a tensor has no cnnc equivalent")
+        if self.is_const(1):
+            c = self.consts[self.node.input[1]]
+            if not np.all(c):
+                self.fail("division by a constant that holds zeros")
+            self._affine(self.data(0), 1.0 / c.astype(np.float64), "Mul")
+            return
+        self.binary(Op.DIV, "div")
+
+    def sub(self) -> None:
+        """tensor − tensor is sub; tensor − constant adds −c (one value per channel, or a scalar)."""
+        self.check_attrs(set())
+        if len(self.node.input) == 2 and self.is_const(1) and not self.is_const(0):
+            self._affine(self.data(0), -self.consts[self.node.input[1]].astype(np.float64), "Add")
+            return
+        if len(self.node.input) == 2 and self.is_const(0):
+            self.fail("a constant minus a tensor has no cnnc equivalent")
+        self.binary(Op.SUB, "sub")
+
+    def instance_norm(self) -> None:
+        self.check_attrs({"epsilon"})
+        x = self.data(0)
+        if len(x.shape) not in (3, 4):
+            self.fail(f"expected a 3-D or 4-D input, got {fmt(x.shape)}")
+        eps = float(self.attr("epsilon", 1e-5))
+        keywords = [] if fmt_float(eps) == fmt_float(1e-5) else [("eps", fmt_float(eps))]
+        self.emit(Op.GROUP_NORM, o.NormAttrs(eps, x.shape[1]), [x], "instance_norm", keywords=keywords,
+                  params={"gamma": self.const(1, "scale"), "beta": self.const(2, "bias")})
+
+    def _layer_norm_params(self, node: Any) -> dict[str, np.ndarray]:
+        scale = self.consts.get(node.input[1]) if len(node.input) > 1 else None
+        if scale is None:
+            self.fail("LayerNormalization's scale must be a constant")
+        bias = self.consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        return {"gamma": scale, "beta": np.zeros_like(scale) if bias is None else bias}
+
+    def _emit_layer_norm(self, x: Value, node: Any, out: str | None = None) -> None:
+        eps = next((float(a.f) for a in node.attribute if a.name == "epsilon"), 1e-5)
+        keywords = [] if fmt_float(eps) == fmt_float(1e-5) else [("eps", fmt_float(eps))]
+        self.emit(Op.LAYER_NORM, o.NormAttrs(eps), [x], "layer_norm", keywords=keywords,
+                  params=self._layer_norm_params(node), out=out)
+
+    def layer_norm(self) -> None:
+        """LayerNormalization over the last axis of [N, C]: cnnc's layer_norm (over the channels).
+        On 4-D tensors it is imported only between Transposes to channels-last and back."""
+        self.check_attrs({"axis", "epsilon", "stash_type"})
+        x = self.data(0)
+        axis = int(self.attr("axis", -1))
+        if len(x.shape) != 2 or axis not in (-1, 1):
+            self.fail(f"LayerNormalization over axis {axis} of {fmt(x.shape)} is supported only on [N, C] "
+                      "(axis -1), or on NCHW tensors as Transpose(0, 2, 3, 1) → LayerNormalization → "
+                      "Transpose(0, 3, 1, 2) (ConvNeXt's channels-first LayerNorm)")
+        self._emit_layer_norm(x, self.node)
+
+    def _user(self, out: str, op_type: str) -> tuple[int, Any] | None:
+        """The node that alone reads `out`, if it is an `op_type` (attributes allowed) and `out` no output."""
+        users = self.consumers.get(out, [])
+        if len(users) != 1 or out in self.graph_outputs:
+            return None
+        node = self.nodes[users[0]]
+        return (users[0], node) if node.op_type == op_type and node.domain in ("", "ai.onnx") else None
+
+    def _channels_first_layer_norm(self, x: Value) -> bool:
+        """Transpose(0, 2, 3, 1) → LayerNormalization(axis −1) → Transpose(0, 3, 1, 2): one layer_norm."""
+        norm = self._user(self.node.output[0], "LayerNormalization")
+        if norm is None or int(next((a.i for a in norm[1].attribute if a.name == "axis"), -1)) not in (-1, 3):
+            return False
+        back = self._user(norm[1].output[0], "Transpose")
+        if back is None or [list(a.ints) for a in back[1].attribute if a.name == "perm"] != [[0, 3, 1, 2]]:
+            return False
+        self.done.update((norm[0], back[0]))
+        self._emit_layer_norm(x, norm[1], out=back[1].output[0])
+        return True
+
+    def depth_to_space(self) -> None:
+        self.check_attrs({"blocksize", "mode"})
+        mode = self.attr("mode", "DCR")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "CRD":
+            self.fail(f"DepthToSpace mode {mode} orders the channels depth-column-row; cnnc's pixel_shuffle is "
+                      "mode CRD (PyTorch's PixelShuffle)")
+        factor = int(self.attr("blocksize"))
+        self.emit(Op.PIXEL_SHUFFLE, o.PixelShuffleAttrs(factor), [self.data(0)], "pixel_shuffle", [str(factor)])
 
     def leaky_relu(self) -> None:
         self.check_attrs({"alpha"})
@@ -774,10 +1001,11 @@ class Importer:
         elif low == 0 and high == 6:
             self.emit(Op.RELU6, o.NoAttrs(), [x], "relu6", note="Clip(0, 6)")
         else:
-            shown = ", ".join("-inf" if no_low and i == 0 else "inf" if no_high and i == 1 else f"{v:g}"
-                              for i, v in enumerate((low, high)))
-            self.fail(f"Clip({shown}) has no cnnc equivalent; only Clip(0, 6) (relu6) and Clip(0, inf) (relu) "
-                      "are supported")
+            lo = -FLOAT32_MAX if no_low else float(low)  # type: ignore[arg-type]
+            hi = FLOAT32_MAX if no_high else float(high)  # type: ignore[arg-type]
+            if lo > hi:
+                self.fail(f"Clip({lo:g}, {hi:g}) has min above max")
+            self.emit(Op.CLIP, o.ClipAttrs(lo, hi), [x], "clip", [fmt_float(lo), fmt_float(hi)])
 
     def softmax(self) -> None:
         self.check_attrs({"axis"})
@@ -853,7 +1081,7 @@ class Importer:
         out = self.node.output[0]
         users = self.consumers.get(out, [])
         if len(users) == 1 and out not in self.graph_outputs:
-            add = self.graph.node[users[0]]
+            add = self.nodes[users[0]]
             if add.op_type == "Add" and add.domain in ("", "ai.onnx") and len(add.input) == 2:
                 other = add.input[1] if add.input[0] == out else add.input[0]
                 if other in self.consts and other != out:
@@ -909,10 +1137,66 @@ class Importer:
         rest = self._reshape_target(x, np.asarray(shape), bool(self.attr("allowzero", 0)))
         if self._channel_shuffle(x, rest) or self._depthwise_pool(x, rest):
             return
+        self._reshape_to(x, rest)
+
+    def _reshape_to(self, x: Value, rest: Sequence[int], note: str = "") -> None:
+        """`x` reshaped to [batch, *rest]: flatten for one dimension, else reshape."""
         if len(rest) == 1:
-            self.emit(Op.FLATTEN, o.NoAttrs(), [x], "flatten")
+            self.emit(Op.FLATTEN, o.NoAttrs(), [x], "flatten", note=note)
         else:
-            self.emit(Op.RESHAPE, o.ReshapeAttrs(tuple(rest)), [x], "reshape", [f"[{', '.join(map(str, rest))}]"])
+            self.emit(Op.RESHAPE, o.ReshapeAttrs(tuple(rest)), [x], "reshape", [f"[{', '.join(map(str, rest))}]"],
+                      note=note)
+
+    def _axes(self) -> list[int] | None:
+        """Unsqueeze's and Squeeze's axes: an attribute before opset 13, an input from 13 on."""
+        if self.opset < 13:
+            self.check_attrs({"axes"})
+            given = self.attr("axes")
+            return None if given is None else [int(a) for a in given]
+        self.check_attrs(set())
+        axes = self.const(1, "axes", required=False)
+        return None if axes is None else [int(a) for a in np.reshape(axes, -1)]
+
+    def unsqueeze(self) -> None:
+        """Unsqueeze of a computed tensor, after the batch axis, is a reshape."""
+        x = self.data(0)
+        axes = self._axes()
+        if not axes:
+            self.fail("the axes are missing")
+        rank = len(x.shape) + len(axes)
+        if any(not -rank <= a < rank for a in axes):
+            self.fail(f"axes {axes} are out of range for a {rank}-D result")
+        resolved = sorted(a % rank for a in axes)
+        if len(set(resolved)) != len(resolved) or resolved[0] == 0:
+            self.fail(f"axes {axes} {'repeat an axis' if len(set(resolved)) != len(resolved) else 'move the batch'}; "
+                      "cnnc keeps the batch first")
+        shape = list(x.shape)
+        for a in resolved:
+            shape.insert(a, 1)
+        self._reshape_to(x, shape[1:], note=f"Unsqueeze axes {resolved}")
+
+    def squeeze(self) -> None:
+        """Squeeze of a computed tensor, of axes after the batch, is a reshape."""
+        x = self.data(0)
+        axes = self._axes()
+        rank = len(x.shape)
+        if axes is None:
+            if not isinstance(x.shape[0], int) or x.shape[0] == 1:
+                self.fail(f"Squeeze without axes of {fmt(x.shape)} may drop the batch axis; cnnc keeps the batch")
+            resolved = [i for i, d in enumerate(x.shape) if d == 1]
+        else:
+            if any(not -rank <= a < rank for a in axes):
+                self.fail(f"axes {axes} are out of range for a {rank}-D input")
+            resolved = sorted({a % rank for a in axes})
+        if 0 in resolved:
+            self.fail(f"axes {axes} squeeze the batch axis; cnnc keeps the batch")
+        if any(x.shape[a] != 1 for a in resolved):
+            self.fail(f"axes {axes} of {fmt(x.shape)} are not all of size 1")
+        if len(resolved) == rank - 1:
+            self.fail(f"squeezing {fmt(x.shape)} to 1-D is not supported; cnnc keeps [N, ...] tensors of rank 2 "
+                      "or more")
+        self._reshape_to(x, [d for i, d in enumerate(x.shape) if i > 0 and i not in resolved],
+                         note=f"Squeeze axes {resolved}")
 
     def _channel_shuffle(self, x: Value, rest: list[int]) -> bool:
         """Reshape → Transpose → Reshape that permutes the channels of [N, C, H, W] (ShuffleNet)
@@ -924,7 +1208,7 @@ class Importer:
             users = self.consumers.get(out, [])
             if len(users) != 1 or out in self.graph_outputs:
                 return False
-            node = self.graph.node[users[0]]
+            node = self.nodes[users[0]]
             if node.op_type != op_type or node.domain not in ("", "ai.onnx") or node.input[0] != out:
                 return False
             chain.append((users[0], node))
@@ -975,7 +1259,7 @@ class Importer:
         users = self.consumers.get(out, [])
         if len(users) != 1 or out in self.graph_outputs:
             return False
-        reduce = self.graph.node[users[0]]
+        reduce = self.nodes[users[0]]
         if reduce.op_type not in ("ReduceMax", "ReduceMean") or reduce.domain not in ("", "ai.onnx"):
             return False
         attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in reduce.attribute}
@@ -1037,8 +1321,11 @@ class Importer:
         if perm is not None and list(perm) == list(range(len(x.shape))):
             self.alias(x)
             return
+        if perm is not None and list(perm) == [0, 2, 3, 1] and self._channels_first_layer_norm(x):
+            return
         self.fail("Transpose is supported only as the channel shuffle pattern Reshape → Transpose → Reshape "
-                  "(that permutes the channels of an NCHW tensor)")
+                  "(that permutes the channels of an NCHW tensor), or around a LayerNormalization over the "
+                  "channels (Transpose(0, 2, 3, 1) → LayerNormalization → Transpose(0, 3, 1, 2))")
 
     def concat(self) -> None:
         self.check_attrs({"axis"})
@@ -1262,22 +1549,6 @@ class Importer:
         self.check_attrs(set())
         self.alias(self.data(0))
 
-    def constant(self) -> None:
-        values = [a for a in self.node.attribute]
-        if len(values) != 1:
-            self.fail("expected exactly one value attribute")
-        name = values[0].name
-        if name == "sparse_value":
-            self.fail("sparse constants are not supported")
-        value = self.attr(name)
-        if name in ("value_float", "value_int"):
-            value = np.array(value, np.float32 if name == "value_float" else np.int64)
-        elif name in ("value_floats", "value_ints"):
-            value = np.array(value, np.float32 if name == "value_floats" else np.int64)
-        elif name != "value":
-            self.fail(f"constant attribute '{safe_comment(name)[:40]}' is not supported")
-        self.consts[self.node.output[0]] = np.asarray(value)
-
 
 def _round_nearest(x: Fraction, mode: str) -> int:
     floor = math.floor(x)
@@ -1333,9 +1604,15 @@ HANDLERS: dict[str, Callable[[Importer], None]] = {
     "MatMul": Importer.matmul,
     "Flatten": Importer.flatten,
     "Reshape": Importer.reshape,
+    "Unsqueeze": Importer.unsqueeze,
+    "Squeeze": Importer.squeeze,
     "Transpose": Importer.transpose,
     "Slice": Importer.slice,
     "Concat": Importer.concat,
+    "Sub": Importer.sub,
+    "InstanceNormalization": Importer.instance_norm,
+    "LayerNormalization": Importer.layer_norm,
+    "DepthToSpace": Importer.depth_to_space,
     "Add": lambda self: self.binary(Op.ADD, "add"),
     "Mul": lambda self: self.binary(Op.MUL, "mul"),
     "Sum": Importer.sum,
@@ -1344,8 +1621,11 @@ HANDLERS: dict[str, Callable[[Importer], None]] = {
     "Resize": Importer.resize,
     "Pad": Importer.pad,
     "Identity": Importer.identity,
-    "Constant": Importer.constant,
 }
+# Inputs that hold a layer's parameters (their names give the layer's name), and PyTorch's leaf names.
+PARAM_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,),
+                "BatchNormalization": (1, 2, 3, 4)}
+PARAM_LEAVES = frozenset({"weight", "bias", "running_mean", "running_var"})
 
 def load_model(path_or_model: object) -> Any:
     """An `onnx.ModelProto` from a path, bytes or a ModelProto (read, never executed)."""
@@ -1370,14 +1650,65 @@ def load_model(path_or_model: object) -> Any:
                     where="import_onnx")
 
 
-def import_onnx(path_or_model: object, *, input_shapes: dict | None = None) -> tuple[str, dict[str, np.ndarray]]:
-    """An ONNX model as `.cnn` program text and its parameters (float32 arrays by name).
+class ImportedModel(tuple):
+    """What `import_onnx` returns: the pair `(text, params)` (it unpacks as one), plus
 
-    `input_shapes` ({input name: shape}) fixes inputs whose dimensions the model leaves dynamic.
-    Raises CnncError for anything cnnc cannot represent exactly, naming the node and op type.
+    - `.text`, `.params`: the `.cnn` program and its parameters (float32 arrays by name);
+    - `.compile(**kwargs)`: `cnnc.compile(text, params=params, **kwargs)`, a new network each call;
+    - `.network`: a network compiled once with the defaults (-O2, NumPy), on first use;
+    - `model(*inputs)`: `model.network(*inputs)`, the outputs as the network returns them.
+    """
+
+    def __new__(cls, text: str, params: dict[str, np.ndarray]) -> ImportedModel:
+        return super().__new__(cls, (text, params))
+
+    @property
+    def text(self) -> str:
+        return self[0]
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self[1]
+
+    def compile(self, **kwargs: Any) -> Any:
+        """The program compiled with its parameters; keyword arguments go to `cnnc.compile`."""
+        from .. import compile as compile_cnn
+
+        if "params" in kwargs:
+            raise TypeError("compile() takes the imported parameters; to use others, call cnnc.compile(model.text, "
+                            "params=...)")
+        return compile_cnn(self.text, params=self.params, **kwargs)
+
+    @property
+    def network(self) -> Any:
+        """The program compiled once (with `compile()`'s defaults) and kept."""
+        net = self.__dict__.get("_network")
+        if net is None:
+            net = self.__dict__["_network"] = self.compile()
+        return net
+
+    def __call__(self, *inputs: Any, **named: Any) -> Any:
+        return self.network(*inputs, **named)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, dict[str, np.ndarray]]]:  # copy and pickle: the pair only
+        return ImportedModel, (self.text, self.params)
+
+    def __repr__(self) -> str:
+        return (f"ImportedModel({self.text.count(chr(10))} lines of .cnn, {len(self.params)} parameters, "
+                f"{sum(int(v.size) for v in self.params.values())} values)")
+
+
+def import_onnx(path_or_model: object, *, input_shapes: dict | None = None) -> ImportedModel:
+    """An ONNX model as `.cnn` program text and its parameters (float32 arrays by name), as an
+    `ImportedModel`: it unpacks as `text, params`, and `.compile()` / `.network` run it.
+
+    Constant subgraphs are folded first (`onnx_fold`); `input_shapes` ({input name: shape}) fixes
+    inputs whose dimensions the model leaves dynamic. Raises CnncError for anything cnnc cannot
+    represent exactly, naming the node and op type.
     """
     model = load_model(path_or_model)
     try:
-        return Importer(model, input_shapes).run()
+        text, params = Importer(model, input_shapes).run()
     except RecursionError:
         raise CnncError("the model is nested too deeply", where="ONNX model") from None
+    return ImportedModel(text, params)

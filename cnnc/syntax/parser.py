@@ -162,7 +162,10 @@ class _ToTree(Transformer_NonRecursive):
         return tuple(c for c in children if c is not None)
 
     def layer_name(self, meta, children):
-        return ".".join(str(c) for c in children)
+        name = ".".join(str(c) for c in children)
+        if name.endswith(".") or ".." in name:  # `as a.2.`: a float token swallowed a trailing dot
+            raise CnncSyntaxError(f"layer name '{name}' has an empty part between dots", self._span(meta))
+        return name
 
     def or_op(self, meta, children):
         return t.Binary(self._span(meta), "or", children[0], children[1])
