@@ -5,6 +5,7 @@ module uses (`kernel_call`), timing each call, and prints the time per node kind
 split by kernel size, stride and grouping, since they are different algorithms), then the
 slowest nodes. The total is within a few percent of the generated module's own time; the point
 is the shares, which choose the next optimization from a measurement rather than a guess.
+The profiler is cnnc.runtime.profile (`cnnc bench --profile` prints the same table).
 
     python benchmarks/profile_nodes.py examples/resnet50.cnn --batch 8 --threads 2
 """
@@ -12,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
-from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,17 +24,15 @@ if TYPE_CHECKING:
     from cnnc.runtime.network import CompiledNetwork
 
 
+# The profiler lives in the package (cnnc.runtime.profile, also `cnnc bench --profile`); these
+# wrappers keep this script's names, and import cnnc only when called, so that main() sets the
+# BLAS thread counts before numpy loads.
+
 def _kind(graph, name: str) -> str:
     """The node's op, with what decides the algorithm for convolutions and pools."""
-    op, attrs = graph.op(name), graph.attrs(name)
-    if op.value == "conv":
-        channels = graph.shape(graph.inputs_of(name)[0])[1]
-        grouping = "depthwise" if attrs.groups == channels > 1 else ("grouped" if attrs.groups > 1 else "dense")
-        kh, kw = attrs.kernel
-        return f"conv {kh}x{kw} s{attrs.stride[0]} {grouping}"
-    if op.value in ("max_pool", "avg_pool"):
-        return f"{op.value} {attrs.kernel[0]}x{attrs.kernel[1]}"
-    return op.value
+    from cnnc.runtime.profile import node_kind
+
+    return node_kind(graph, name)
 
 
 def profile(path: str, batch: int, level: int, repeat: int, seed: int) -> list[tuple[str, str, float]]:
@@ -49,48 +45,16 @@ def profile(path: str, batch: int, level: int, repeat: int, seed: int) -> list[t
 def profile_net(net: CompiledNetwork, batch: int, repeat: int, seed: int) -> list[tuple[str, str, float]]:
     """(node, kind, median ms) for every node of a compiled network (`cnnc.compile`'s result),
     its parameters as they are, on a random input of `batch` examples."""
-    import numpy as np
+    from cnnc.runtime.profile import profile_net as profile_compiled
 
-    from cnnc.ir.ops import Op, kernel_call, record
-    from cnnc.kernels import numpy_kernels
-    from cnnc.passes.derived import materialize
-
-    graph = net.graph
-    params = materialize(graph, net.params.data)
-    rng = np.random.default_rng(seed)
-    values = {n: rng.standard_normal((batch, *graph.shape(n)[1:]), dtype=np.float32) for n in graph.info.inputs}
-    order = [n for n in graph.topo_order() if graph.op(n) != Op.INPUT]
-    times: dict[str, list[float]] = defaultdict(list)
-    for _ in range(repeat + 1):  # the first pass warms caches and BLAS threads; not counted
-        for name in order:
-            rec = record(graph.op(name))
-            args = [values[i] for i in graph.inputs_of(name)]
-            start = time.perf_counter()
-            if rec.kernel is None:
-                values[name] = args[0]
-            else:
-                positional, keywords = kernel_call(graph.op(name), graph.attrs(name), args, graph.params_of(name),
-                                                   params.__getitem__, graph.shape(name))
-                values[name] = getattr(numpy_kernels, rec.kernel)(*positional, **keywords)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return [(n, _kind(graph, n), statistics.median(times[n][1:])) for n in order]
+    return profile_compiled(net, batch, repeat, seed)
 
 
 def report(rows: list[tuple[str, str, float]], title: str, repeat: int, top: int = 10) -> str:
     """The per-kind table (markdown) under a title line with the total, then the `top` slowest nodes."""
-    total = sum(ms for _, _, ms in rows)
-    by_kind: dict[str, list[float]] = defaultdict(list)
-    for _, kind, ms in rows:
-        by_kind[kind].append(ms)
-    lines = [f"{title}: {total:.1f} ms in {len(rows)} nodes (median of {repeat} per node)",
-             "| kind | nodes | ms | share |", "|---|---|---|---|"]
-    for kind, values in sorted(by_kind.items(), key=lambda item: -sum(item[1])):
-        share = sum(values) / total if total else 0.0
-        lines.append(f"| {kind} | {len(values)} | {sum(values):.1f} | {share:.1%} |")
-    if top > 0:
-        lines.append(f"\nslowest {top} nodes:")
-        lines += [f"  {ms:8.2f} ms  {name}  ({kind})" for name, kind, ms in sorted(rows, key=lambda row: -row[2])[:top]]
-    return "\n".join(lines)
+    from cnnc.runtime.profile import report as format_report
+
+    return format_report(rows, title, repeat, top)
 
 
 def main() -> None:

@@ -1,13 +1,16 @@
-"""The `cnnc` command: compile, run, check, summary.
+"""The `cnnc` command: compile, run, bench, check, summary, import, export (docs/cli.md).
 
-Every user error is printed as one message (file:line:column first) with exit status 1; a
-Python traceback means a bug in cnnc.
+Every user error is printed as one message (file:line:column first) with exit status 1 (also
+when some of several input files could not be read); a mistyped command line is one line with
+exit status 2; a Python traceback means a bug in cnnc.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
+import time
 from pathlib import Path
 
 from . import __version__, build_graph
@@ -16,6 +19,9 @@ from .frontend import check_library, parse
 from .language.values import Block
 from .limits import MAX_SOURCE_BYTES
 from .runtime.files import atomic_write, atomic_writes, save_npz, write_npz
+
+DOCS = "docs/cli.md"  # in the source tree; the epilog of every command names it
+FILES_BATCH = 8  # examples per forward pass when several --input files run and --batch is not given
 
 
 def _shape_option(text: str) -> tuple[str, tuple[int, ...]]:
@@ -41,51 +47,128 @@ def _gib_option(text: str) -> int:
     return int(gib * 2**30)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistyped option is one line (exit status 2) instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]  # NoReturn in typeshed
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_at_least(low: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+_positive = _int_at_least(1, "a positive integer")
+_non_negative = _int_at_least(0, "an integer >= 0")
+
+
+def _batch_sizes(text: str) -> list[int]:
+    """`--batch 1,8,32` → [1, 8, 32]: positive, each once, in the order given."""
+    sizes: list[int] = []
+    for part in text.split(","):
+        try:
+            size = int(part)
+        except ValueError:
+            size = 0
+        if size < 1:
+            raise argparse.ArgumentTypeError(f"expected positive batch sizes separated by commas (1,8,32), "
+                                             f"got {text!r}")
+        if size not in sizes:
+            sizes.append(size)
+    return sizes
+
+
+def _command(commands, name: str, help: str, examples: str) -> argparse.ArgumentParser:  # noqa: A002
+    """A subcommand whose --help ends with examples and the documentation's place."""
+    return commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                               epilog=f"examples:\n{examples.strip(chr(10))}\n\nall options: {DOCS}")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="the .cnn file (- reads the program from standard input)")
     parser.add_argument("--input-shape", type=_shape_option, action="append", default=[], metavar="NAME=SHAPE",
                         help="override an input's declared shape, e.g. image=1x3x448x448")
 
 
-def _optimization(parser: argparse.ArgumentParser) -> None:
+def _optimization(parser: argparse.ArgumentParser, level: int = 2) -> None:
     group = parser.add_argument_group("optimization")
-    group.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=2,
-                       help="optimization level: -O0 none, -O1 cleanups, -O2 fusion and lowering (default)")
+    group.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=level,
+                       help=f"optimization level: -O0 none, -O1 cleanups, -O2 fusion and lowering "
+                            f"(default: -O{level})")
     group.add_argument("--passes", type=lambda s: [p for p in s.split(",") if p], metavar="A,B,C",
                        help="run exactly these passes (in the pipeline's order) instead of a level")
     group.add_argument("--disable-pass", action="append", default=[], metavar="NAME", help="skip a pass")
     group.add_argument("--fcn", action="store_true",
                        help="turn dense layers into convolutions (fully convolutional; use with --input-shape)")
     group.add_argument("--verify", action="store_true",
-                       help="check every pass: verify the IR and compare outputs with the un-optimized graph")
+                       help="check every pass: verify the IR and compare outputs with the un-optimized graph; "
+                            "prints a table of the passes (to standard error)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnc", description="Compile and run .cnn network descriptions.")
+    parser = _Parser(
+        prog="cnnc", description="Compile and run .cnn network descriptions.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  cnnc run examples/resnet18.cnn --input photo.jpg\n"
+               "  cnnc run examples/resnet18.cnn --input imgs/ --output preds.jsonl\n"
+               "  cnnc bench examples/resnet18.cnn --batch 1,8\n"
+               f"\n'cnnc COMMAND --help' describes a command; all of them: {DOCS}")
     parser.add_argument("--version", action="version", version=f"cnnc {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    compile_ = commands.add_parser("compile", help="generate a standalone Python module (+ .npz parameters)")
+    compile_ = _command(commands, "compile", "generate a standalone Python module (+ .npz parameters)", """
+  cnnc compile examples/resnet50.cnn -o resnet50.py     # resnet50.py + resnet50.npz
+  cnnc compile examples/resnet50.cnn --emit ir          # the optimized IR, one node per line
+  cnnc compile examples/resnet50.cnn -O0 -o plain.py    # no optimization
+  cnnc compile examples/resnet18.cnn --target cupy -o r18_gpu.py""")
     _common(compile_)
     compile_.add_argument("-o", "--output", help="write MODULE.py and MODULE.npz (default: print the code)")
-    compile_.add_argument("--emit", choices=("python", "ir"), default="python", help="what to produce")
+    compile_.add_argument("--emit", choices=("python", "ir"), default="python",
+                          help="what to produce (default: python)")
     compile_.add_argument("--target", choices=("numpy", "cupy"), default="numpy",
-                          help="the generated module's library: numpy (CPU, default) or cupy (NVIDIA GPU)")
+                          help="the generated module's library: numpy (CPU) or cupy (NVIDIA GPU) (default: numpy)")
     compile_.add_argument("--tf32", action="store_true",
                           help="with --target cupy: the module's runner() uses TF32 tensor cores by default")
-    compile_.add_argument("--params", help="parameters (.npz) to ship instead of a seeded initialization")
-    compile_.add_argument("--seed", type=int, default=0, help="seed of the parameter initialization")
+    compile_.add_argument("--params", help="parameters (.npz) to ship (default: a seeded He initialization)")
+    compile_.add_argument("--seed", type=_non_negative, default=0,
+                          help="seed of the parameter initialization (default: 0)")
     compile_.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
     _optimization(compile_)
 
-    run = commands.add_parser("run", help="compile and run on an input (random by default)")
+    run = _command(commands, "run", "compile and run on inputs (a random one by default)", """
+  cnnc run examples/resnet18.cnn                               # random input, top-5 classes
+  cnnc run examples/resnet18.cnn --input photo.jpg --top 3
+  cnnc run examples/resnet18.cnn --input imgs/ --batch 16 --output preds.jsonl
+  cnnc run examples/resnet18.cnn --input 'data/**/*.png' a.jpg --output preds.csv
+  cnnc run examples/yolo_tiny.cnn --input photo.jpg --draw boxes.png
+  cnnc run examples/segmentation.cnn --batch 2 --seed 1 --save-output out.npz""")
     _common(run)
-    run.add_argument("--input", help=".npy array, or an image (.jpg, .png) resized and normalized")
-    run.add_argument("--params", help="parameters (.npz); default: seeded He initialization")
-    run.add_argument("--seed", type=int, default=0, help="seed of parameters and of the random input")
-    run.add_argument("--batch", type=int, default=1, help="batch size of a random input")
-    run.add_argument("--top", type=int, default=5, help="classes to list for a classifier output")
-    run.add_argument("--save-output", help="write the outputs to this .npz file")
+    run.add_argument("--input", nargs="+", action="extend", default=[], metavar="PATH",
+                     help="input files: .npy arrays or images (.jpg, .png, ...; resized and normalized), "
+                          "folders of them, or glob patterns ('imgs/*.jpg', quoted); several, or a folder, run "
+                          "in batches and a bad file is reported and skipped (default: a random input)")
+    run.add_argument("-o", "--output", metavar="RESULTS",
+                     help="write the results, a row per example and output, as JSON Lines (.jsonl) or CSV "
+                          f"(.csv): file, top-k classes and scores, or boxes (the schema: {DOCS})")
+    run.add_argument("--params", help="parameters (.npz) (default: a seeded He initialization)")
+    run.add_argument("--seed", type=_non_negative, default=0,
+                     help="seed of the parameters and of the random input (default: 0)")
+    run.add_argument("--batch", type=_positive, metavar="N",
+                     help=f"examples per forward pass: the random input's batch (default: 1), or how many "
+                          f"input examples run together (default: {FILES_BATCH}; one file: all its examples)")
+    run.add_argument("--top", type=_positive, default=5, metavar="K",
+                     help="classes to list for a classifier output (default: 5)")
+    run.add_argument("--save-output", metavar="OUT.npz", help="write the output arrays to this .npz file")
     run.add_argument("--draw", metavar="OUT.png",
                      help="draw the detected boxes (an [N, K, 6] output, or a [N, 4] box) on the --input image")
     run.add_argument("--mask", metavar="OUT.png",
@@ -98,23 +181,58 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="with --gpu: TF32 tensor cores in the GEMMs (faster, ~1e-3 relative error per product)")
     _optimization(run)
 
-    check = commands.add_parser("check", help="parse and infer every shape, run nothing")
-    _common(check)
-    summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs")
-    _common(summary)
-    _optimization(summary)
-    summary.set_defaults(level=0)
+    bench = _command(commands, "bench", "time the compiled network: latency and throughput per batch size", """
+  cnnc bench examples/resnet18.cnn                       # batch 1: 2 warm-ups, 10 timed runs
+  cnnc bench examples/resnet50.cnn --batch 1,8,32 --repeat 20
+  cnnc bench examples/resnet50.cnn --batch 8 --profile   # + time per kind of layer
+  OMP_NUM_THREADS=2 cnnc bench examples/vgg16.cnn -O0    # fewer BLAS threads, no optimization""")
+    _common(bench)
+    bench.add_argument("--batch", type=_batch_sizes, default=[1], metavar="B[,B...]",
+                       help="batch sizes to time, e.g. 1,8,32 (default: 1)")
+    bench.add_argument("--warmup", type=_non_negative, default=2, metavar="N",
+                       help="untimed runs before the timed ones, per batch size (default: 2)")
+    bench.add_argument("--repeat", type=_positive, default=10, metavar="N",
+                       help="timed runs per batch size (default: 10)")
+    bench.add_argument("--profile", action="store_true",
+                       help="also time every layer (the NumPy kernels one by one) and sum the time per kind")
+    bench.add_argument("--profile-top", type=_non_negative, default=10, metavar="K",
+                       help="with --profile: the slowest layers to list (default: 10)")
+    bench.add_argument("--params", help="parameters (.npz) (default: a seeded He initialization)")
+    bench.add_argument("--seed", type=_non_negative, default=0,
+                       help="seed of the parameters and of the random inputs (default: 0)")
+    bench.add_argument("--max-memory", type=_gib_option, metavar="GIB",
+                       help="refuse to run when the largest batch's estimated memory exceeds this many GiB "
+                            "(default: the machine's memory)")
+    bench.add_argument("--gpu", action="store_true", help="time on an NVIDIA GPU with CuPy (CUDA graph replay)")
+    bench.add_argument("--tf32", action="store_true", help="with --gpu: TF32 tensor cores in the GEMMs")
+    _optimization(bench)
 
-    import_ = commands.add_parser("import", help="convert an ONNX model to a .cnn program (+ .npz parameters)")
+    check = _command(commands, "check", "parse and infer every shape, run nothing", """
+  cnnc check examples/resnet50.cnn
+  cnnc check examples/resnet50.cnn --input-shape image=1x3x320x320
+  cnnc check examples/resnet_blocks.cnn                  # a library: its blocks""")
+    _common(check)
+    summary = _command(commands, "summary", "per-layer table: shapes, parameters, MACs", """
+  cnnc summary examples/resnet50.cnn                     # the source program's layers (-O0)
+  cnnc summary examples/resnet50.cnn -O2                 # the layers that run after optimization""")
+    _common(summary)
+    _optimization(summary, level=0)
+
+    import_ = _command(commands, "import", "convert an ONNX model to a .cnn program (+ .npz parameters)", """
+  cnnc import model.onnx -o model.cnn                    # model.cnn + model.npz
+  cnnc import model.onnx --input-shape input=1x3x224x224""")
     import_.add_argument("file", help="the .onnx model")
     import_.add_argument("-o", "--output", help="write PROGRAM.cnn and PROGRAM.npz (default: beside the model)")
     import_.add_argument("--input-shape", type=_shape_option, action="append", default=[], metavar="NAME=SHAPE",
                          help="fix a model input's dynamic dimensions, e.g. input=1x3x224x224")
-    export = commands.add_parser("export", help="write the network (un-optimized) as an ONNX model")
+    export = _command(commands, "export", "write the network (un-optimized) as an ONNX model", """
+  cnnc export examples/resnet18.cnn -o resnet18.onnx
+  cnnc export model.cnn --params model.npz -o model.onnx""")
     _common(export)
     export.add_argument("-o", "--output", help="the .onnx file to write (default: beside the .cnn file)")
-    export.add_argument("--params", help="parameters (.npz) to export instead of a seeded initialization")
-    export.add_argument("--seed", type=int, default=0, help="seed of the parameter initialization")
+    export.add_argument("--params", help="parameters (.npz) to export (default: a seeded He initialization)")
+    export.add_argument("--seed", type=_non_negative, default=0,
+                        help="seed of the parameter initialization (default: 0)")
     return parser
 
 
@@ -132,13 +250,35 @@ def _source(args: argparse.Namespace) -> tuple[str | Path, str | None]:
 
 def _graph(args: argparse.Namespace, observer=None, program: tuple[str | Path, str | None] | None = None):
     """The IR for the command: parsed, then optimized as the options say; `program` is what
-    `_source` returned, when the caller has read it already (standard input reads once)."""
+    `_source` returned, when the caller has read it already (standard input reads once).
+    With --verify, every pass is checked as it runs and its row of the table is printed."""
     source, name = program or _source(args)
+    shapes = dict(args.input_shape) or None
     if not hasattr(args, "level"):
-        return parse(source, input_shapes=dict(args.input_shape) or None, name=name)
-    return build_graph(source, input_shapes=dict(args.input_shape) or None, name=name, optimize=args.level,
-                       passes=args.passes, disable_passes=tuple(args.disable_pass), fcn=args.fcn,
-                       verify=args.verify, observer=observer)
+        return parse(source, input_shapes=shapes, name=name)
+    table = None
+    if args.verify:
+        from .runtime.verify_report import VerifyTable
+
+        # what build_graph optimizes (an FCN is elaborated at its declared size), parsed once more
+        # here (milliseconds) as the reference the passes are compared with
+        table = VerifyTable(parse(source, input_shapes=None if args.fcn else shapes, name=name))
+        observer = _observers(table, observer)
+    graph = build_graph(source, input_shapes=shapes, name=name, optimize=args.level, passes=args.passes,
+                        disable_passes=tuple(args.disable_pass), fcn=args.fcn, observer=observer)
+    if table is not None:
+        table.finish()
+    return graph
+
+
+def _observers(*observers):
+    """One pass observer calling each of `observers` (None ones left out) in turn."""
+    chosen = [o for o in observers if o is not None]
+
+    def observe(name: str, graph, changed: bool) -> None:
+        for observer in chosen:
+            observer(name, graph, changed)
+    return observe
 
 
 def _print_after(name: str, graph, changed: bool) -> None:
@@ -206,12 +346,13 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     print(f"wrote {module} and {module.with_suffix('.npz')}")
 
 
-def _cmd_run(args: argparse.Namespace) -> None:
+def _cmd_run(args: argparse.Namespace) -> int:
     from .codegen.python import generate
-    from .runtime.inputs import load_input, random_input
+    from .ir.shapes import fmt
+    from .runtime.inputs import expand_inputs, random_input
     from .runtime.memory import check_run_memory, machine_memory
     from .runtime.network import CompiledNetwork
-    from .runtime.report import describe_outputs
+    from .runtime.results import result_format
 
     if args.tf32 and not args.gpu:
         raise CnncInputError("--tf32 applies to --gpu", where="--tf32")
@@ -219,51 +360,227 @@ def _cmd_run(args: argparse.Namespace) -> None:
         from .runtime.gpu import require_gpu
 
         require_gpu(where="--gpu")
-    if args.batch < 1:
-        raise CnncInputError("--batch must be at least 1", where="--batch")
+    if args.output:
+        result_format(args.output)  # a wrong suffix before the (long) work
+    started = time.perf_counter()
     graph = _graph(args)
+    names = list(graph.info.inputs)
+    name = names[0]
+    shape = graph.shape(name)
+    if not isinstance(shape[0], str) and args.batch not in (None, shape[0]):
+        raise CnncInputError(f"input '{name}' has a fixed batch of {shape[0]} ({fmt(shape)}); declare it "
+                             f"[N, ...] to run other batch sizes", where="--batch")
+    found = None
+    if args.input:
+        if len(names) != 1:
+            raise CnncInputError("--input works for networks with one input", where="--input")
+        found = expand_inputs(args.input)
+    several = found is not None and found.several
+    if several:
+        for option in ("draw", "mask", "save_output"):
+            if getattr(args, option):
+                flag = "--" + option.replace("_", "-")
+                raise CnncInputError(f"{flag} works with one input file, and --input names "
+                                     f"{len(found.files) if found else 0}; --output preds.jsonl writes the "
+                                     f"results of every file", where=flag)
     draw_plan = mask_output = None
     if args.draw or args.mask:  # is there something to draw? (before the network runs)
         from .runtime import visualize
 
         if args.draw:
             draw_plan = visualize.plan_draw(graph)
-            if not args.input or Path(args.input).suffix.lower() == ".npy":
+            if found is None or Path(found.files[0]).suffix.lower() == ".npy":
                 raise CnncInputError("--draw draws on the input image: give one with --input photo.jpg",
                                      where="--draw")
             visualize.image_format(args.draw, "--draw")
         if args.mask:
             mask_output = visualize.plan_mask(graph)
             visualize.image_format(args.mask, "--mask")
+    examples = None
+    if found is not None and not several:  # one file: read before the parameters; a bad one is an error
+        from .runtime.batches import read_examples
+
+        examples = read_examples(found.files[0], shape)
+        if args.batch is not None and args.batch > len(examples) and isinstance(shape[0], str):
+            print(f"note: --batch {args.batch}, but {found.files[0]} holds {len(examples)} example"
+                  f"{'s' if len(examples) != 1 else ''}: it runs as a batch of {len(examples)} (--batch sets the "
+                  "random input's size, or how many input examples run together)", file=sys.stderr)
+        batch = min(args.batch or len(examples), len(examples))
+    else:
+        batch = args.batch or (FILES_BATCH if several else 1)
+    if not isinstance(shape[0], str):  # a fixed batch: every forward pass has that size
+        batch = int(shape[0])
     limit = args.max_memory or machine_memory()
     if limit is not None:  # before the random input and the parameters are allocated
-        check_run_memory(graph, args.batch, limit)
+        check_run_memory(graph, batch, limit)
     net = CompiledNetwork(graph, generate(graph), seed=args.seed)
     if args.params:
         net.load_params(args.params)
-    if args.gpu:  # one forward pass: nothing to replay, so no CUDA graph
-        net.to("gpu", tf32=args.tf32, cuda_graph=False)
-    name = net.input_names[0]
-    if args.input:
-        if len(net.input_names) != 1:
-            raise CnncInputError("--input works for networks with one input", where="--input")
-        x = load_input(args.input, graph.shape(name))
-    else:
-        x = None
-    inputs = {n: random_input(graph.shape(n), args.batch, args.seed) for n in net.input_names}
-    if x is not None:
-        inputs[name] = x
-    outputs = net.run(**inputs)
+    if args.gpu:  # one forward pass (one file or a random input): nothing to replay, so no CUDA graph
+        net.to("gpu", tf32=args.tf32, cuda_graph=several)
+    compiled = time.perf_counter() - started
+    if several:
+        assert found is not None
+        return _run_files(args, net, found, batch, compiled)
+    from .runtime.progress import Status
+    from .runtime.results import Source, prediction_rows
+
+    with Status(f"compiled in {compiled:.1f} s; running {len(examples) if examples is not None else batch} "
+                "example(s) ..."):
+        if examples is not None:
+            outputs, sources, rows, seconds = _run_examples(net, name, shape, examples, batch, args.top)
+        else:
+            inputs = {n: random_input(graph.shape(n), batch, args.seed) for n in names}
+            start = time.perf_counter()
+            outputs = net.run(**inputs)
+            seconds = time.perf_counter() - start
+            sources = [Source(None, i) for i in range(len(inputs[name]))]
+            rows = prediction_rows(graph, outputs, sources, 0, args.top) if args.output else []
+    from .runtime.report import describe_outputs
+
     print(describe_outputs(graph, outputs, args.top))
+    print(f"time: compile {compiled:.2f} s, run {seconds:.2f} s ({len(sources)} example"
+          f"{'s' if len(sources) != 1 else ''}, {len(sources) / seconds if seconds > 0 else 0:.1f} examples/s)")
+    if args.output:
+        from .runtime.results import write_results
+
+        count = write_results(args.output, rows)
+        print(f"wrote {args.output}: {count} row{'s' if count != 1 else ''}")
     if args.save_output:
         write_npz(args.save_output, outputs)
     if draw_plan is not None:
-        count = visualize.draw_boxes(graph, draw_plan, outputs, graph.shape(name), args.input, args.draw)
+        assert found is not None
+        count = visualize.draw_boxes(graph, draw_plan, outputs, shape, found.files[0], args.draw)
         print(f"wrote {args.draw}: {count} box{'es' if count != 1 else ''} from '{draw_plan.boxes}'")
     if mask_output is not None:
-        image = args.input if args.input and Path(args.input).suffix.lower() != ".npy" else None
+        image = found.files[0] if found and Path(found.files[0]).suffix.lower() != ".npy" else None
         width, height = visualize.write_mask(outputs[mask_output], image, args.mask)
         print(f"wrote {args.mask}: {width}x{height} mask of '{mask_output}'")
+    return 0
+
+
+def _run_examples(net, name: str, shape: tuple, examples: list, batch: int, top: int):
+    """One file's examples, `batch` at a time: the outputs of all of them (the padding of a
+    fixed-size batch dropped), their sources, their result rows, and the seconds the forward
+    passes took."""
+    import numpy as np
+
+    from .runtime.batches import run_batches
+    from .runtime.results import prediction_rows
+
+    parts: dict[str, list] = {}
+    sources: list = []
+    rows: list = []
+
+    def keep(index: int, batch_sources: list, outputs: dict) -> None:
+        sources.extend(batch_sources)
+        rows.extend(prediction_rows(net.graph, outputs, batch_sources, index, top))
+        for out, value in outputs.items():
+            parts.setdefault(out, []).append(value[:len(batch_sources)])
+
+    stats = run_batches(net.run, name, shape, examples, batch, keep)
+    outputs = {out: np.concatenate(values) if len(values) > 1 else values[0] for out, values in parts.items()}
+    return outputs, sources, rows, stats.seconds
+
+
+def _run_files(args: argparse.Namespace, net, found, batch: int, compiled: float) -> int:
+    """Several input files: batches of `batch` examples, a row per example and output (on
+    standard output, or into --output), a bad file reported and skipped, a summary line."""
+    from .runtime.batches import RunStats, iter_examples, run_batches
+    from .runtime.progress import Progress
+    from .runtime.report import describe_row
+    from .runtime.results import ResultWriter, error_row, prediction_rows
+
+    graph = net.graph
+    name = net.input_names[0]
+    shape = graph.shape(name)
+    images = all(Path(f).suffix.lower() != ".npy" for f in found.files)
+    progress = Progress(len(found.files), "images" if images else "examples")
+    stats = RunStats()
+    writer = ResultWriter(args.output) if args.output else None
+
+    def failure(path: str, reason: str) -> None:
+        progress.clear()
+        print(f"{path}: skipped: {reason}", file=sys.stderr)
+        if writer is not None:
+            writer.write([error_row(path, reason)])
+        progress.done = stats.files + stats.failed
+        progress.advance()
+
+    def batch_done(index: int, sources: list, outputs: dict) -> None:
+        rows = prediction_rows(graph, outputs, sources, index, args.top)
+        if writer is not None:
+            writer.write(rows)
+        else:
+            progress.clear()
+            print("\n".join(describe_row(row) for row in rows), flush=True)
+        progress.done = stats.files + stats.failed
+        progress.advance(examples=len(sources))
+
+    try:
+        with writer if writer is not None else contextlib.nullcontext():
+            run_batches(net.run, name, shape, iter_examples(found.files, shape, stats, failure), batch,
+                        batch_done, stats)
+    finally:
+        progress.close()
+    if writer is not None:
+        print(f"wrote {args.output}: {writer.rows} row{'s' if writer.rows != 1 else ''}")
+    unit = "images" if images else "examples"
+    skipped = (f"; {len(found.skipped)} other file{'s' if len(found.skipped) != 1 else ''} in the folders "
+               "ignored (not images or .npy)") if found.skipped else ""
+    print(f"{len(found.files)} input files: {stats.files} ran, {stats.failed} failed{skipped}; "
+          f"{stats.examples} {unit} in {stats.batches} batch{'es' if stats.batches != 1 else ''} of up to {batch}, "
+          f"{stats.seconds:.2f} s ({stats.rate:.1f} {unit}/s; compile {compiled:.2f} s)", file=sys.stderr)
+    return 1 if stats.failed else 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from .codegen.python import generate
+    from .ir.shapes import fmt
+    from .runtime.bench import table_header, table_row, threads_note, time_batch
+    from .runtime.memory import check_run_memory, machine_memory
+    from .runtime.network import CompiledNetwork
+
+    if args.tf32 and not args.gpu:
+        raise CnncInputError("--tf32 applies to --gpu", where="--tf32")
+    if args.profile and args.gpu:
+        raise CnncInputError("--profile times the NumPy kernels one by one; it does not run on the GPU",
+                             where="--profile")
+    if args.gpu:
+        from .runtime.gpu import require_gpu
+
+        require_gpu(where="--gpu")
+    started = time.perf_counter()
+    graph = _graph(args)
+    for name in graph.info.inputs:
+        shape = graph.shape(name)
+        if not isinstance(shape[0], str) and args.batch != [shape[0]]:
+            raise CnncInputError(f"input '{name}' has a fixed batch of {shape[0]} ({fmt(shape)}); declare it "
+                                 f"[N, ...] to time other batch sizes", where="--batch")
+    limit = args.max_memory or machine_memory()
+    if limit is not None:
+        check_run_memory(graph, max(args.batch), limit)
+    net = CompiledNetwork(graph, generate(graph), seed=args.seed)
+    if args.params:
+        net.load_params(args.params)
+    if args.gpu:
+        net.to("gpu", tf32=args.tf32)
+    compiled = time.perf_counter() - started
+    optimization = f"passes {','.join(args.passes)}" if args.passes is not None else f"-O{args.level}"
+    device = "GPU (CuPy)" if args.gpu else f"CPU (NumPy; {threads_note()})"
+    print(f"{args.file}: {optimization}, {len(graph)} nodes, on the {device}; compiled in {compiled:.2f} s")
+    print(f"{args.repeat} timed run{'s' if args.repeat != 1 else ''} per batch size after {args.warmup} "
+          f"warm-up run{'s' if args.warmup != 1 else ''}; random input (seed {args.seed}); times per forward pass")
+    print(table_header(), flush=True)
+    for batch in args.batch:
+        print(table_row(time_batch(net, batch, args.warmup, args.repeat, args.seed)), flush=True)
+    if args.profile:
+        from .runtime.profile import profile_net, report
+
+        for batch in args.batch:
+            print()
+            print(report(profile_net(net, batch, args.repeat, args.seed), f"per layer, batch {batch}",
+                         args.repeat, args.profile_top), flush=True)
 
 
 def _cmd_import(args: argparse.Namespace) -> None:
@@ -292,14 +609,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {output}")
 
 
-_COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "check": _cmd_check, "summary": _cmd_summary,
-             "import": _cmd_import, "export": _cmd_export}
+_COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "bench": _cmd_bench, "check": _cmd_check,
+             "summary": _cmd_summary, "import": _cmd_import, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
-        _COMMANDS[args.command](args)
+        status = _COMMANDS[args.command](args)
     except CnncError as error:
         print(str(error), file=sys.stderr)
         return 1
@@ -308,4 +625,4 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `cnnc compile ... | head`
         sys.stderr.close()
         return 0
-    return 0
+    return status or 0

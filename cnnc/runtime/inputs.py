@@ -1,6 +1,10 @@
-"""Inputs for `cnnc run`: random arrays, .npy files, and images resized to the input shape."""
+"""Inputs for `cnnc run`: random arrays, .npy files, and images resized to the input shape;
+`--input` arguments (files, folders, glob patterns) expanded to the files they name."""
 from __future__ import annotations
 
+import glob
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,62 @@ from ..ir.shapes import fmt
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+INPUT_SUFFIXES = frozenset(_IMAGE_SUFFIXES | {".npy"})  # what a folder contributes to a run
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+@dataclass
+class InputFiles:
+    """What `--input` arguments name: `files` in order (no duplicates); `skipped`, the files of
+    named folders that are neither images nor .npy arrays; `several`, whether the arguments could
+    name more than one file (several arguments, a folder or a pattern), which makes the run a
+    batch run that reports a bad file and goes on instead of stopping."""
+
+    files: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    several: bool = False
+
+
+def expand_inputs(arguments: list[str]) -> InputFiles:
+    """Files, folders (their images and .npy files, sorted by name, hidden files left out, not
+    recursive) and glob patterns (`imgs/*.jpg`, `data/**/*.png`; sorted) → the files to run.
+
+    An argument naming nothing is an error before anything runs: a mistyped path is not a file
+    that failed."""
+    found = InputFiles(several=len(arguments) > 1)
+    seen: set[str] = set()
+
+    def add(path: str) -> None:
+        key = os.path.normpath(path)
+        if key not in seen:
+            seen.add(key)
+            found.files.append(path)
+
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found.several = True
+            entries = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
+            inputs = [p for p in entries if p.suffix.lower() in INPUT_SUFFIXES]
+            found.skipped += [str(p) for p in entries if p.suffix.lower() not in INPUT_SUFFIXES]
+            if not inputs:
+                raise CnncInputError("the folder holds no images or .npy files", where=argument)
+            for entry in inputs:
+                add(str(entry))
+        elif path.is_file():
+            add(argument)
+        elif _GLOB_CHARACTERS & set(argument):
+            found.several = True
+            matches = sorted(m for m in glob.glob(argument, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise CnncInputError("no file matches this pattern", where=argument)
+            for match in matches:
+                add(match)
+        elif path.exists():
+            raise CnncInputError("not a file or folder", where=argument)
+        else:
+            raise CnncInputError("no such input file or folder", where=argument)
+    return found
 
 
 def random_input(shape: tuple, batch: int, seed: int) -> np.ndarray:
@@ -22,6 +82,11 @@ def random_input(shape: tuple, batch: int, seed: int) -> np.ndarray:
 
 def load_input(path: str, shape: tuple) -> np.ndarray:
     """A .npy array (shape checked by the network) or an image made to fit `shape`."""
+    return load_input_sized(path, shape)[0]
+
+
+def load_input_sized(path: str, shape: tuple) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """`load_input`'s array and, for an image, its own (width, height) before resizing."""
     file = Path(path)
     if not file.is_file():
         raise CnncInputError("no such input file", where=path)
@@ -33,9 +98,9 @@ def load_input(path: str, shape: tuple) -> np.ndarray:
             raise CnncInputError(f"not a numeric .npy array ({error})", where=path) from None
         if array.ndim == len(shape) - 1:
             array = array[None]  # a single example without its batch axis
-        return array.astype(np.float32)
+        return array.astype(np.float32), None
     if file.suffix.lower() in _IMAGE_SUFFIXES:
-        return load_image(file, shape)
+        return load_image_sized(file, shape)
     raise CnncInputError("expected a .npy array or an image (.jpg, .png, ...)", where=path)
 
 
@@ -63,6 +128,11 @@ def load_image(path: Path, shape: tuple) -> np.ndarray:
 
     Three-channel inputs use ImageNet mean/std; one-channel inputs are converted to grey.
     """
+    return load_image_sized(path, shape)[0]
+
+
+def load_image_sized(path: Path, shape: tuple) -> tuple[np.ndarray, tuple[int, int]]:
+    """`load_image`'s array and the image's own (width, height)."""
     if len(shape) != 4 or shape[1] not in (1, 3):
         raise CnncInputError(f"an image needs a [N, 1 or 3, H, W] input, the network's is {fmt(shape)}",
                              where=str(path))
@@ -72,13 +142,14 @@ def load_image(path: Path, shape: tuple) -> np.ndarray:
         raise CnncInputError("reading images needs Pillow: pip install 'cnnc[image]'", where=str(path)) from None
     try:
         with Image.open(path) as image:
+            size = image.size
             image = image.convert("RGB" if shape[1] == 3 else "L").resize((shape[3], shape[2]),
                                                                           Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
-    except (OSError, Image.DecompressionBombError) as error:  # a header claiming 65535×65535
+    except (OSError, ValueError, Image.DecompressionBombError) as error:  # a header claiming 65535×65535
         raise CnncInputError(f"cannot read the image ({error})", where=str(path)) from None
     if shape[1] == 3:
         pixels = ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
     else:
         pixels = pixels[None]
-    return np.ascontiguousarray(pixels[None], dtype=np.float32)
+    return np.ascontiguousarray(pixels[None], dtype=np.float32), (int(size[0]), int(size[1]))

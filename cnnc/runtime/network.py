@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import linecache
+import math
 import re
 import threading
 import traceback
@@ -139,10 +140,69 @@ class CompiledNetwork:
     def load_params(self, path: str | Path) -> None:
         self.params.load(path)
 
+    def summary(self) -> str:
+        """The per-layer table of `cnnc summary` (every layer of the source program, with shapes,
+        parameters and MACs, then the totals); `repr(net)` is the short form."""
+        from ..summary import summary_table
+
+        return summary_table(self.source_graph)
+
     def __repr__(self) -> str:
-        ins = ", ".join(f"{n}: {fmt(s)}" for n, s in self.input_shapes.items())
-        outs = ", ".join(f"{n}: {fmt(s)}" for n, s in self.output_shapes.items())
-        return f"<CompiledNetwork {self.graph.info.source_name} ({ins}) -> ({outs})>"
+        return network_repr(self)
+
+
+REPR_ROWS = 30  # top-level layers that repr(net) lists in full; beyond that the first and last ones
+
+
+def _param_count(graph: Graph, names: list[str]) -> int:
+    used = {p for n in names for p in graph.params_of(n).values()}
+    return sum(math.prod(graph.info.param_specs[p].shape) for p in used)
+
+
+def network_repr(net: CompiledNetwork) -> str:
+    """A compact tree of the source program, like PyTorch's print(module) but one line per
+    top-level layer or block: its op (or what the block holds), output shape and parameters.
+    Blocks and sequences (`layer1`, `layer1.0`, ...) are folded into their top-level name, and
+    beyond `REPR_ROWS` rows the middle is left out, so ResNet-152 is a dozen lines;
+    `net.summary()` lists every layer."""
+    source = net.source_graph
+    order = [n for n in source.topo_order() if n not in source.info.inputs]
+    groups: dict[str, list[str]] = {}
+    for name in order:
+        groups.setdefault(name.split(".", 1)[0], []).append(name)
+    total = sum(math.prod(spec.shape) for spec in net.params.specs.values())
+    passes = net.graph.info.passes_run or []
+    header = (f"CompiledNetwork '{net.graph.info.source_name}': {len(order)} layers, {total:,} parameters; "
+              f"optimized by {len(passes)} pass{'es' if len(passes) != 1 else ''} to {len(net.graph)} nodes; "
+              f"on the {net.device}")
+    rows: list[tuple[str, str, str, str]] = []
+    for top, members in groups.items():
+        if len(members) == 1 and members[0] == top:
+            what = str(source.op(top))
+        else:
+            children = {m[len(top) + 1:].split(".", 1)[0] for m in members if m != top}
+            nested = any(m.count(".") > 1 for m in members)
+            ops = list(dict.fromkeys(str(source.op(m)) for m in members))
+            what = (f"{len(children)} blocks, {len(members)} layers" if nested
+                    else f"{len(members)} layers: {', '.join(ops[:4])}{', ...' if len(ops) > 4 else ''}")
+        count = _param_count(source, members)
+        rows.append((top, what, fmt(source.shape(members[-1])), f"{count:,}" if count else ""))
+    if len(rows) > REPR_ROWS:
+        head, tail = REPR_ROWS * 2 // 3, REPR_ROWS // 3
+        hidden = len(rows) - head - tail
+        rows = [*rows[:head], (f"... {hidden} more (net.summary() lists every layer)", "", "", ""), *rows[-tail:]]
+    widths = [max(len(row[i]) for row in rows if not row[0].startswith("... ")) for i in range(4)] if rows else [0] * 4
+    lines = [header]
+    lines += [f"  input  {n}: {fmt(shape)}" for n, shape in net.input_shapes.items()]
+    for name, what, shape, params in rows:
+        if name.startswith("... "):
+            lines.append(f"  {name}")
+        else:
+            lines.append(f"  {name.ljust(widths[0])}  {what.ljust(widths[1])}  {shape.ljust(widths[2])}  "
+                         f"{params.rjust(widths[3])}".rstrip())
+    lines += [f"  output {o}: {fmt(net.graph.shape(n))} (from {n})" if o != n else f"  output {o}: "
+              f"{fmt(net.graph.shape(n))}" for o, n in net.graph.info.outputs.items()]
+    return "\n".join(lines)
 
 
 def _generated_layer(trace: TracebackType | None) -> str | None:

@@ -2,6 +2,8 @@
 and shape by shape."""
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import warnings
 import zipfile
@@ -129,6 +131,45 @@ def _owner(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
+class UnknownParamError(CnncParamError, KeyError):
+    """A parameter name the network does not have: a CnncParamError (one message, with a "did you
+    mean" when a name is close) that is also a KeyError, as a mapping's missing key must be
+    (`name in net.params` and `net.params.get(name)` rely on it). `key` is the name asked for."""
+
+    def __init__(self, key: str, known: Iterator[str] | list[str]):
+        self.key = key
+        super().__init__(f"the network has no parameter '{key}'{_suggestion(key, list(known))}", where=key)
+
+    def __str__(self) -> str:  # KeyError's would quote the whole message
+        return self.render()
+
+
+# PyTorch's names of batch norm's tensors → cnnc's (load_torch_state_dict maps them the same way)
+_TORCH_BN = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
+
+
+def _suggestion(key: str, known: list[str]) -> str:
+    """"; did you mean ...?" for a name close to `key` (nothing when no name is)."""
+    if not isinstance(key, str):
+        return ""
+    owner, _, role = key.rpartition(".")
+    if role in _TORCH_BN and f"{owner}.{_TORCH_BN[role]}" in known:
+        return (f"; did you mean '{owner}.{_TORCH_BN[role]}'? (batch norm's parameters are gamma, beta, "
+                f"mean, var)")
+    roles = [name[len(owner) + 1:] for name in known if owner and name.startswith(owner + ".")
+             and "." not in name[len(owner) + 1:]]
+    if roles:  # the layer exists: its parameter is misspelled
+        close = difflib.get_close_matches(role, roles, n=1, cutoff=0.6)
+        return f"; did you mean '{owner}.{close[0]}'?" if close else \
+            f"; layer '{owner}' has {', '.join(roles)}"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _shape_text(shape: tuple) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
 class ParamStore(MutableMapping):
     """The network's parameters by name; every assignment is checked against the network."""
 
@@ -148,11 +189,20 @@ class ParamStore(MutableMapping):
                 self[name] = values[name]
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.data[name]
+        try:
+            return self.data[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable key (a list, say)
+            raise UnknownParamError(name, list(self.data)) from None
+
+    def __contains__(self, name: object) -> bool:  # without building an error for every miss
+        try:
+            return name in self.data
+        except TypeError:
+            return False
 
     def __setitem__(self, name: str, value: object) -> None:
         if name not in self.specs:
-            raise CnncParamError(f"the network has no parameter '{name}'", where=name)
+            raise UnknownParamError(name, list(self.specs))
         if isinstance(value, np.ndarray) and value.dtype == object:
             raise CnncParamError("parameter values must be numeric arrays", where=name)
         # The policy (docs/language.md, section 9): real numbers of any dtype are cast to float32;
@@ -186,6 +236,22 @@ class ParamStore(MutableMapping):
     def __len__(self) -> int:
         return len(self.data)
 
+    SHOWN = 8  # of more than SHOWN + 4 names, __repr__ lists the first SHOWN and the last two
+
+    def __repr__(self) -> str:
+        values = sum(math.prod(array.shape) for array in self.data.values())
+        names = list(self.data)
+        width = min(max((len(n) for n in names), default=0), 40)
+        shown = names if len(names) <= self.SHOWN + 4 else [*names[:self.SHOWN], None, *names[-2:]]
+        lines = [f"ParamStore: {len(names)} parameter{'s' if len(names) != 1 else ''}, {values:,} values "
+                 f"({_mebibytes(4 * values)} float32)"]
+        for name in shown:
+            if name is None:
+                lines.append(f"  ... {len(names) - self.SHOWN - 2} more (list(params) names them all)")
+            else:
+                lines.append(f"  {name.ljust(width)}  {_shape_text(self.data[name].shape)}")
+        return "\n".join(lines)
+
     @classmethod
     def from_values(cls, specs: Mapping[str, ParamSpec], values: Mapping[str, np.ndarray],
                     source: str) -> ParamStore:
@@ -211,6 +277,10 @@ class ParamStore(MutableMapping):
 
     def load(self, path: str | Path) -> None:
         self.update_from(read_npz(path), str(path))
+
+
+def _mebibytes(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.1f} KiB"
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:

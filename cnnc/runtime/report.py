@@ -21,7 +21,12 @@ def _probabilities(graph: Graph, node: str, value: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def describe_outputs(graph: Graph, outputs: dict[str, np.ndarray], top: int) -> str:
+EXAMPLES_SHOWN = 4  # examples of a batch whose top classes `describe_outputs` lists
+
+
+def describe_outputs(graph: Graph, outputs: dict[str, np.ndarray], top: int, examples: int = EXAMPLES_SHOWN) -> str:
+    """Each output's shape and statistics; for a classifier, the `top` classes of the first
+    `examples` examples, and a line saying how many more there are."""
     lines = []
     for out, value in outputs.items():
         node = graph.info.outputs[out]
@@ -29,8 +34,47 @@ def describe_outputs(graph: Graph, outputs: dict[str, np.ndarray], top: int) -> 
                      f"mean {value.mean():.4g}  std {value.std():.4g}")
         if is_classifier(graph, node):
             probs = _probabilities(graph, node, value)
-            for example, row in enumerate(probs[:4]):
+            for example, row in enumerate(probs[:examples]):
                 best = np.argsort(-row, kind="stable")[:top]
                 ranked = ", ".join(f"class {c} ({row[c]:.1%})" for c in best)
                 lines.append(f"  example {example}: top-{len(best)}: {ranked}")
+            hidden = len(probs) - examples
+            if hidden > 0:
+                lines.append(f"  ... {hidden} more example{'s' if hidden != 1 else ''} not shown "
+                             f"(--output preds.jsonl writes them all)")
     return "\n".join(lines)
+
+
+BOXES_SHOWN = 5  # detections per example that `describe_row` lists
+
+
+def describe_row(row: dict) -> str:
+    """One results row (cnnc.runtime.results) as the line `cnnc run --input imgs/` prints."""
+    path = row["path"] if row["path"] is not None else "random input"
+    where = f"{path}[{row['index']}]" if str(path).lower().endswith(".npy") or row["path"] is None else path
+    head = f"{where}: {row['output']}"
+    if row["kind"] == "classes":
+        ranked = ", ".join(f"class {c} ({_percent(s)})" for c, s in zip(row["labels"], row["scores"]))
+        return f"{head}: top-{len(row['labels'])}: {ranked}"
+    if row["kind"] == "detections":
+        count = len(row["boxes"])
+        shown = [f"class {label} {_fixed(score, 2)} at ({', '.join(_fixed(v, 0) for v in box)})"
+                 for box, score, label in list(zip(row["boxes"], row["scores"], row["labels"]))[:BOXES_SHOWN]]
+        more = f", ... {count - BOXES_SHOWN} more" if count > BOXES_SHOWN else ""
+        return f"{head}: {count} box{'es' if count != 1 else ''}{': ' if shown else ''}{', '.join(shown)}{more}"
+    if row["kind"] == "error":
+        return f"{path}: skipped: {row['error']}"
+    return (f"{head}: shape {fmt(tuple(row['shape']))}  min {_general(row['min'])}  max {_general(row['max'])}  "
+            f"mean {_general(row['mean'])}  std {_general(row['std'])}")
+
+
+def _percent(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.1%}"
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "nan" if value is None else f"{value:.{digits}f}"
+
+
+def _general(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.4g}"

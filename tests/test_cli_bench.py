@@ -1,0 +1,73 @@
+"""`cnnc bench`: the timing table per batch size, --profile's per-layer table, and the checks."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import ROOT
+
+import cnnc
+from cnnc.cli import main
+from cnnc.runtime import bench, profile
+
+TINY = ROOT / "tests" / "golden" / "tiny.cnn"
+NUMBER = r"\d+\.\d+"
+
+
+def test_bench_prints_a_row_per_batch_size(capsys):
+    assert main(["bench", str(TINY), "--batch", "1,3", "--repeat", "3", "--warmup", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.match(rf"{re.escape(str(TINY))}: -O2, \d+ nodes, on the CPU \(NumPy; .*\); compiled in {NUMBER} s$",
+                    lines[0])
+    assert lines[1] == ("3 timed runs per batch size after 1 warm-up run; random input (seed 0); "
+                        "times per forward pass")
+    assert lines[2].split() == ["batch", "median", "ms", "IQR", "ms", "min", "ms", "max", "ms", "ms/example",
+                                "examples/s"]
+    rows = [line.split() for line in lines[3:]]
+    assert [row[0] for row in rows] == ["1", "3"]
+    for row in rows:
+        median, iqr, low, high, per_example, rate = map(float, row[1:])
+        assert low <= median <= high and iqr >= 0
+        assert per_example == pytest.approx(median / int(row[0]), abs=0.01)
+        assert rate == pytest.approx(1000 * int(row[0]) / median, rel=0.05)
+
+
+def test_bench_profile_times_every_layer(capsys):
+    assert main(["bench", str(TINY), "--batch", "2", "--repeat", "1", "--warmup", "0", "--profile",
+                 "--profile-top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^per layer, batch 2: {NUMBER} ms in \d+ nodes \(median of 1 per node\)$", out, re.M)
+    assert "| kind | nodes | ms | share |" in out and "slowest 2 nodes:" in out
+
+
+def test_bench_refuses_what_it_cannot_time(tmp_path, capsys):
+    program = tmp_path / "fixed.cnn"
+    program.write_text("input image: [1, 1, 12, 12]\noutput y = image |> flatten |> dense(3)\n")
+    assert main(["bench", str(program), "--batch", "1,8"]) == 1
+    assert "--batch: error: input 'image' has a fixed batch of 1" in capsys.readouterr().err
+    assert main(["bench", str(program), "--repeat", "1"]) == 0  # its own batch is fine
+    assert main(["bench", str(TINY), "--gpu", "--profile"]) == 1
+    assert "--profile: error: --profile times the NumPy kernels one by one" in capsys.readouterr().err
+
+
+def test_timing_statistics():
+    timing = bench.Timing(4, (10.0, 12.0, 11.0, 30.0), (50.0,))
+    assert timing.median == 11.5 and timing.per_example == 11.5 / 4
+    assert timing.iqr == pytest.approx(16.5 - 10.75)  # the middle half, not the 30 ms outlier
+    assert timing.throughput == pytest.approx(4000 / 11.5)
+    assert bench.Timing(1, (5.0,), ()).iqr == 0.0
+
+
+def test_profile_nodes_script_wraps_the_package():
+    """benchmarks/profile_nodes.py's names are the package's profiler (bench_cpu.py imports them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_profile_nodes", ROOT / "benchmarks" / "profile_nodes.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    net = cnnc.compile(TINY)
+    rows = script.profile_net(net, 1, 1, 0)
+    assert [name for name, _, _ in rows] == [name for name, _, _ in profile.profile_net(net, 1, 1, 0)]
+    fixed = [("a", "relu", 1.0)]
+    assert script.report(fixed, "t", 1, 1) == profile.report(fixed, "t", 1, 1)
