@@ -77,11 +77,13 @@ def test_out_must_fit(cp):
 QUICK = {  # example -> input shape (None: as declared, batch 2)
     "tiny.cnn": None, "lenet5.cnn": None, "classify_localize.cnn": (2, 3, 64, 64), "segmentation.cnn": (1, 3, 64, 64),
     "mobilenet_v2.cnn": (2, 3, 64, 64), "resnet18.cnn": (1, 3, 64, 64), "yolo_tiny.cnn": (1, 3, 128, 128),
+    "shufflenet_v2_x1_0.cnn": (1, 3, 64, 64),
 }
 SLOW = {"alexnet.cnn": (1, 3, 227, 227), "se_resnet50.cnn": (1, 3, 32, 32), "googlenet.cnn": (1, 3, 224, 224),
         "googlenet_torchvision.cnn": (1, 3, 224, 224), "vgg16.cnn": None,
         "alexnet_torchvision.cnn": (1, 3, 224, 224), "xception.cnn": (1, 3, 96, 96), "resnet34.cnn": (1, 3, 64, 64),
-        "resnet50.cnn": (1, 3, 64, 64), "resnet101.cnn": (1, 3, 64, 64), "resnet152.cnn": (1, 3, 64, 64)}
+        "resnet50.cnn": (1, 3, 64, 64), "resnet101.cnn": (1, 3, 64, 64), "resnet152.cnn": (1, 3, 64, 64),
+        "mobilenet_v3_small.cnn": (1, 3, 64, 64)}
 
 
 def _run_network(name, shape, cp, level=2):

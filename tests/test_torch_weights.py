@@ -48,14 +48,14 @@ def soften_logits(model: nn.Module, layer: str, x: np.ndarray, target_std: float
         fc.bias.mul_(factor)
 
 
-def check_example(name: str, input_shape: tuple, seed: int, soften: str | None = None) -> None:
+def check_example(name: str, input_shape: tuple, seed: int, soften: str | None = None, level: int = 2) -> None:
     start = time.perf_counter()
     make, torchvision_count = TORCHVISION_TWINS[name]
     model = randomize_(make(), seed)
     x = np.random.default_rng(seed).standard_normal(input_shape, dtype=np.float32)
     if soften:
         soften_logits(model, soften, x)
-    net = cnnc.compile(EXAMPLES / f"{name}.cnn", input_shapes={"image": input_shape})
+    net = cnnc.compile(EXAMPLES / f"{name}.cnn", input_shapes={"image": input_shape}, optimize=level)
 
     count = sum(v.size for k, v in net.params.items() if not k.endswith((".mean", ".var")))
     assert count == torchvision_count == sum(p.numel() for p in model.parameters())
@@ -92,6 +92,16 @@ def test_googlenet_torchvision():
 
 def test_mobilenet_v2():
     check_example("mobilenet_v2", (1, 3, 224, 224), seed=5)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_mobilenet_v3_small(level):
+    check_example("mobilenet_v3_small", (2, 3, 224, 224), seed=6, level=level)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_shufflenet_v2_x1_0(level):
+    check_example("shufflenet_v2_x1_0", (2, 3, 224, 224), seed=7, level=level)
 
 
 # ------------------------------------------------------------------------------ error cases

@@ -388,6 +388,115 @@ class TorchvisionMobileNetV2(nn.Module):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), (1, 1)), 1))
 
 
+class V3ConvBNActivation(nn.Sequential):
+    """torchvision's Conv2dNormActivation in MobileNetV3: conv (no bias), BN (eps 0.001), then
+    hardswish, ReLU or nothing, as children 0, 1, 2."""
+
+    def __init__(self, cin: int, c: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
+                 activation: type[nn.Module] | None = nn.Hardswish):
+        layers: list[nn.Module] = [nn.Conv2d(cin, c, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
+                                             bias=False), nn.BatchNorm2d(c, eps=0.001, momentum=0.01)]
+        super().__init__(*layers, *([activation()] if activation else []))
+
+
+class V3SqueezeExcitation(nn.Module):
+    """torchvision.ops.SqueezeExcitation with MobileNetV3's hardsigmoid gate: fc1, fc2."""
+
+    def __init__(self, c: int, squeeze: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
+
+    def forward(self, x):
+        return x * F.hardsigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+
+
+class V3InvertedResidual(nn.Module):
+    """torchvision.models.mobilenetv3.InvertedResidual: `block` = [expand], depthwise, [SE], project."""
+
+    def __init__(self, cin: int, k: int, e: int, c: int, squeeze: int, hs: bool, stride: int):
+        super().__init__()
+        act = nn.Hardswish if hs else nn.ReLU
+        layers: list[nn.Module] = [V3ConvBNActivation(cin, e, activation=act)] if e != cin else []
+        layers.append(V3ConvBNActivation(e, e, k, stride, groups=e, activation=act))
+        if squeeze:
+            layers.append(V3SqueezeExcitation(e, squeeze))
+        layers.append(V3ConvBNActivation(e, c, activation=None))
+        self.block = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and cin == c
+
+    def forward(self, x):
+        return x + self.block(x) if self.use_res_connect else self.block(x)
+
+
+class TorchvisionMobileNetV3Small(nn.Module):
+    """torchvision.models.mobilenet_v3_small (width 1.0): features.0 ... features.12, classifier."""
+
+    SETTING = [(3, 16, 16, 8, False, 2), (3, 72, 24, 0, False, 2), (3, 88, 24, 0, False, 1),
+               (5, 96, 40, 24, True, 2), (5, 240, 40, 64, True, 1), (5, 240, 40, 64, True, 1),
+               (5, 120, 48, 32, True, 1), (5, 144, 48, 40, True, 1), (5, 288, 96, 72, True, 2),
+               (5, 576, 96, 144, True, 1), (5, 576, 96, 144, True, 1)]  # k, expanded, out, SE squeeze, hs, stride
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        layers: list[nn.Module] = [V3ConvBNActivation(3, 16, 3, 2)]
+        cin = 16
+        for k, e, c, squeeze, hs, stride in self.SETTING:
+            layers.append(V3InvertedResidual(cin, k, e, c, squeeze, hs, stride))
+            cin = c
+        layers.append(V3ConvBNActivation(cin, 576))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Linear(576, 1024), nn.Hardswish(), nn.Dropout(0.2),
+                                        nn.Linear(1024, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision.models.shufflenetv2.InvertedResidual: branch1 (stride 2 only) and branch2."""
+
+    def __init__(self, cin: int, c: int, stride: int):
+        super().__init__()
+        b = c // 2
+        self.stride = stride
+        if stride > 1:
+            self.branch1 = nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                                         nn.Conv2d(cin, b, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+        self.branch2 = nn.Sequential(nn.Conv2d(cin if stride > 1 else b, b, 1, bias=False), nn.BatchNorm2d(b),
+                                     nn.ReLU(),
+                                     nn.Conv2d(b, b, 3, stride, 1, groups=b, bias=False), nn.BatchNorm2d(b),
+                                     nn.Conv2d(b, b, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        n, c, h, w = out.shape  # torchvision's channel_shuffle(out, 2)
+        return out.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+
+class TorchvisionShuffleNetV2(nn.Module):
+    """torchvision.models.shufflenet_v2_x1_0: conv1, maxpool, stage2-4, conv5, fc."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU())
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 24
+        for name, repeats, c in (("stage2", 4, 116), ("stage3", 8, 232), ("stage4", 4, 464)):
+            units = [ShuffleUnit(cin, c, 2), *(ShuffleUnit(c, c, 1) for _ in range(repeats - 1))]
+            setattr(self, name, nn.Sequential(*units))
+            cin = c
+        self.conv5 = nn.Sequential(nn.Conv2d(cin, 1024, 1, bias=False), nn.BatchNorm2d(1024), nn.ReLU())
+        self.fc = nn.Linear(1024, num_classes)
+
+    def forward(self, x):
+        x = self.stage4(self.stage3(self.stage2(self.maxpool(self.conv1(x)))))
+        return self.fc(self.conv5(x).mean([2, 3]))
+
+
 class LeNet5(nn.Module):
     """examples/lenet5.cnn, its layers registered under `names` (the .cnn's: c1, c3, c5, f6, out);
     returns the logits, before the .cnn's final softmax."""
@@ -416,4 +525,6 @@ TORCHVISION_TWINS = {
     "alexnet_torchvision": (TorchvisionAlexNet, 61_100_840),
     "googlenet_torchvision": (TorchvisionGoogLeNet, 6_624_904),
     "mobilenet_v2": (TorchvisionMobileNetV2, 3_504_872),
+    "mobilenet_v3_small": (TorchvisionMobileNetV3Small, 2_542_856),
+    "shufflenet_v2_x1_0": (TorchvisionShuffleNetV2, 2_278_604),
 }

@@ -249,6 +249,12 @@ class Exporter:
         extra = [self.constant(f"{node}:value", np.array(a.value, np.float32))] if a.mode == "constant" else []
         self.add("Pad", [inputs[0], pads, *extra], node, self.value(node), mode=a.mode)
 
+    def slice(self, node: str, a: o.SliceAttrs, inputs: list[str]) -> None:
+        starts = self.constant(f"{node}:starts", np.array([a.start], np.int64))
+        ends = self.constant(f"{node}:ends", np.array([a.stop], np.int64))
+        axes = self.constant(f"{node}:axes", np.array([a.axis], np.int64))
+        self.add("Slice", [inputs[0], starts, ends, axes], node, self.value(node))
+
     def crop(self, node: str, a: o.CropAttrs, inputs: list[str]) -> None:
         (oy, ox), (h, w) = a.offset, a.size
         starts = self.constant(f"{node}:starts", np.array([oy, ox], np.int64))
@@ -392,6 +398,7 @@ _HANDLERS: dict[Op, Handler] = {
     Op.UPSAMPLE: Exporter.upsample,
     Op.PAD: Exporter.pad,
     Op.CROP: Exporter.crop,
+    Op.SLICE: Exporter.slice,
 }
 
 

@@ -1306,8 +1306,15 @@ class Importer:
             start = min(max(start + dim if start < 0 else start, 0), dim)
             end = min(max(end + dim if end < 0 else end, 0), dim)
             begin[axis], stop[axis] = start, end
-        if begin[:2] != [0, 0] or stop[1] != x.shape[1]:
-            self.fail("slicing the batch or channel axis is not supported (cnnc's crop takes H and W)")
+        if begin[0] != 0:
+            self.fail("slicing the batch axis is not supported")
+        if begin[1] != 0 or stop[1] != x.shape[1]:  # the channels: slice, when they are the only axis cut
+            if begin[2:] != [0, 0] or stop[2:] != list(x.shape[2:]):
+                self.fail("a Slice of the channels and of H or W at once is not supported")
+            if stop[1] <= begin[1]:
+                self.fail("the slice is empty")
+            self.emit(Op.SLICE, o.SliceAttrs(1, begin[1], stop[1]), [x], "slice", ["1", str(begin[1]), str(stop[1])])
+            return
         size = (stop[2] - begin[2], stop[3] - begin[3])
         if min(size) < 1:
             self.fail("the slice is empty")
