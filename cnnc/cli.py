@@ -11,6 +11,7 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import __version__, build_graph
@@ -19,6 +20,7 @@ from .frontend import check_library, parse
 from .language.values import Block
 from .limits import MAX_SOURCE_BYTES
 from .runtime.files import atomic_write, atomic_writes, save_npz, write_npz
+from .runtime.inputs import ImageConversion
 
 DOCS = "docs/cli.md"  # in the source tree; the epilog of every command names it
 FILES_BATCH = 8  # examples per forward pass when several --input files run and --batch is not given
@@ -613,10 +615,23 @@ _COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "bench": _cmd_bench, "che
              "summary": _cmd_summary, "import": _cmd_import, "export": _cmd_export}
 
 
+def _show_notes(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Image conversions are notes for the user, not a Python warning with a source line."""
+    if issubclass(category, ImageConversion):
+        print(f"note: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
-        status = _COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_notes
+            status = _COMMANDS[args.command](args)
     except CnncError as error:
         print(str(error), file=sys.stderr)
         return 1

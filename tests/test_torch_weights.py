@@ -104,6 +104,26 @@ def test_shufflenet_v2_x1_0(level):
     check_example("shufflenet_v2_x1_0", (2, 3, 224, 224), seed=7, level=level)
 
 
+@pytest.mark.parametrize("level", [0, 2])
+def test_squeezenet1_1(level):
+    check_example("squeezenet1_1", (2, 3, 64, 64), seed=8, level=level)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_mnasnet1_0(level):
+    check_example("mnasnet1_0", (1, 3, 64, 64), seed=9, level=level)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_efficientnet_b0(level):
+    check_example("efficientnet_b0", (1, 3, 64, 64), seed=10, level=level)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_densenet121(level):
+    check_example("densenet121", (1, 3, 64, 64), seed=11, level=level)
+
+
 # ------------------------------------------------------------------------------ error cases
 
 SMALL = """

@@ -497,6 +497,226 @@ class TorchvisionShuffleNetV2(nn.Module):
         return self.fc(self.conv5(x).mean([2, 3]))
 
 
+class Fire(nn.Module):
+    """torchvision.models.squeezenet.Fire: squeeze, expand1x1, expand3x3, each followed by ReLU."""
+
+    def __init__(self, cin: int, s: int, e1: int, e3: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(cin, s, 1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(s, e1, 1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(s, e3, 3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class TorchvisionSqueezeNet11(nn.Module):
+    """torchvision.models.squeezenet1_1: features.0 ... features.12, classifier.1 (the final conv)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 3, stride=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, ceil_mode=True),
+            Fire(64, 16, 64, 64), Fire(128, 16, 64, 64), nn.MaxPool2d(3, 2, ceil_mode=True),
+            Fire(128, 32, 128, 128), Fire(256, 32, 128, 128), nn.MaxPool2d(3, 2, ceil_mode=True),
+            Fire(256, 48, 192, 192), Fire(384, 48, 192, 192), Fire(384, 64, 256, 256), Fire(512, 64, 256, 256))
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Conv2d(512, num_classes, 1), nn.ReLU(inplace=True),
+                                        nn.AdaptiveAvgPool2d((1, 1)))
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+_MNASNET_BN_MOMENTUM = 1 - 0.9997  # torchvision's _BN_MOMENTUM (eps stays PyTorch's 1e-5)
+
+
+class MNASNetInvertedResidual(nn.Module):
+    """torchvision.models.mnasnet._InvertedResidual: `layers` = expand, depthwise, project (with BNs)."""
+
+    def __init__(self, cin: int, c: int, k: int, stride: int, t: int, bn_momentum: float = 0.1):
+        super().__init__()
+        mid = cin * t
+        self.apply_residual = cin == c and stride == 1
+        self.layers = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid, momentum=bn_momentum), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, k, padding=k // 2, stride=stride, groups=mid, bias=False),
+            nn.BatchNorm2d(mid, momentum=bn_momentum), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, c, 1, bias=False), nn.BatchNorm2d(c, momentum=bn_momentum))
+
+    def forward(self, x):
+        return self.layers(x) + x if self.apply_residual else self.layers(x)
+
+
+def _mnasnet_stack(cin: int, c: int, k: int, stride: int, t: int, repeats: int, bn_momentum: float) -> nn.Sequential:
+    """torchvision.models.mnasnet._stack: the first unit changes the shape, the others keep it."""
+    return nn.Sequential(MNASNetInvertedResidual(cin, c, k, stride, t, bn_momentum),
+                         *(MNASNetInvertedResidual(c, c, k, 1, t, bn_momentum) for _ in range(1, repeats)))
+
+
+class TorchvisionMNASNet10(nn.Module):
+    """torchvision.models.mnasnet1_0: layers.0 ... layers.16, classifier.1."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+        super().__init__()
+        m = _MNASNET_BN_MOMENTUM
+        depths = [32, 16, 24, 40, 80, 96, 192, 320]  # _get_depths(1.0)
+        self.layers = nn.Sequential(
+            nn.Conv2d(3, depths[0], 3, padding=1, stride=2, bias=False), nn.BatchNorm2d(depths[0], momentum=m),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(depths[0], depths[0], 3, padding=1, stride=1, groups=depths[0], bias=False),
+            nn.BatchNorm2d(depths[0], momentum=m), nn.ReLU(inplace=True),
+            nn.Conv2d(depths[0], depths[1], 1, padding=0, stride=1, bias=False), nn.BatchNorm2d(depths[1], momentum=m),
+            _mnasnet_stack(depths[1], depths[2], 3, 2, 3, 3, m),
+            _mnasnet_stack(depths[2], depths[3], 5, 2, 3, 3, m),
+            _mnasnet_stack(depths[3], depths[4], 5, 2, 6, 3, m),
+            _mnasnet_stack(depths[4], depths[5], 3, 1, 6, 2, m),
+            _mnasnet_stack(depths[5], depths[6], 5, 2, 6, 4, m),
+            _mnasnet_stack(depths[6], depths[7], 3, 1, 6, 1, m),
+            nn.Conv2d(depths[7], 1280, 1, padding=0, stride=1, bias=False), nn.BatchNorm2d(1280, momentum=m),
+            nn.ReLU(inplace=True))
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), nn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.layers(x).mean([2, 3]))
+
+
+class EffConv2dNormActivation(nn.Sequential):
+    """torchvision's Conv2dNormActivation in EfficientNet-B0: conv (no bias), BN (PyTorch's default
+    eps 1e-5), then SiLU or nothing, as children 0, 1, 2."""
+
+    def __init__(self, cin: int, c: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
+                 activation: bool = True):
+        super().__init__(nn.Conv2d(cin, c, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(c), *([nn.SiLU(inplace=True)] if activation else []))
+
+
+class EffSqueezeExcitation(nn.Module):
+    """torchvision.ops.SqueezeExcitation with EfficientNet's SiLU and sigmoid gate: fc1, fc2."""
+
+    def __init__(self, c: int, squeeze: int):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
+        self.activation, self.scale_activation = nn.SiLU(inplace=True), nn.Sigmoid()
+
+    def forward(self, x):
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+
+
+class MBConv(nn.Module):
+    """torchvision.models.efficientnet.MBConv: `block` = [expand], depthwise, SE, project; stochastic
+    depth (identity in eval mode) is left out."""
+
+    def __init__(self, t: int, k: int, stride: int, cin: int, c: int):
+        super().__init__()
+        self.use_res_connect = stride == 1 and cin == c
+        expanded = cin * t  # _make_divisible(cin * t, 8) for B0's widths
+        layers: list[nn.Module] = [EffConv2dNormActivation(cin, expanded)] if expanded != cin else []
+        layers += [EffConv2dNormActivation(expanded, expanded, k, stride, groups=expanded),
+                   EffSqueezeExcitation(expanded, max(1, cin // 4)),
+                   EffConv2dNormActivation(expanded, c, activation=False)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.block(x) + x if self.use_res_connect else self.block(x)
+
+
+class TorchvisionEfficientNetB0(nn.Module):
+    """torchvision.models.efficientnet_b0: features.0 ... features.8, avgpool, classifier.1."""
+
+    SETTING = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+               (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]  # t, k, stride, in, out, layers
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+        super().__init__()
+        layers: list[nn.Module] = [EffConv2dNormActivation(3, 32, 3, 2)]
+        for t, k, stride, cin, c, n in self.SETTING:
+            layers.append(nn.Sequential(*(MBConv(t, k, stride if i == 0 else 1, cin if i == 0 else c, c)
+                                          for i in range(n))))
+        layers.append(EffConv2dNormActivation(320, 1280))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), nn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class DenseLayer(nn.Module):
+    """torchvision.models.densenet._DenseLayer: norm1, relu1, conv1 (1x1), norm2, relu2, conv2 (3x3)."""
+
+    def __init__(self, cin: int, growth: int, bn_size: int):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(cin)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(cin, bn_size * growth, 1, stride=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(bn_size * growth, growth, 3, stride=1, padding=1, bias=False)
+
+    def forward(self, features: list):
+        x = torch.cat(features, 1)
+        return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+
+
+class DenseBlock(nn.ModuleDict):
+    """torchvision.models.densenet._DenseBlock: denselayer1 ... denselayerN, each seeing all earlier features."""
+
+    def __init__(self, n: int, cin: int, bn_size: int, growth: int):
+        super().__init__()
+        for i in range(n):
+            self.add_module(f"denselayer{i + 1}", DenseLayer(cin + i * growth, growth, bn_size))
+
+    def forward(self, x):
+        features = [x]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class Transition(nn.Sequential):
+    """torchvision.models.densenet._Transition: norm, relu, conv (1x1), pool (2x2 average)."""
+
+    def __init__(self, cin: int, c: int):
+        super().__init__()
+        self.add_module("norm", nn.BatchNorm2d(cin))
+        self.add_module("relu", nn.ReLU(inplace=True))
+        self.add_module("conv", nn.Conv2d(cin, c, 1, stride=1, bias=False))
+        self.add_module("pool", nn.AvgPool2d(2, 2))
+
+
+class TorchvisionDenseNet121(nn.Module):
+    """torchvision.models.densenet121: features (conv0, norm0, relu0, pool0, denseblock1-4,
+    transition1-3, norm5), classifier."""
+
+    def __init__(self, growth: int = 32, blocks: tuple = (6, 12, 24, 16), init: int = 64, bn_size: int = 4,
+                 num_classes: int = 1000):
+        super().__init__()
+        self.features = nn.Sequential()
+        self.features.add_module("conv0", nn.Conv2d(3, init, 7, stride=2, padding=3, bias=False))
+        self.features.add_module("norm0", nn.BatchNorm2d(init))
+        self.features.add_module("relu0", nn.ReLU(inplace=True))
+        self.features.add_module("pool0", nn.MaxPool2d(3, stride=2, padding=1))
+        c = init
+        for i, n in enumerate(blocks, 1):
+            self.features.add_module(f"denseblock{i}", DenseBlock(n, c, bn_size, growth))
+            c += n * growth
+            if i != len(blocks):
+                self.features.add_module(f"transition{i}", Transition(c, c // 2))
+                c //= 2
+        self.features.add_module("norm5", nn.BatchNorm2d(c))
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.features(x), inplace=True)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, (1, 1)), 1))
+
+
 class LeNet5(nn.Module):
     """examples/lenet5.cnn, its layers registered under `names` (the .cnn's: c1, c3, c5, f6, out);
     returns the logits, before the .cnn's final softmax."""
@@ -527,4 +747,8 @@ TORCHVISION_TWINS = {
     "mobilenet_v2": (TorchvisionMobileNetV2, 3_504_872),
     "mobilenet_v3_small": (TorchvisionMobileNetV3Small, 2_542_856),
     "shufflenet_v2_x1_0": (TorchvisionShuffleNetV2, 2_278_604),
+    "squeezenet1_1": (TorchvisionSqueezeNet11, 1_235_496),
+    "mnasnet1_0": (TorchvisionMNASNet10, 4_383_312),
+    "efficientnet_b0": (TorchvisionEfficientNetB0, 5_288_548),
+    "densenet121": (TorchvisionDenseNet121, 7_978_856),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,15 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 INPUT_SUFFIXES = frozenset(_IMAGE_SUFFIXES | {".npy"})  # what a folder contributes to a run
 _GLOB_CHARACTERS = frozenset("*?[")
+
+
+class ImageConversion(UserWarning):
+    """What loading an image changed about it (bit depth, channels, alpha, orientation); the CLI
+    prints each as a `note:` line, API users see an ordinary warning."""
+
+
+# Pillow modes whose pixels are integers wider than 8 bits, and the largest value of each.
+_WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
 
 
 @dataclass
@@ -142,10 +152,7 @@ def load_image_sized(path: Path, shape: tuple) -> tuple[np.ndarray, tuple[int, i
         raise CnncInputError("reading images needs Pillow: pip install 'cnnc[image]'", where=str(path)) from None
     try:
         with Image.open(path) as image:
-            size = image.size
-            image = image.convert("RGB" if shape[1] == 3 else "L").resize((shape[3], shape[2]),
-                                                                          Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
+            pixels, size = _pixels(image, shape, str(path))
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # a header claiming 65535×65535
         raise CnncInputError(f"cannot read the image ({error})", where=str(path)) from None
     if shape[1] == 3:
@@ -153,3 +160,38 @@ def load_image_sized(path: Path, shape: tuple) -> tuple[np.ndarray, tuple[int, i
     else:
         pixels = pixels[None]
     return np.ascontiguousarray(pixels[None], dtype=np.float32), (int(size[0]), int(size[1]))
+
+
+def _pixels(image, shape: tuple, where: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image as float32 in [0, 1], H×W(×3), resized (bilinear) to the input's size, after
+    EXIF orientation; every change beyond the resize is reported (ImageConversion)."""
+    from PIL import Image, ImageOps
+
+    changes = []
+    orientation = image.getexif().get(0x0112, 1)  # the EXIF Orientation tag; 1 is upright
+    if orientation not in (0, 1):
+        image = ImageOps.exif_transpose(image)
+        changes.append(f"turned upright as its EXIF orientation ({orientation}) says")
+    size = (int(image.size[0]), int(image.size[1]))
+    target = (shape[3], shape[2])
+    want_rgb = shape[1] == 3
+    if image.mode in _WIDE_MODES:  # 16-bit grey: scale the full range, not Pillow's clip to 255
+        wide = np.asarray(image, dtype=np.float32) / _WIDE_MODES[image.mode]
+        grey = Image.fromarray(np.clip(wide, 0, 1).astype(np.float32), mode="F")
+        pixels = np.asarray(grey.resize(target, Image.Resampling.BILINEAR), dtype=np.float32)
+        changes.append(f"{image.mode} (16-bit) pixels scaled from 0–65535 to 0–1")
+        if want_rgb:
+            pixels = np.repeat(pixels[..., None], 3, axis=2)
+            changes.append("grey copied to the 3 channels")
+    else:
+        if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
+            changes.append("alpha channel dropped (transparent pixels keep their colour)")
+        if want_rgb and image.mode in ("L", "LA", "1"):
+            changes.append("grey copied to the 3 channels")
+        elif not want_rgb and image.mode not in ("L", "1"):
+            changes.append(f"{image.mode} converted to grey (the network takes 1 channel)")
+        converted = image.convert("RGB" if want_rgb else "L").resize(target, Image.Resampling.BILINEAR)
+        pixels = np.asarray(converted, dtype=np.float32) / 255.0
+    for change in changes:
+        warnings.warn(f"{where}: {change}", ImageConversion, stacklevel=3)
+    return pixels, size
