@@ -198,3 +198,28 @@ output y = x |> cbr(4, pad=valid) |> cbr(4)
 
 def test_whole_number_float_repeat_counts():
     assert len(nodes("input x: [N, 1, 2, 2]\noutput y = x |> relu * (4 / 2)")) == 3
+
+
+def test_an_inline_block_names_its_layers_in_the_callers_scope():
+    text = """
+input image: [N, 3, 16, 16]
+inline block stem(c: int) { return x |> conv(c, 3x3, pad=1, bias=false) |> bn |> relu }
+block denselayer() { return concat(x, x |> conv(4, 3x3, pad=1) as conv1) }
+inline block layers(n: int) { return x if n == 0 else x |> layers(n - 1) |> denselayer }
+y = image |> stem(8) |> layers(2) as denseblock1 |> stem(8) as named
+output out = y |> stem(8) |> [layers(1)] as seq
+"""
+    graph = cnnc.parse(text)
+    names = [n for n in graph.topo_order() if graph.op(n).value in ("conv", "batch_norm")]
+    assert names == ["conv1", "bn1", "denseblock1.denselayer1.conv1", "denseblock1.denselayer2.conv1",
+                     "named.conv1", "named.bn1", "conv2", "bn2", "seq.0.denselayer1.conv1"]
+
+
+def test_inline_recursion_is_still_bounded():
+    text = """
+input image: [N, 3, 8, 8]
+inline block forever(n: int) { return x |> forever(n + 1) }
+output y = image |> forever(0)
+"""
+    with pytest.raises(cnnc.CnncError, match="nested too deep"):
+        cnnc.parse(text)

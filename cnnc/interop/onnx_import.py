@@ -53,7 +53,7 @@ from .onnx_fold import FOLDERS, fold, node_where
 
 # Words an identifier must never be: the cnn language's keywords, Python's (the generated code
 # is Python), ops and built-in functions (legal, but confusing), and the batch symbol.
-CNN_KEYWORDS = frozenset("import input output block return if else and or not true false as".split())
+CNN_KEYWORDS = frozenset("import input output block inline return if else and or not true false as".split())
 RESERVED = (CNN_KEYWORDS | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(LAYER_OPS)
             | frozenset(language_builtins.FUNCTIONS) | {"N"})
 MAX_IDENTIFIER = 80

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from ..errors import CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncTypeError
@@ -403,7 +403,8 @@ class Elaborator:
     def _call_block(self, block: Block, call: t.Call, positional, keywords, name: str | None) -> object:
         definition = block.definition
         local = bind_block_args(definition, call, positional, keywords, self, block.globals)
-        full = self.namer.claim(definition.name, name, call.span)
+        # An inline block called without `as` names its layers in the caller's scope.
+        full = None if definition.inline and name is None else self.namer.claim(definition.name, name, call.span)
         if self._depth >= MAX_BLOCK_DEPTH:
             raise CnncError(f"blocks nested too deep (more than {MAX_BLOCK_DEPTH} calls): does "
                             f"'{definition.name}' call itself without end?", call.span)
@@ -414,7 +415,7 @@ class Elaborator:
                             f"'{definition.name}'): does a block call itself more than once?", call.span)
         self._depth += 1
         try:
-            with self.namer.scope(full):
+            with self.namer.scope(full) if full is not None else nullcontext():
                 for statement in definition.body:
                     if isinstance(statement, t.Return):
                         return self.eval(statement.value, local)

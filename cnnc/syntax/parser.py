@@ -124,10 +124,10 @@ class _ToTree(Transformer_NonRecursive):
         return t.OutputDecl(self._span(meta), str(children[0]), children[1])
 
     def block_def(self, meta, children):
-        name, *rest = children
+        inline, name, *rest = children
         params = tuple(c for c in rest if isinstance(c, t.Param))
         body = tuple(c for c in rest if isinstance(c, (t.Assign, t.Return)))
-        return t.BlockDef(self._span(meta), str(name), params, body)
+        return t.BlockDef(self._span(meta), str(name), params, body, inline is not None)
 
     def param(self, meta, children):
         name, type_name, default = children

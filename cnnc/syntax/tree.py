@@ -127,6 +127,7 @@ class BlockDef(Node):
     name: str
     params: tuple[Param, ...]
     body: tuple[Assign | Return, ...]
+    inline: bool = False  # `inline block`: a call without `as` opens no naming scope
 
 
 @dataclass(frozen=True)
