@@ -223,3 +223,21 @@ output y = image |> forever(0)
 """
     with pytest.raises(cnnc.CnncError, match="nested too deep"):
         cnnc.parse(text)
+
+
+def test_as_names_calls_and_tensor_operations_outside_pipes():
+    text = """
+input a: [N, 4, 8, 8]
+b = a |> conv(4, 3x3, pad=1) as c
+m = concat(a, b) as merged
+output y = relu(m) as act
+output z = ((a + b) as total - (a * 0.5) as half + (-a) as negated) as mix
+"""
+    graph = cnnc.parse(text)
+    ops = {n: graph.op(n).value for n in graph.topo_order()}
+    assert {k: ops[k] for k in ("merged", "act", "total", "half", "negated", "mix")} == {
+        "merged": "concat", "act": "relu", "total": "add", "half": "scalar_affine", "negated": "scalar_affine",
+        "mix": "add"}
+    with pytest.raises(CnncError, match="`as` names a layer") as caught:
+        cnnc.parse("input a: [1, 2, 3, 3]\nk = (1 + 2) as three\noutput y = a\n")
+    assert ":2:" in str(caught.value)

@@ -230,12 +230,12 @@ class Elaborator:
         except ArgError as error:
             raise CnncTypeError(str(error), node.span) from None
 
-    def _tensor_binary(self, node: t.Binary, left: object, right: object) -> Tensor:
+    def _tensor_binary(self, node: t.Binary, left: object, right: object, name: str | None = None) -> Tensor:
         """`+ - * /` between two tensors (elementwise ops with broadcasting), or between a tensor
         and a number (one scalar_affine node: x·scale + shift)."""
         if isinstance(left, Tensor) and isinstance(right, Tensor) and node.op in _TENSOR_OPS:
             op = _TENSOR_OPS[node.op]
-            with self.layer(op.value, None, node.span):
+            with self.layer(op.value, name, node.span):
                 return self.emit(op, NoAttrs(), [left, right])
         number = right if isinstance(left, Tensor) else left
         if node.op in _TENSOR_OPS and isinstance(number, (int, float)) and not isinstance(number, bool):
@@ -255,7 +255,7 @@ class Elaborator:
                 scale, shift = self._finite(1.0 / value, node), 0.0
             else:  # "-": x − n, or n − x
                 scale, shift = (1.0, -value) if tensor is left else (-1.0, value)
-            return self._scalar_affine(tensor, scale, shift, node.span)
+            return self._scalar_affine(tensor, scale, shift, node.span, name)
         raise CnncTypeError(f"'{node.op}' cannot combine {describe(left)} and {describe(right)}; "
                             "tensors support + - * / with a tensor or a number", node.span)
 
@@ -269,8 +269,8 @@ class Elaborator:
             raise CnncTypeError(f"{describe(number)} is too large to combine with a tensor (float32)", node.span)
         return value
 
-    def _scalar_affine(self, x: Tensor, scale: float, shift: float, span: Span) -> Tensor:
-        with self.layer("scale", None, span):
+    def _scalar_affine(self, x: Tensor, scale: float, shift: float, span: Span, name: str | None = None) -> Tensor:
+        with self.layer("scale", name, span):
             return self.emit(Op.SCALAR_AFFINE, ScalarAffineAttrs(scale, shift), [x])
 
     def _eval_Index(self, node: t.Index, env: Env) -> object:
@@ -300,6 +300,23 @@ class Elaborator:
 
     def _eval_Call(self, node: t.Call, env: Env) -> object:
         return self.call(node, [], env, None)
+
+    def _eval_Named(self, node: t.Named, env: Env) -> object:
+        """`f(...) as name`, `(a + b) as name`, `(-x) as name`: the one layer the expression's
+        outermost operation makes gets the name (its operands are named as usual)."""
+        expr = node.expr
+        if isinstance(expr, t.Call):
+            return self.call(expr, [], env, node.name)
+        if isinstance(expr, t.Binary) and expr.op not in ("and", "or"):
+            left, right = self._value(expr.left, env), self._value(expr.right, env)
+            if isinstance(left, Tensor) or isinstance(right, Tensor):
+                return self._tensor_binary(expr, left, right, node.name)
+        if isinstance(expr, t.Unary) and expr.op == "-":
+            value = self._value(expr.operand, env)
+            if isinstance(value, Tensor):
+                return self._scalar_affine(value, -1.0, 0.0, expr.span, node.name)
+        raise CnncTypeError("`as` names a layer: put it after a call, a pipe stage, or a parenthesized "
+                            "tensor operation", node.span)
 
     # ---- stages and calls -------------------------------------------------------------------
     def stage(self, stage: t.Stage, value: object, env: Env, forced: str | None) -> object:

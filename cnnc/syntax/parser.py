@@ -217,6 +217,15 @@ class _ToTree(Transformer_NonRecursive):
         name, args = children
         return t.Call(self._span(meta), str(name), self._tok(name), tuple(args or ()))
 
+    def named_call(self, meta, children):
+        name, args, layer = children
+        call = t.Call(self._span(meta), str(name), self._tok(name), tuple(args or ()))
+        return t.Named(self._span(meta), call, layer)
+
+    def named_expr(self, meta, children):
+        expr, layer = children
+        return t.Named(self._span(meta), expr, layer)
+
     def args(self, meta, children):
         return tuple(c if isinstance(c, t.Arg) else t.Arg(c.span, None, c) for c in children if c is not None)
 

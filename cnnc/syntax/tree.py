@@ -36,6 +36,14 @@ class Call(Node):
 
 
 @dataclass(frozen=True)
+class Named(Node):
+    """`call(...) as name` or `(expression) as name`: the layer the expression makes is `name`."""
+
+    expr: Expr
+    name: str
+
+
+@dataclass(frozen=True)
 class TupleExpr(Node):
     items: tuple[Expr, ...]
     is_list: bool = False
