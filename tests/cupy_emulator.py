@@ -385,7 +385,8 @@ def fake_cupy() -> types.ModuleType:
     cp.asarray = _asarray
     cp.ascontiguousarray = _ascontiguousarray
     cp.asnumpy = lambda x: x.get() if isinstance(x, Array) else np.array(x)
-    for name in ("add", "multiply", "subtract", "divide", "exp", "amax", "mean", "sqrt", "clip"):
+    for name in ("add", "multiply", "subtract", "divide", "exp", "amax", "mean", "sqrt", "clip", "sum", "where",
+                 "matmul"):
         setattr(cp, name, _deferred(getattr(np, name)))
     cp.copyto = lambda dst, src: _run(lambda: np.copyto(dst, src))
     cp.RawKernel = RawKernel

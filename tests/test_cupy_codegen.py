@@ -194,6 +194,7 @@ LAUNCHES = {
     "slice_axis": set(), "flatten": set(), "reshape": set(),
     "layer_norm": set(), "group_norm": set(), "layer_scale": set(), "clip": set(), "adaptive_pool": set(),
     "channel_shuffle": set(), "pixel_shuffle": set(), "sub": set(), "div": set(), "scalar_affine": set(),
+    "prelu": set(), "permute": set(), "matmul": set(),
 }
 
 

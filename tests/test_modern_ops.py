@@ -226,3 +226,60 @@ def test_the_exported_network_imports_back_and_matches():
     want, got = net.run(x=x), back.run(x=x)
     for name in want:
         assert np.abs(got[name] - want[name]).max() <= 1e-4 * max(1.0, np.abs(want[name]).max()), name
+
+
+@pytest.mark.parametrize("k", KERNELS, ids=IDS)
+def test_prelu_permute_matmul_reduce(k):
+    rng = np.random.default_rng(10)
+    x = _rand(rng, 2, 5, 3, 4, scale=2)
+    slope = _rand(rng, 5)
+    _close(k.prelu(x, slope), F.prelu(_t(x), _t(slope)))
+    _close(k.prelu(x[:, :, 0, 0].copy(), slope), F.prelu(_t(x[:, :, 0, 0]), _t(slope)))
+    _close(k.permute(x, order=(0, 2, 3, 1)), _t(x).permute(0, 2, 3, 1), rtol=0)
+    a, b = _rand(rng, 2, 3, 4, 5), _rand(rng, 2, 1, 5, 6)
+    _close(k.matmul(a, b), _t(a) @ _t(b))
+    for mode, fn in (("mean", torch.mean), ("sum", torch.sum), ("max", torch.amax)):
+        _close(k.reduce(x, mode=mode, axes=(2, -1), keepdims=False), fn(_t(x), dim=(2, 3)))
+        _close(k.reduce(x, mode=mode, axes=(1,), keepdims=True), fn(_t(x), dim=1, keepdim=True))
+
+
+CHANNELS_LAST = """
+input x: [N, 8, 5, 5]
+t = x |> prelu as act |> permute((0, 2, 3, 1))                   # [N, 5, 5, 8]
+attn = t |> matmul(t |> permute((0, 1, 3, 2)))                   # [N, 5, 5, 5]
+output pooled = attn |> reduce_mean((2, 3), keepdims=false)      # [N, 5]
+output peak = x |> reduce_max(1) |> reduce_sum(-1, keepdims=false)  # [N, 1, 5]
+"""
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_channels_last_attention_pattern_matches_pytorch(level):
+    net = cnnc.compile(CHANNELS_LAST, optimize=level)
+    assert np.all(net.params["act.slope"] == 0.25)  # PyTorch's PReLU initial slope
+    rng = np.random.default_rng(11)
+    net.params["act.slope"] = _rand(rng, 8)
+    x = _rand(rng, 2, 8, 5, 5)
+    xt = _t(x)
+    t = F.prelu(xt, _t(net.params["act.slope"])).permute(0, 2, 3, 1)
+    got = net.run(x=x)
+    _close(got["pooled"], (t @ t.permute(0, 1, 3, 2)).mean(dim=(2, 3)))
+    _close(got["peak"], xt.amax(dim=1, keepdim=True).sum(dim=-1))
+
+
+def test_the_batch_axis_cannot_be_permuted_or_reduced():
+    with pytest.raises(CnncError, match="the batch axis must stay first"):
+        cnnc.compile("input x: [1, 2, 3, 3]\noutput y = x |> permute((1, 0, 2, 3))\n")
+    with pytest.raises(CnncError, match="batch axis cannot be reduced"):
+        cnnc.compile("input x: [1, 2, 3, 3]\noutput y = x |> reduce_sum(0)\n")
+
+
+def test_prelu_permute_matmul_reduce_export_to_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    net = cnnc.compile(CHANNELS_LAST)
+    rng = np.random.default_rng(12)
+    net.params["act.slope"] = _rand(rng, 8)
+    session = ort.InferenceSession(cnnc.export_onnx(net).SerializeToString(), providers=["CPUExecutionProvider"])
+    x = _rand(rng, 2, 8, 5, 5)
+    got = net.run(x=x)
+    for name, want in zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})):
+        assert np.abs(got[name] - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), name

@@ -345,6 +345,20 @@ class Exporter:
     def pixel_shuffle(self, node: str, a: o.PixelShuffleAttrs, inputs: list[str]) -> None:
         self.add("DepthToSpace", inputs, node, self.value(node), blocksize=a.factor, mode="CRD")
 
+    def prelu(self, node: str, a: object, inputs: list[str]) -> None:
+        self.add("PRelu", [inputs[0], self._per_channel(node, "slope")], node, self.value(node))
+
+    def permute(self, node: str, a: o.PermuteAttrs, inputs: list[str]) -> None:
+        self.add("Transpose", inputs, node, self.value(node), perm=list(a.order))
+
+    def reduce(self, node: str, a: o.ReduceAttrs, inputs: list[str]) -> None:
+        op_type = {"mean": "ReduceMean", "max": "ReduceMax", "sum": "ReduceSum"}[a.mode]
+        if a.mode == "sum":  # ReduceSum takes its axes as an input from opset 13
+            axes = self.constant(f"{node}:axes", np.array(a.axes, np.int64))
+            self.add(op_type, [inputs[0], axes], node, self.value(node), keepdims=int(a.keepdims))
+        else:
+            self.add(op_type, inputs, node, self.value(node), axes=list(a.axes), keepdims=int(a.keepdims))
+
 
 # An op's exporter: (exporter, IR node name, the node's attrs, its input value names).
 Handler = Callable[[Exporter, str, Any, list[str]], None]
@@ -399,6 +413,10 @@ _HANDLERS: dict[Op, Handler] = {
     Op.PAD: Exporter.pad,
     Op.CROP: Exporter.crop,
     Op.SLICE: Exporter.slice,
+    Op.PRELU: Exporter.prelu,
+    Op.PERMUTE: Exporter.permute,
+    Op.MATMUL: _simple("MatMul"),
+    Op.REDUCE: Exporter.reduce,
 }
 
 

@@ -53,6 +53,7 @@ class Op(str, Enum):
     GROUP_NORM = "group_norm"
     LAYER_SCALE = "layer_scale"
     CLIP = "clip"
+    PRELU = "prelu"
     MAX_POOL = "max_pool"
     AVG_POOL = "avg_pool"
     GLOBAL_AVG_POOL = "global_avg_pool"
@@ -70,6 +71,8 @@ class Op(str, Enum):
     SLICE = "slice"
     CHANNEL_SHUFFLE = "channel_shuffle"
     PIXEL_SHUFFLE = "pixel_shuffle"
+    PERMUTE = "permute"
+    MATMUL = "matmul"
     IOU = "iou"
     NMS = "nms"
     YOLO_DECODE = "yolo_decode"
@@ -324,6 +327,11 @@ class PixelShuffleAttrs:
 
 
 @dataclass(frozen=True)
+class PermuteAttrs:
+    order: tuple[int, ...]  # the input axis each output axis takes; order[0] is 0 (the batch)
+
+
+@dataclass(frozen=True)
 class DepthwisePoolAttrs:
     size: int
     mode: str  # "max" | "avg"
@@ -385,7 +393,7 @@ class YoloDecodeAttrs:
 
 @dataclass(frozen=True)
 class ReduceAttrs:
-    mode: str  # "mean" | "max"
+    mode: str  # "mean" | "max" | "sum"
     axes: tuple[int, ...]
     keepdims: bool
 
@@ -687,6 +695,26 @@ def _pixel_shuffle(a: PixelShuffleAttrs, shapes: list[Shape]) -> Shape:
     return (n, c // (a.factor * a.factor), h * a.factor, w * a.factor)
 
 
+def _permute(a: PermuteAttrs, shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    if sorted(a.order) != list(range(len(x))):
+        raise ShapeRuleError(f"permute: order {tuple(a.order)} must list each axis of {fmt(x)} once")
+    if a.order[0] != 0:
+        raise ShapeRuleError("permute: the batch axis must stay first (order starts with 0)")
+    return tuple(x[i] for i in a.order)
+
+
+def _matmul(a: object, shapes: list[Shape]) -> Shape:
+    x, y = shapes
+    if len(x) < 3 or len(x) != len(y):
+        raise ShapeRuleError(f"matmul multiplies [N, ..., M, K] by [N, ..., K, P] of the same rank (3 or more), "
+                             f"got {fmt(x)} and {fmt(y)}")
+    if x[-1] != y[-2]:
+        raise ShapeRuleError(f"matmul: {fmt(x)} @ {fmt(y)}: the inner sizes {x[-1]} and {y[-2]} differ")
+    lead = broadcast(x[:-2], y[:-2], "@")
+    return (*lead, x[-2], y[-1])
+
+
 _RESHAPING = {
     Op.FLATTEN: OpRecord(NoAttrs, _flatten, Output.VIEW, (Surface("flatten", "[N, ...] → [N, features]"),),
                          "flatten", rank=Rank.ABSORBS),
@@ -730,6 +758,16 @@ _RESHAPING = {
         (Surface("pixel_shuffle", "[N, C·r², H, W] → [N, C, H·r, W·r] (sub-pixel upsampling, depth_to_space)",
                  (Arg("factor", "positive_int"),)),),
         "pixel_shuffle", ("factor",)),
+    Op.PERMUTE: OpRecord(
+        PermuteAttrs, _permute, Output.FRESH,
+        (Surface("permute", "reorder the axes (the batch stays first): permute((0, 2, 3, 1)) is channels-last",
+                 (Arg("order", "int_tuple"),)),),
+        "permute", ("order",)),
+    Op.MATMUL: OpRecord(
+        NoAttrs, _matmul, Output.FRESH,
+        (Surface("matmul", "matrix product over the last two axes, broadcasting the others",
+                 inputs=2),),
+        "matmul", min_inputs=2, max_inputs=2),
 }
 
 
@@ -836,6 +874,10 @@ _ELEMENTWISE = {
         NoAttrs, _same, Output.FRESH,
         (Surface("layer_scale", "a learned scale per channel (ConvNeXt, CaiT)"),),
         "layer_scale", (), _channels_params(("scale", "ones")), ("scale",), in_place=True, rank=Rank.RANK_FREE),
+    Op.PRELU: OpRecord(
+        NoAttrs, _same, Output.FRESH,
+        (Surface("prelu", "x, or slope[c]·x below 0, with a learned slope per channel (init 0.25)"),),
+        "prelu", (), _channels_params(("slope", "prelu")), ("slope",), in_place=True, rank=Rank.RANK_FREE),
     Op.CLIP: OpRecord(
         ClipAttrs, _clip, Output.FRESH,
         (Surface("clip", "min(max(x, min), max)", (Arg("min", "float"), Arg("max", "float"))),),
@@ -909,6 +951,8 @@ def _adaptive_pool(a: AdaptivePoolAttrs, shapes: list[Shape]) -> Shape:
 
 def _reduce(a: ReduceAttrs, shapes: list[Shape]) -> Shape:
     (x,) = shapes
+    if not a.axes or any(not -len(x) <= axis < len(x) for axis in a.axes):
+        raise ShapeRuleError(f"reduce: axes {tuple(a.axes)} must name axes of {fmt(x)}")
     axes = {axis % len(x) for axis in a.axes}
     if 0 in axes:
         raise ShapeRuleError("reduce: the batch axis cannot be reduced")
@@ -949,7 +993,12 @@ _POOLING = {
          Surface("adaptive_maxpool", "max over PyTorch's adaptive bins to an output `size`", (Arg("size", "pair"),),
                  fixed=(("mode", "max"),))),
         "adaptive_pool", ("size", "mode")),
-    Op.REDUCE: OpRecord(ReduceAttrs, _reduce, Output.FRESH, (), "reduce", ("mode", "axes", "keepdims")),
+    Op.REDUCE: OpRecord(
+        ReduceAttrs, _reduce, Output.FRESH,
+        tuple(Surface(f"reduce_{mode}", f"{mode} over the given axes (keepdims=true keeps them, with size 1)",
+                      (Arg("axes", "int_tuple"), Arg("keepdims", "bool", True)), fixed=(("mode", mode),))
+              for mode in ("mean", "max", "sum")),
+        "reduce", ("mode", "axes", "keepdims")),
 }
 
 

@@ -15,7 +15,7 @@ Shape = tuple  # tuple[int | str, ...]; only dimension 0 may be a str (the batch
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """A parameter's shape and how `cnnc.init_params` fills it (he, glorot, zeros, ones, derived)."""
+    """A parameter's shape and how `cnnc.init_params` fills it (he, glorot, zeros, ones, prelu, derived)."""
 
     shape: tuple[int, ...]
     init: str

@@ -897,6 +897,15 @@ def clip(x, *, min: float, max: float, out=None):  # noqa: A002
     return y
 
 
+def prelu(x, slope, out=None):
+    """x if x ≥ 0 else slope[c]·x; `out` may be `x`."""
+    x = _f32(x)
+    y = _output(out, x.shape)
+    s = _f32(slope).reshape(_channel_shape(x))
+    cp.multiply(x, cp.where(x >= 0, np.float32(1), s), out=y)
+    return y
+
+
 def relu(x, out=None):
     """max(x, 0); `out` may be x itself (here and in the other elementwise kernels)."""
     return _elementwise(_EW_RELU)(_f32(x), _output(out, x.shape))
@@ -1067,14 +1076,16 @@ def reduce(x, *, mode: str, axes, keepdims: bool, out=None):
     shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keepdims else \
         tuple(d for i, d in enumerate(x.shape) if i not in axes)
     y = _output(out, shape)
-    if mode not in ("mean", "max"):
+    if mode not in ("mean", "max", "sum"):
         raise ValueError(f"reduce: unknown mode {mode!r}")
-    if axes and axes == list(range(x.ndim - len(axes), x.ndim)):
+    if mode != "sum" and axes and axes == list(range(x.ndim - len(axes), x.ndim)):
         length = int(math.prod(x.shape[a] for a in axes))
         return _reduce_rows(x, y, x.size // length if length else 0, length, mode)
     reduced = y.reshape(tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
     if mode == "mean":
         cp.mean(x, axis=tuple(axes), keepdims=True, out=reduced)
+    elif mode == "sum":
+        cp.sum(x, axis=tuple(axes), keepdims=True, out=reduced)
     else:
         cp.amax(x, axis=tuple(axes), keepdims=True, out=reduced)
     return y
@@ -1201,6 +1212,22 @@ def pixel_shuffle(x, *, factor: int, out=None):
     y = _output(out, (n, c // (r * r), h * r, wd * r))
     cp.copyto(y.reshape(n, c // (r * r), h, r, wd, r),
               x.reshape(n, c // (r * r), r, r, h, wd).transpose(0, 1, 4, 2, 5, 3))
+    return y
+
+
+def permute(x, *, order, out=None):
+    """x.transpose(order), copied into its own C-contiguous array."""
+    part = x.transpose(tuple(order))
+    y = _output(out, part.shape)
+    cp.copyto(y, part)
+    return y
+
+
+def matmul(a, b, out=None):
+    """Matrix product over the last two axes, the others broadcast."""
+    a, b = _f32(a), _f32(b)
+    y = _output(out, (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1]))
+    cp.matmul(a, b, out=y)
     return y
 
 

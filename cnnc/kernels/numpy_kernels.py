@@ -500,6 +500,12 @@ def clip(x: np.ndarray, *, min: float, max: float, out=None) -> np.ndarray:  # n
     return np.clip(x, np.float32(min), np.float32(max), out=out)
 
 
+def prelu(x: np.ndarray, slope: np.ndarray, out=None) -> np.ndarray:
+    """x where x ≥ 0, else slope[c]·x (a learned slope per channel, axis 1); ``out`` may be ``x``."""
+    s = slope.astype(np.float32, copy=False).reshape(_channel_shape(x))
+    return np.multiply(x, np.where(x >= 0, np.float32(1), s), out=out)
+
+
 def relu(x: np.ndarray, out=None) -> np.ndarray:
     """max(x, 0); ``out`` (here and in the other elementwise kernels): an array of x's shape
     to write the result into, which may be ``x`` itself."""
@@ -879,6 +885,16 @@ def pixel_shuffle(x: np.ndarray, *, factor: int) -> np.ndarray:
     return y
 
 
+def permute(x: np.ndarray, *, order) -> np.ndarray:
+    """``x.transpose(order)`` as a fresh C-contiguous array."""
+    return np.ascontiguousarray(x.transpose(tuple(order)), dtype=np.float32)
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Matrix product over the last two axes, the others broadcast."""
+    return np.matmul(a, b, dtype=np.float32)
+
+
 def slice_axis(x: np.ndarray, *, axis: int, start: int, stop: int) -> np.ndarray:
     """``x[..., start:stop, ...]`` along ``axis`` (negative values count from the end); a copy."""
     index = [slice(None)] * x.ndim
@@ -1013,7 +1029,9 @@ def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, out=None
 
 
 def reduce(x: np.ndarray, *, mode: str, axes, keepdims: bool) -> np.ndarray:
-    """Mean or maximum over ``axes``."""
+    """Mean, maximum or sum over ``axes``."""
     if mode == "mean":
         return x.mean(axis=tuple(axes), keepdims=keepdims, dtype=np.float32)
+    if mode == "sum":
+        return x.sum(axis=tuple(axes), keepdims=keepdims, dtype=np.float32)
     return np.max(x, axis=tuple(axes), keepdims=keepdims)

@@ -495,6 +495,22 @@ def pixel_shuffle(x: np.ndarray, *, factor: int) -> np.ndarray:
     return _out(y)
 
 
+def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """x if x ≥ 0 else slope[c]·x."""
+    x64 = _f64(x)
+    return _out(np.where(x64 >= 0, x64, x64 * _f64(slope).reshape((1, -1) + (1,) * (x.ndim - 2))))
+
+
+def permute(x: np.ndarray, *, order: tuple[int, ...]) -> np.ndarray:
+    """y[i0, i1, ...] with y's axis k being x's axis order[k]."""
+    return _out(np.transpose(x, tuple(order)))
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ_k a[..., i, k] · b[..., k, j], the leading axes broadcast."""
+    return _out(np.einsum("...ik,...kj->...ij", _f64(a), _f64(b)))
+
+
 def slice_axis(x: np.ndarray, *, axis: int, start: int, stop: int) -> np.ndarray:
     """y = x[..., start : stop, ...] along ``axis`` (negative values count from the end)."""
     index = [slice(None)] * x.ndim
@@ -642,6 +658,10 @@ def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.nd
 
 
 def reduce(x: np.ndarray, *, mode: str, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
-    """Mean (``mode="mean"``) or maximum (``mode="max"``) over ``axes``."""
-    function = np.mean if mode == "mean" else np.max
-    return _out(function(_f64(x), axis=tuple(axes), keepdims=keepdims))
+    """Mean, maximum or sum (``mode``) over ``axes``."""
+    x64 = _f64(x)
+    if mode == "mean":
+        return _out(x64.mean(axis=tuple(axes), keepdims=keepdims))
+    if mode == "sum":
+        return _out(x64.sum(axis=tuple(axes), keepdims=keepdims))
+    return _out(x64.max(axis=tuple(axes), keepdims=keepdims))
