@@ -58,3 +58,16 @@ class Span:
 def safe_comment(text: str) -> str:
     """`text` made safe to place after `#` in generated Python: one line, printable."""
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def source_location(spans: tuple[Span, ...]) -> str:
+    """`file:line[, line][, file:line]` for a node's comment: each line once, grouped by file (a
+    fused node has the spans of everything it absorbed), `generated` for a node without a source."""
+    if not spans:
+        return "generated"
+    lines: dict[str, list[int]] = {}  # file → its lines, each once, in order
+    for span in spans:
+        seen = lines.setdefault(span.file.name, [])
+        if span.line not in seen:
+            seen.append(span.line)
+    return safe_comment(", ".join(f"{name}:{', '.join(map(str, numbers))}" for name, numbers in lines.items()))

@@ -38,9 +38,19 @@ def test_one_statement_per_node_with_source_lines():
     non_input_nodes = [n for n in net.graph.nodes if str(net.graph.op(n)) != "input"]
     assert len(statements) == len(non_input_nodes)
     assert any("# tiny.cnn:5 unit1.conv1" in line for line in statements)
-    # every other line is plan_memory's bookkeeping: `del` after a last use, marked as such
-    others = [line for line in lines if line not in statements]
+    # every other line is a long call's wrapped arguments, or plan_memory's bookkeeping: `del`
+    # after a last use, marked as such
+    wrapped = [line for line in lines if line.startswith("        ")]
+    others = [line for line in lines if line not in statements and line not in wrapped]
     assert others and all(line.startswith("    del ") and line.endswith("  # last use") for line in others)
+    assert wrapped and all(len(line) <= 120 for line in lines)
+
+
+def test_generated_lines_fit_in_120_columns():
+    """Long kernel calls wrap after the open parenthesis (the comment stays on the first line)."""
+    source = cnnc.compile(ROOT / "examples" / "resnet50.cnn").source
+    forward = source.split("def forward(")[1].split("\n\n\n")[0]
+    assert max(len(line) for line in forward.splitlines()) <= 120
 
 
 def test_compiled_module_runs_without_cnnc(tmp_path):
@@ -103,3 +113,12 @@ output y = a |> conv(4, 1x1) |> hardsigmoid
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8), dtype=np.float32)
     want = cnnc.eval_graph(net.source_graph, net.params, {"x": x})["y"]
     np.testing.assert_allclose(net.run(x)["y"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_ir_text_labels_keyword_inputs_and_lists_each_source_line_once():
+    from cnnc.ir.printer import print_graph
+
+    text = print_graph(cnnc.compile(ROOT / "examples" / "resnet18.cnn").graph)
+    fused = next(line for line in text.splitlines() if line.startswith("%layer1.0.conv2 "))
+    assert "(%layer1.0.conv1, residual=%maxpool1)" in fused
+    assert fused.endswith("# resnet_blocks.cnn:13, 16")  # the conv's line and the add's, once each

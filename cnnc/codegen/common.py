@@ -7,18 +7,32 @@ from .. import __version__
 from ..ir.graph import Graph, Node
 from ..ir.ops import record
 from ..ir.shapes import fmt
-from ..source import Span, safe_comment
-
-
-def source_location(spans: tuple[Span, ...]) -> str:
-    """`file:line[, file:line]` for a node's comment; a fused node lists each line once."""
-    where = ", ".join(dict.fromkeys(f"{s.file.name}:{s.line}" for s in spans)) if spans else "generated"
-    return safe_comment(where)
+from ..source import safe_comment, source_location
 
 
 def statement_comment(node: Node) -> str:
     """What follows a node's statement: `file:line name: op -> [shape]` (safe inside a comment)."""
     return f"{source_location(node.spans)} {safe_comment(node.name)}: {node.op} -> {fmt(node.shape)}"
+
+
+def statement(target: str, kernel: str | None, args: list[str], comment: str, width: int = 120) -> list[str]:
+    """`target = kernel(args)  # comment` inside `forward`, on one line when it fits in `width`,
+    else with the comment after the open parenthesis and the arguments wrapped beneath, so the
+    comment stays on the statement's first line (runtime/network.py finds it there).
+    `kernel` None: a plain assignment of the one argument (dropout)."""
+    call = args[0] if kernel is None else f"{kernel}({', '.join(args)})"
+    one = f"    {target} = {call}  # {comment}"
+    if len(one) <= width or kernel is None:
+        return [one]
+    lines, current = [f"    {target} = {kernel}(  # {comment}"], "       "
+    for i, arg in enumerate(args):
+        piece = f" {arg}{',' if i < len(args) - 1 else ')'}"
+        if len(current) + len(piece) > width and current.strip():
+            lines.append(current)
+            current = "       "
+        current += piece
+    lines.append(current)
+    return lines
 
 
 def return_statement(graph: Graph, name_of: Callable[[str], str]) -> str:

@@ -10,7 +10,15 @@ from ..ir.graph import Graph
 from ..ir.ops import Op, kernel_call, record
 from ..kernels import numpy_kernels
 from ..passes.memory import current_plan
-from .common import docstring, interface_tables, kernels_used, load_params_function, return_statement, statement_comment
+from .common import (
+    docstring,
+    interface_tables,
+    kernels_used,
+    load_params_function,
+    return_statement,
+    statement,
+    statement_comment,
+)
 from .kernel_source import function_names, kernel_sources
 from .namespace import Namespace
 
@@ -18,20 +26,21 @@ _RESERVED = {"np", "math", "params", "forward", "load_params", "run", "INPUTS", 
              "PARAMETERS", "Path"}
 
 
-def _call(graph: Graph, name: str, ns: Namespace, in_place: bool = False) -> str:
-    """The kernel call computing `name`; `in_place`: write into the first input (`out=`)."""
+def _call(graph: Graph, name: str, ns: Namespace, in_place: bool = False) -> tuple[str | None, list[str]]:
+    """The kernel and arguments computing `name` (None and the input for dropout, which has no
+    kernel); `in_place`: write into the first input (`out=`)."""
     node = graph.node(name)
     op, info = node.op, record(node.op)
     inputs = [ns.name(i) for i in graph.inputs_of(name)]
     if info.kernel is None:  # dropout
-        return inputs[0]
+        return None, inputs[:1]
     positional, keywords = kernel_call(op, node.attrs, inputs, graph.params_of(name), lambda p: f"params[{p!r}]",
                                        node.shape)
     args = ["None" if a is None else a for a in positional]  # input names and params[...] lookups
     args += [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
     if in_place:
         args.append(f"out={inputs[0]}")
-    return f"{info.kernel}({', '.join(args)})"
+    return info.kernel, args
 
 
 def generate(graph: Graph) -> str:
@@ -59,8 +68,8 @@ def generate(graph: Graph) -> str:
     for name in order:
         if graph.op(name) == Op.INPUT:
             continue
-        lines.append(f"    {ns.name(name)} = {_call(graph, name, ns, name in in_place)}"
-                     f"  # {statement_comment(graph.node(name))}")
+        kernel, args = _call(graph, name, ns, name in in_place)
+        lines += statement(ns.name(name), kernel, args, statement_comment(graph.node(name)))
         dead = plan.frees_after(name) if plan is not None else ()
         if dead:  # bookkeeping, not a node: lets NumPy free or reuse the arrays now
             lines.append(f"    del {', '.join(ns.name(n) for n in dead)}  # last use")

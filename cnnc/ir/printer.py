@@ -1,9 +1,9 @@
 """A stable text form of the IR, for `cnnc compile --emit ir` and golden tests."""
 from __future__ import annotations
 
-from ..source import safe_comment
+from ..source import safe_comment, source_location
 from .graph import Graph
-from .ops import Op, attrs_dict
+from .ops import Op, attrs_dict, record
 from .shapes import fmt
 
 
@@ -20,11 +20,15 @@ def print_graph(graph: Graph) -> str:
     lines = [f"# IR of {safe_comment(graph.info.source_name)}"]
     for name in graph.topo_order():
         node = graph.node(name)
-        where = ", ".join(f"{s.file.name}:{s.line}" for s in node.spans)
+        where = source_location(node.spans)
         if node.op == Op.INPUT:
             lines.append(f"input %{name} : {fmt(node.shape)}  # {where}")
             continue
-        args = ", ".join(f"%{i}" for i in graph.inputs_of(name))
+        inputs = [f"%{i}" for i in graph.inputs_of(name)]
+        keywords = record(node.op).keyword_inputs  # the inputs after the plain ones, by keyword
+        plain = 1 if keywords else len(inputs)  # as ops.kernel_call passes them
+        labels = [f"{k}={v}" for k, v in zip(keywords, inputs[plain:])] if len(inputs) > plain else []
+        args = ", ".join([*inputs[:plain], *labels])
         attrs = ", ".join(f"{k}={_value(v)}" for k, v in attrs_dict(node.attrs).items())
         specs = graph.info.param_specs
         params = ", ".join(f"{role}={fmt(specs[p].shape)}" for role, p in node.params.items())

@@ -207,10 +207,15 @@ def network_repr(net: CompiledNetwork) -> str:
 
 def _generated_layer(trace: TracebackType | None) -> str | None:
     """The layer whose statement in the generated `forward` was running when `trace` was raised:
-    each statement ends with the comment `# file:line layer: op -> shape` (codegen/common.py)."""
+    each statement's first line ends with the comment `# file:line layer: op -> shape`
+    (codegen/common.py's `statement`); a wrapped statement's later lines carry none, so the
+    search walks back to it."""
     layer = None
     for frame, line in traceback.walk_tb(trace):
         if is_generated(frame.f_code.co_filename) and frame.f_code.co_name == "forward":
-            found = re.search(r"#\s*\S+ (\S+): ", linecache.getline(frame.f_code.co_filename, line))
-            layer = found.group(1) if found else layer
+            for number in range(line, max(line - 20, 0), -1):
+                found = re.search(r"#.* (\S+): \w+ -> \[", linecache.getline(frame.f_code.co_filename, number))
+                if found:
+                    layer = found.group(1)
+                    break
     return layer

@@ -22,11 +22,16 @@ PARAMETERS = {
 
 def forward(params, image):
     """Run the network on float32 NCHW arrays; returns a dict of outputs."""
-    unit1_conv1 = conv(image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12]
-    unit2_conv1 = conv(unit1_conv1, params['unit2.conv1.weight~bn'], params['unit2.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))  # tiny.cnn:5 unit2.conv1: conv -> [N, 4, 12, 12]
+    unit1_conv1 = conv(  # tiny.cnn:5 unit1.conv1: conv -> [N, 4, 12, 12]
+        image, params['unit1.conv1.weight~bn'], params['unit1.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1),
+        dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))
+    unit2_conv1 = conv(  # tiny.cnn:5 unit2.conv1: conv -> [N, 4, 12, 12]
+        unit1_conv1, params['unit2.conv1.weight~bn'], params['unit2.conv1.bias~bn'], stride=(1, 1), pads=(1, 1, 1, 1),
+        dilation=(1, 1), groups=1, activation='relu', out_size=(12, 12))
     unit2_add1 = add(unit2_conv1, unit1_conv1, out=unit2_conv1)  # tiny.cnn:6 unit2.add1: add -> [N, 4, 12, 12]
     del unit1_conv1, unit2_conv1  # last use
-    maxpool1 = max_pool(unit2_add1, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), out_size=(6, 6))  # tiny.cnn:9 maxpool1: max_pool -> [N, 4, 6, 6]
+    maxpool1 = max_pool(  # tiny.cnn:9 maxpool1: max_pool -> [N, 4, 6, 6]
+        unit2_add1, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), dilation=(1, 1), out_size=(6, 6))
     del unit2_add1  # last use
     flatten1 = flatten(maxpool1)  # tiny.cnn:10 flatten1: flatten -> [N, 144]
     del maxpool1  # last use
