@@ -13,13 +13,15 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_cpu import _timed  # noqa: E402  (the sibling script, found by the path above)
 
 DENSE = [  # (batch, channels, filters, size): 3x3, stride 1, pad 1
     (1, 64, 64, 56), (8, 64, 64, 56), (1, 128, 128, 28), (8, 128, 128, 28), (1, 256, 256, 56),
@@ -33,13 +35,8 @@ DEPTHWISE = [  # (batch, channels, size, stride): 3x3, pad 1, MobileNetV2's laye
 
 
 def _ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    """Median ms of `repeat` calls after one warm-up (bench_cpu's timer)."""
+    return statistics.median(_timed(fn, repeat, 1))
 
 
 def _ort_conv(x, w, stride: int, groups: int, threads: int) -> Callable[[], object] | None:

@@ -71,7 +71,9 @@ def build_graph(source: SourceLike, *, input_shapes: dict[str, tuple] | None = N
 
 # Imported on first use, so `import cnnc` stays light: cnnc.load_torch_state_dict(net, sd).
 _LAZY = {"load_torch_state_dict": "cnnc.interop.torch_weights",
-         "import_onnx": "cnnc.interop.onnx_import", "export_onnx": "cnnc.interop.onnx_export"}
+         "import_onnx": "cnnc.interop.onnx_import", "export_onnx": "cnnc.interop.onnx_export",
+         # Dask stays optional: cnnc.runtime.distributed imports it only when these run.
+         "predict_files": "cnnc.runtime.distributed", "predict_bag": "cnnc.runtime.distributed"}
 
 
 def __getattr__(name: str):
@@ -83,4 +85,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["CnncError", "CompiledNetwork", "Graph", "build_graph", "compile", "eval_graph", "export_onnx",
-           "import_onnx", "init_params", "load_torch_state_dict", "parse", "__version__"]
+           "import_onnx", "init_params", "load_torch_state_dict", "parse", "predict_bag", "predict_files",
+           "__version__"]

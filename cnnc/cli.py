@@ -21,6 +21,7 @@ from .language.values import Block
 from .limits import MAX_SOURCE_BYTES
 from .runtime.files import atomic_write, atomic_writes, save_npz, write_npz
 from .runtime.inputs import ImageConversion
+from .runtime.report import is_classifier
 
 DOCS = "docs/cli.md"  # in the source tree; the epilog of every command names it
 FILES_BATCH = 8  # examples per forward pass when several --input files run and --batch is not given
@@ -153,7 +154,9 @@ def _build_parser() -> argparse.ArgumentParser:
   cnnc run examples/resnet18.cnn --input imgs/ --batch 16 --output preds.jsonl
   cnnc run examples/resnet18.cnn --input 'data/**/*.png' a.jpg --output preds.csv
   cnnc run examples/yolo_tiny.cnn --input photo.jpg --draw boxes.png
-  cnnc run examples/segmentation.cnn --batch 2 --seed 1 --save-output out.npz""")
+  cnnc run examples/segmentation.cnn --batch 2 --seed 1 --save-output out.npz
+  cnnc run model.cnn --input 'photos/**/*.jpg' --output preds.parquet --workers 4   # on Dask
+  cnnc run model.cnn --input 'photos/**/*.jpg' --output preds.parquet --scheduler tcp://host:8786""")
     _common(run)
     run.add_argument("--input", nargs="+", action="extend", default=[], metavar="PATH",
                      help="input files: .npy arrays or images (.jpg, .png, ...; resized and normalized), "
@@ -163,6 +166,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="write the results, a row per example and output, as JSON Lines (.jsonl) or CSV "
                           f"(.csv): file, top-k classes and scores, or boxes (the schema: {DOCS})")
     run.add_argument("--params", help="parameters (.npz) (default: a seeded He initialization)")
+    run.add_argument("--labels", metavar="FILE",
+                     help="class names, one per line, for the classifier or detection outputs with that many "
+                          "classes (default: the program's `labels`, e.g. imagenet)")
     run.add_argument("--seed", type=_non_negative, default=0,
                      help="seed of the parameters and of the random input (default: 0)")
     run.add_argument("--batch", type=_positive, metavar="N",
@@ -181,6 +187,18 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpu", action="store_true", help="run on an NVIDIA GPU with CuPy")
     run.add_argument("--tf32", action="store_true",
                      help="with --gpu: TF32 tensor cores in the GEMMs (faster, ~1e-3 relative error per product)")
+    dask = run.add_argument_group("on Dask (pip install 'cnnc[dask]'; --output is then a folder of partitions)")
+    dask.add_argument("--workers", type=_positive, metavar="N",
+                      help="run the --input files on a local Dask cluster of N worker processes, writing "
+                           "--output preds.parquet or preds.jsonl as a folder of partitions")
+    dask.add_argument("--scheduler", metavar="ADDRESS",
+                      help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); inputs and "
+                           "--output must be at the same paths on every worker (a shared file system)")
+    dask.add_argument("--partition-size", type=_positive, metavar="N",
+                      help="input files per partition, one task and one output file each (default: 256, rounded "
+                           "up to a multiple of --batch)")
+    dask.add_argument("--no-resume", dest="no_resume", action="store_true",
+                      help="redo every partition; without it a rerun keeps the partitions the same run wrote")
     _optimization(run)
 
     bench = _command(commands, "bench", "time the compiled network: latency and throughput per batch size", """
@@ -362,8 +380,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from .runtime.gpu import require_gpu
 
         require_gpu(where="--gpu")
-    if args.output:
+    dask = args.workers is not None or args.scheduler is not None
+    if dask:
+        _check_dask_run(args)
+    elif args.output:
         result_format(args.output)  # a wrong suffix before the (long) work
+    if not dask and (args.partition_size is not None or args.no_resume):
+        flag = "--partition-size" if args.partition_size is not None else "--no-resume"
+        raise CnncInputError(f"{flag} applies to a Dask run (--workers N or --scheduler ADDRESS)", where=flag)
     started = time.perf_counter()
     graph = _graph(args)
     names = list(graph.info.inputs)
@@ -377,7 +401,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if len(names) != 1:
             raise CnncInputError("--input works for networks with one input", where="--input")
         found = expand_inputs(args.input)
-    several = found is not None and found.several
+    several = found is not None and (found.several or dask)
     if several:
         for option in ("draw", "mask", "save_output"):
             if getattr(args, option):
@@ -415,12 +439,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     limit = args.max_memory or machine_memory()
     if limit is not None:  # before the random input and the parameters are allocated
         check_run_memory(graph, batch, limit)
+    if args.labels:
+        _override_labels(graph, args.labels)
     net = CompiledNetwork(graph, generate(graph), seed=args.seed)
     if args.params:
         net.load_params(args.params)
+    elif found is not None and any(is_classifier(graph, n) for n in graph.info.outputs.values()):
+        print("note: the weights are random (a seeded He initialization), so these classes mean nothing; "
+              "load trained weights with --params weights.npz (from `cnnc import model.onnx`, or "
+              "cnnc.load_torch_state_dict in Python)", file=sys.stderr)
     if args.gpu:  # one forward pass (one file or a random input): nothing to replay, so no CUDA graph
         net.to("gpu", tf32=args.tf32, cuda_graph=several)
     compiled = time.perf_counter() - started
+    if dask:
+        from .runtime.distributed import run_cli
+
+        return run_cli(net, args.input, args.output, batch, args.top, args.workers, args.scheduler,
+                       args.partition_size, not args.no_resume, compiled)
     if several:
         assert found is not None
         return _run_files(args, net, found, batch, compiled)
@@ -459,6 +494,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
         width, height = visualize.write_mask(outputs[mask_output], image, args.mask)
         print(f"wrote {args.mask}: {width}x{height} mask of '{mask_output}'")
     return 0
+
+
+def _override_labels(graph, path: str) -> None:
+    """--labels FILE: its names for every classifier or detection output with that many classes."""
+    from .labels import read_label_file
+    from .runtime.results import output_kinds
+
+    names = read_label_file(path)
+    kinds = output_kinds(graph)
+    matched = []
+    for out, node in graph.info.outputs.items():
+        if kinds[out] == "classes":
+            classes = graph.shape(node)[1]
+        elif kinds[out] == "detections" and graph.op(node).value == "nms":
+            classes = graph.shape(graph.inputs_of(node)[1])[-1]
+        else:
+            continue
+        if classes == len(names):
+            graph.info.labels[out] = names
+            matched.append(out)
+    if not matched:
+        raise CnncInputError(f"{path} names {len(names)} classes, but no classifier or detection output has "
+                             "that many", where="--labels")
+
+
+def _check_dask_run(args: argparse.Namespace) -> None:
+    """--workers / --scheduler: what they need, before anything is compiled."""
+    from .runtime.distributed import output_format
+
+    flag = "--workers" if args.workers is not None else "--scheduler"
+    if args.workers is not None and args.scheduler is not None:
+        raise CnncInputError("--workers starts a local cluster and --scheduler names one: give one of them",
+                             where="--workers")
+    if not args.input:
+        raise CnncInputError("a Dask run needs input files: --input 'photos/**/*.jpg'", where=flag)
+    if not args.output:
+        raise CnncInputError("a Dask run writes a folder of partitions: --output preds.parquet or preds.jsonl",
+                             where=flag)
+    for option in ("gpu", "draw", "mask", "save_output"):
+        if getattr(args, option):
+            raise CnncInputError(f"--{option.replace('_', '-')} does not run on Dask", where=flag)
+    output_format(args.output)
 
 
 def _run_examples(net, name: str, shape: tuple, examples: list, batch: int, top: int):

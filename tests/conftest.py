@@ -1,6 +1,7 @@
 """Shared test helpers."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,22 @@ AWKWARD = np.concatenate([
     np.nextafter(_BREAKPOINTS, np.float32(0.0)), np.nextafter(_BREAKPOINTS, np.float32(np.inf) * _BREAKPOINTS),
     np.array([-0.0, 0.0, 1e-30, -1e-30, 20.0, -20.0, 100.0, -100.0, 1e4, -1e4, 1e30, -1e30], np.float32),
 ]).astype(np.float32)
+
+
+def forward_statements(source: str) -> dict[str, str]:
+    """Layer name → its whole statement in a generated module's `forward`: a long call wraps
+    after its open parenthesis (codegen/common.py `statement`), so continuation lines are joined;
+    the layer is read from the statement's `# file:line[, line] layer: op -> [shape]` comment."""
+    body = source.split("\ndef forward(")[1].split("\ndef ")[0]
+    statements: list[str] = []
+    for line in body.splitlines():
+        if line.startswith("        ") and statements:
+            statements[-1] += " " + line.strip()
+        elif line.startswith("    ") and " = " in line:
+            statements.append(line.strip())
+    found = {}
+    for statement in statements:
+        match = re.search(r"#.* (\S+): \w+ -> \[", statement)
+        if match:
+            found[match.group(1)] = statement
+    return found

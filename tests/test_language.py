@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES
 
 import cnnc
 from cnnc.errors import CnncError
@@ -241,3 +242,27 @@ output z = ((a + b) as total - (a * 0.5) as half + (-a) as negated) as mix
     with pytest.raises(CnncError, match="`as` names a layer") as caught:
         cnnc.parse("input a: [1, 2, 3, 3]\nk = (1 + 2) as three\noutput y = a\n")
     assert ":2:" in str(caught.value)
+
+
+def test_outputs_declare_their_class_names(tmp_path):
+    head = "input x: [N, 3, 8, 8]\noutput logits = x |> global_avg_pool |> flatten |> "
+    graph = cnnc.parse(head + "dense(20) labels voc\n")
+    voc = graph.info.labels["logits"]
+    assert voc[:3] == ("aeroplane", "bicycle", "bird") and len(voc) == 20
+    (tmp_path / "names.txt").write_text("cat\ndog\nfish\n", encoding="utf-8")
+    program = tmp_path / "net.cnn"
+    program.write_text(head.replace("logits", "y") + 'dense(3) labels "names.txt"\n', encoding="utf-8")
+    net = cnnc.compile(program)
+    assert net.graph.info.labels["y"] == ("cat", "dog", "fish")  # survives the passes
+    assert len(cnnc.compile(EXAMPLES / "resnet18.cnn").graph.info.labels["logits"]) == 1000
+
+
+@pytest.mark.parametrize("clause,message", [
+    ("dense(21) labels voc", "its shape [N, 21] has 21 classes along axis 1, but its labels name 20"),
+    ("dense(20) labels pascal", "unknown label set 'pascal'"),
+    ('dense(20) labels "missing.txt"', "cannot read the label file"),
+])
+def test_bad_labels_name_the_line(clause, message):
+    with pytest.raises(CnncError) as caught:
+        cnnc.parse(f"input x: [N, 3, 8, 8]\noutput y = x |> global_avg_pool |> flatten |> {clause}\n")
+    assert message in str(caught.value) and ":2:" in str(caught.value)

@@ -2,10 +2,8 @@
 (passes/memory.py) and the CuPy buffer plan (codegen/cupy.py), checked directly and through both."""
 from __future__ import annotations
 
-import re
-
 import pytest
-from conftest import EXAMPLES
+from conftest import EXAMPLES, forward_statements
 
 import cnnc
 from cnnc.codegen import cupy as cupy_codegen
@@ -81,9 +79,8 @@ def test_numpy_and_cupy_plans_agree_on_lifetimes(name):
 
 
 def _statements(source: str) -> dict[str, str]:
-    """The node name -> statement of a generated module's `forward`."""
-    body = source.split("\ndef forward(")[1].split("\ndef ")[0]
-    return {m.group(2): m.group(1) for m in re.finditer(r"^    (\w+ = .*  # \S+ (\S+): .*)$", body, re.MULTILINE)}
+    """The node name -> statement of a generated module's `forward` (wrapped calls joined)."""
+    return forward_statements(source)
 
 
 @pytest.mark.parametrize("name", ["tiny.cnn", "lenet5.cnn", "se_resnet50.cnn"])  # with in-place nodes at -O2

@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, randomize
+from conftest import EXAMPLES, forward_statements, randomize
 
 import cnnc
 from cnnc.ir.graph import Graph
@@ -145,7 +145,8 @@ def test_identity_residual_fuses_add_and_relu() -> None:
     assert lines(graph, "c2") == {2, 3}  # the conv's line and the add's and relu's
     assert len(graph.spans("c2")) == 3
     net = end_to_end(IDENTITY)
-    statement = next(line for line in net.source.splitlines() if "conv(" in line and "residual=" in line)
+    statement = forward_statements(net.source)["c2"]
+    assert "conv(" in statement and "residual=" in statement
     assert "activation='relu'" in statement
 
 

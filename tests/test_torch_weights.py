@@ -94,34 +94,16 @@ def test_mobilenet_v2():
     check_example("mobilenet_v2", (1, 3, 224, 224), seed=5)
 
 
-@pytest.mark.parametrize("level", [0, 2])
-def test_mobilenet_v3_small(level):
-    check_example("mobilenet_v3_small", (2, 3, 224, 224), seed=6, level=level)
+# The examples added with the modern-ops issue, at -O0 and -O2: (name, input shape, seed).
+MODERN_EXAMPLES = [("mobilenet_v3_small", (2, 3, 224, 224), 6), ("shufflenet_v2_x1_0", (2, 3, 224, 224), 7),
+                   ("squeezenet1_1", (2, 3, 64, 64), 8), ("mnasnet1_0", (1, 3, 64, 64), 9),
+                   ("efficientnet_b0", (1, 3, 64, 64), 10), ("densenet121", (1, 3, 64, 64), 11)]
 
 
 @pytest.mark.parametrize("level", [0, 2])
-def test_shufflenet_v2_x1_0(level):
-    check_example("shufflenet_v2_x1_0", (2, 3, 224, 224), seed=7, level=level)
-
-
-@pytest.mark.parametrize("level", [0, 2])
-def test_squeezenet1_1(level):
-    check_example("squeezenet1_1", (2, 3, 64, 64), seed=8, level=level)
-
-
-@pytest.mark.parametrize("level", [0, 2])
-def test_mnasnet1_0(level):
-    check_example("mnasnet1_0", (1, 3, 64, 64), seed=9, level=level)
-
-
-@pytest.mark.parametrize("level", [0, 2])
-def test_efficientnet_b0(level):
-    check_example("efficientnet_b0", (1, 3, 64, 64), seed=10, level=level)
-
-
-@pytest.mark.parametrize("level", [0, 2])
-def test_densenet121(level):
-    check_example("densenet121", (1, 3, 64, 64), seed=11, level=level)
+@pytest.mark.parametrize("name,shape,seed", MODERN_EXAMPLES, ids=[e[0] for e in MODERN_EXAMPLES])
+def test_torchvision_named_examples(name, shape, seed, level):
+    check_example(name, shape, seed=seed, level=level)
 
 
 # ------------------------------------------------------------------------------ error cases

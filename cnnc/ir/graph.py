@@ -112,6 +112,10 @@ class GraphInfo:
     """The plan_memory pass's plan (frozen). It records the graph it was made for, and code
     generation ignores it once stale (`current_plan` in cnnc/passes/memory.py)."""
 
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Output name → its class names, for outputs the program declared `labels` for (in class
+    order; cnnc/labels)."""
+
     source_graph: Graph | None = None
     """The un-optimized graph that `build_graph` optimized into this one (ONNX export and
     `net.source_graph` read it)."""

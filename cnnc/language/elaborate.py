@@ -15,7 +15,8 @@ from ..errors import CnncError, CnncImportError, CnncNameError, CnncShapeError, 
 from ..ir.graph import Graph
 from ..ir.input_shape import override_input_shape, shown
 from ..ir.ops import NoAttrs, Op, ScalarAffineAttrs, infer_shape, param_specs
-from ..ir.shapes import ShapeRuleError
+from ..ir.shapes import ShapeRuleError, fmt
+from ..labels import read_label_file, shipped
 from ..limits import MAX_BLOCK_CALLS, MAX_BLOCK_DEPTH, MAX_LAYERS, MAX_REPEAT, MAX_TENSOR_ELEMENTS
 from ..source import SourceFile, Span
 from ..syntax import tree as t
@@ -161,8 +162,33 @@ class Elaborator:
         if item.name in self.graph.info.outputs:
             raise CnncNameError(f"output '{item.name}' is declared twice", item.span)
         self.graph.info.outputs[item.name] = value.node
+        if item.labels is not None:
+            self.graph.info.labels[item.name] = self._labels(item, value)
         if item.value is not None:
             env.setdefault(item.name, value)
+
+    def _labels(self, item: t.OutputDecl, value: Tensor) -> tuple[str, ...]:
+        """The class names `labels` gives an output: a shipped set, or a file relative to the
+        program's folder; their count must be the output's number of classes (axis 1)."""
+        assert item.labels is not None
+        try:
+            if item.labels_is_path:
+                folder = item.span.file.path.parent if item.span.file.path is not None else Path.cwd()
+                names = read_label_file(folder / item.labels)
+            else:
+                names = shipped(item.labels)
+        except CnncError as error:
+            raise CnncError(error.message, item.span) from None
+        if self.graph.op(value.node) == Op.NMS:  # detections [N, K, 6]: the classes of its scores
+            scores = self.graph.shape(self.graph.inputs_of(value.node)[1])
+            classes = scores[-1]
+            counted = f"its scores {fmt(scores)} hold {classes} classes"
+        else:
+            classes = value.shape[1] if len(value.shape) >= 2 else None
+            counted = f"its shape {fmt(value.shape)} has {classes} classes along axis 1"
+        if classes != len(names):
+            raise CnncShapeError(f"output '{item.name}': {counted}, but its labels name {len(names)}", item.span)
+        return names
 
     # ---- expressions ------------------------------------------------------------------------
     def eval(self, node: t.Expr, env: Env) -> object:

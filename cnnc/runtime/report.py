@@ -34,9 +34,10 @@ def describe_outputs(graph: Graph, outputs: dict[str, np.ndarray], top: int, exa
                      f"mean {value.mean():.4g}  std {value.std():.4g}")
         if is_classifier(graph, node):
             probs = _probabilities(graph, node, value)
+            names = graph.info.labels.get(out)
             for example, row in enumerate(probs[:examples]):
                 best = np.argsort(-row, kind="stable")[:top]
-                ranked = ", ".join(f"class {c} ({row[c]:.1%})" for c in best)
+                ranked = ", ".join(_class(c, names[c] if names else None, f"{row[c]:.1%}") for c in best)
                 lines.append(f"  example {example}: top-{len(best)}: {ranked}")
             hidden = len(probs) - examples
             if hidden > 0:
@@ -54,18 +55,26 @@ def describe_row(row: dict) -> str:
     where = f"{path}[{row['index']}]" if str(path).lower().endswith(".npy") or row["path"] is None else path
     head = f"{where}: {row['output']}"
     if row["kind"] == "classes":
-        ranked = ", ".join(f"class {c} ({_percent(s)})" for c, s in zip(row["labels"], row["scores"]))
+        names = row.get("names") or [None] * len(row["labels"])
+        ranked = ", ".join(_class(c, n, _percent(s)) for c, n, s in zip(row["labels"], names, row["scores"]))
         return f"{head}: top-{len(row['labels'])}: {ranked}"
     if row["kind"] == "detections":
         count = len(row["boxes"])
-        shown = [f"class {label} {_fixed(score, 2)} at ({', '.join(_fixed(v, 0) for v in box)})"
-                 for box, score, label in list(zip(row["boxes"], row["scores"], row["labels"]))[:BOXES_SHOWN]]
+        names = row.get("names") or [None] * len(row["labels"])
+        first = list(zip(row["boxes"], row["scores"], row["labels"], names))[:BOXES_SHOWN]
+        shown = [f"{name or f'class {label}'} {_fixed(score, 2)} at ({', '.join(_fixed(v, 0) for v in box)})"
+                 for box, score, label, name in first]
         more = f", ... {count - BOXES_SHOWN} more" if count > BOXES_SHOWN else ""
         return f"{head}: {count} box{'es' if count != 1 else ''}{': ' if shown else ''}{', '.join(shown)}{more}"
     if row["kind"] == "error":
         return f"{path}: skipped: {row['error']}"
     return (f"{head}: shape {fmt(tuple(row['shape']))}  min {_general(row['min'])}  max {_general(row['max'])}  "
             f"mean {_general(row['mean'])}  std {_general(row['std'])}")
+
+
+def _class(number: int, name: str | None, score: str) -> str:
+    """`digital clock (530, 96.0%)` with a label set, `class 530 (96.0%)` without."""
+    return f"{name} ({number}, {score})" if name else f"class {number} ({score})"
 
 
 def _percent(value: float | None) -> str:

@@ -9,7 +9,7 @@ in the order the examples ran, plus one row per input file that could not be rea
   `kind`: what the row holds, one of
 - `"classes"` (a classifier output `[N, classes]` from dense or softmax): `labels`, the top-k
   class indices best first, and `scores`, their probabilities (softmax of the logits unless the
-  output is a softmax);
+  output is a softmax); `names`, their class names, when the output has a label set;
 - `"detections"` (an output `[N, K, 6]` of rows x1, y1, x2, y2, score, class, as `nms` gives
   them): `boxes` `[[x1, y1, x2, y2], ...]`, `scores` and `labels`, padding rows (negative
   score) left out; coordinates in the input image's own pixels (the network input's pixels for
@@ -47,7 +47,7 @@ from .report import is_classifier
 
 SCHEMA_VERSION = 1
 MAX_VALUES = 64  # a tensor output's example with at most this many elements is written out
-CSV_COLUMNS = ("path", "index", "batch", "output", "kind", "rank", "label", "score", "x1", "y1", "x2", "y2",
+CSV_COLUMNS = ("path", "index", "batch", "output", "kind", "rank", "label", "name", "score", "x1", "y1", "x2", "y2",
                "error")
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
@@ -138,8 +138,14 @@ def prediction_rows(graph: Graph, outputs: Mapping[str, np.ndarray], sources: Se
                 best = np.argsort(-probs, kind="stable")[:top]
                 row["labels"] = [int(c) for c in best]
                 row["scores"] = _numbers(probs[best])
+                if out in graph.info.labels:
+                    row["names"] = [graph.info.labels[out][c] for c in best]
             elif kinds[out] == "detections":
                 row.update(_detections(one, input_size, source.image_size))
+                names = graph.info.labels.get(out)
+                if names is not None:
+                    row["names"] = [names[c] if c is not None and 0 <= c < len(names) else None
+                                    for c in row["labels"]]
             else:
                 with np.errstate(all="ignore"):
                     row.update(shape=list(one.shape), min=_number(one.min()) if one.size else None,
@@ -193,11 +199,13 @@ def _csv_records(row: Row) -> Iterator[dict[str, Any]]:
     base = {key: row.get(key) for key in ("path", "index", "batch", "output", "kind")}
     kind = row["kind"]
     if kind == "classes":
-        for rank, (label, score) in enumerate(zip(row["labels"], row["scores"]), 1):
-            yield {**base, "rank": rank, "label": label, "score": _nan(score)}
+        names = row.get("names") or [None] * len(row["labels"])
+        for rank, (label, name, score) in enumerate(zip(row["labels"], names, row["scores"]), 1):
+            yield {**base, "rank": rank, "label": label, "name": name, "score": _nan(score)}
     elif kind == "detections" and row["boxes"]:
-        for rank, (box, score, label) in enumerate(zip(row["boxes"], row["scores"], row["labels"]), 1):
-            yield {**base, "rank": rank, "label": label, "score": _nan(score),
+        names = row.get("names") or [None] * len(row["labels"])
+        for rank, (box, score, label, name) in enumerate(zip(row["boxes"], row["scores"], row["labels"], names), 1):
+            yield {**base, "rank": rank, "label": label, "name": name, "score": _nan(score),
                    **{key: _nan(v) for key, v in zip(("x1", "y1", "x2", "y2"), box)}}
     elif kind == "error":
         yield {**base, "error": row["error"]}

@@ -121,7 +121,13 @@ class _ToTree(Transformer_NonRecursive):
         return str(children[0])
 
     def output_decl(self, meta, children):
-        return t.OutputDecl(self._span(meta), str(children[0]), children[1])
+        name, value, *labels = children
+        label = labels[0] if labels else None
+        if label is None:
+            return t.OutputDecl(self._span(meta), str(name), value)
+        is_path = label.type == "STRING"
+        text = str(label)[1:-1] if is_path else str(label)
+        return t.OutputDecl(self._span(meta), str(name), value, text, is_path)
 
     def block_def(self, meta, children):
         inline, name, *rest = children

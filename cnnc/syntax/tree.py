@@ -110,6 +110,8 @@ class InputDecl(Node):
 class OutputDecl(Node):
     name: str
     value: Expr | None
+    labels: str | None = None  # a shipped label set's name, or a quoted file path (`labels imagenet`)
+    labels_is_path: bool = False
 
 
 @dataclass(frozen=True)
