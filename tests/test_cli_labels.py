@@ -47,3 +47,14 @@ def test_a_label_file_that_fits_no_output_is_refused(tmp_path, capsys):
     (tmp_path / "names.txt").write_text("a\nb\n", encoding="utf-8")
     assert main(["run", str(program), "--labels", str(tmp_path / "names.txt")]) == 1
     assert "names 2 classes, but no classifier or detection output has that many" in capsys.readouterr().err
+
+
+def test_drawn_boxes_are_labelled_with_class_names():
+    import cnnc
+    from cnnc.runtime.visualize import DrawPlan, _boxes_to_draw
+
+    graph = cnnc.parse(EXAMPLES / "yolo_tiny.cnn")  # `labels voc` on its detections
+    rows = np.array([[[10, 20, 50, 60, 0.9, 14], [0, 0, 0, 0, -1, 0]]], np.float32)  # a person, then padding
+    drawn = _boxes_to_draw(DrawPlan("detections", "detections"), {"detections": rows}, graph, (416, 416), (832, 416))
+    assert [d[-1] for d in drawn] == ["person 0.90"]
+    assert drawn[0][:4] == (20.0, 20.0, 100.0, 60.0)  # scaled from the network's 416x416 to the photo

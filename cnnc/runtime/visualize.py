@@ -126,6 +126,12 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _class_name(graph: Graph, output: str, number: int) -> str:
+    """The output's name for class `number` when it has a label set (`labels …`), else `class N`."""
+    names = graph.info.labels.get(output)
+    return names[number] if names is not None and 0 <= number < len(names) else f"class {number}"
+
+
 def _boxes_to_draw(plan: DrawPlan, outputs: dict[str, np.ndarray], graph: Graph,
                    input_size: tuple[int, int], image_size: tuple[int, int]) -> list[tuple]:
     """(x1, y1, x2, y2, class or None, label) in image pixels, for the first example."""
@@ -137,7 +143,8 @@ def _boxes_to_draw(plan: DrawPlan, outputs: dict[str, np.ndarray], graph: Graph,
         for x1, y1, x2, y2, score, cls in outputs[plan.boxes][0].astype(np.float64):
             if score < 0 or not np.all(np.isfinite((x1, y1, x2, y2, score, cls))):
                 continue  # padding (score -1), or nothing that can be drawn
-            drawn.append((x1 * sx, y1 * sy, x2 * sx, y2 * sy, int(cls), f"class {int(cls)} {score:.2f}"))
+            drawn.append((x1 * sx, y1 * sy, x2 * sx, y2 * sy, int(cls),
+                          f"{_class_name(graph, plan.boxes, int(cls))} {score:.2f}"))
         return drawn
     cx, cy, w, h = outputs[plan.boxes][0].astype(np.float64)
     cls, label = None, plan.boxes
@@ -147,7 +154,7 @@ def _boxes_to_draw(plan: DrawPlan, outputs: dict[str, np.ndarray], graph: Graph,
             probs = np.exp(probs - probs.max())
             probs /= probs.sum()
         cls = int(np.argmax(probs))
-        label = f"class {cls} {probs[cls]:.0%}"
+        label = f"{_class_name(graph, plan.classes, cls)} {probs[cls]:.0%}"
     if np.all(np.isfinite((cx, cy, w, h))):
         drawn.append(((cx - w / 2) * image_w, (cy - h / 2) * image_h, (cx + w / 2) * image_w,
                       (cy + h / 2) * image_h, cls, label))
