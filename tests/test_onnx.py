@@ -445,7 +445,8 @@ def test_hostile_names(monkeypatch):
 # Networks ending in global pooling run at a reduced size to keep this file fast.
 EXPORTED = [("lenet5", None), ("alexnet", None), ("resnet18", (1, 3, 64, 64)), ("googlenet", None),
             ("xception", (1, 3, 71, 71)), ("segmentation", (1, 3, 32, 32)),
-            ("mobilenet_v3_small", (1, 3, 64, 64)), ("shufflenet_v2_x1_0", (1, 3, 64, 64)),
+            ("mobilenet_v3_small", (1, 3, 64, 64)), ("mobilenet_v3_large", (1, 3, 64, 64)),
+            ("shufflenet_v2_x1_0", (1, 3, 64, 64)),
             ("squeezenet1_1", (1, 3, 64, 64)), ("mnasnet1_0", (1, 3, 64, 64)), ("efficientnet_b0", (1, 3, 64, 64)),
             ("densenet121", (1, 3, 64, 64))]
 

@@ -95,7 +95,8 @@ def test_mobilenet_v2():
 
 
 # The examples added with the modern-ops issue, at -O0 and -O2: (name, input shape, seed).
-MODERN_EXAMPLES = [("mobilenet_v3_small", (2, 3, 224, 224), 6), ("shufflenet_v2_x1_0", (2, 3, 224, 224), 7),
+MODERN_EXAMPLES = [("mobilenet_v3_small", (2, 3, 224, 224), 6), ("mobilenet_v3_large", (1, 3, 96, 96), 12),
+                   ("shufflenet_v2_x1_0", (2, 3, 224, 224), 7),
                    ("squeezenet1_1", (2, 3, 64, 64), 8), ("mnasnet1_0", (1, 3, 64, 64), 9),
                    ("efficientnet_b0", (1, 3, 64, 64), 10), ("densenet121", (1, 3, 64, 64), 11)]
 

@@ -428,25 +428,33 @@ class V3InvertedResidual(nn.Module):
         return x + self.block(x) if self.use_res_connect else self.block(x)
 
 
-class TorchvisionMobileNetV3Small(nn.Module):
-    """torchvision.models.mobilenet_v3_small (width 1.0): features.0 ... features.12, classifier."""
+class TorchvisionMobileNetV3(nn.Module):
+    """torchvision.models.mobilenet_v3_small / _large (width 1.0): features.0 ... features.N, classifier."""
 
-    SETTING = [(3, 16, 16, 8, False, 2), (3, 72, 24, 0, False, 2), (3, 88, 24, 0, False, 1),
-               (5, 96, 40, 24, True, 2), (5, 240, 40, 64, True, 1), (5, 240, 40, 64, True, 1),
-               (5, 120, 48, 32, True, 1), (5, 144, 48, 40, True, 1), (5, 288, 96, 72, True, 2),
-               (5, 576, 96, 144, True, 1), (5, 576, 96, 144, True, 1)]  # k, expanded, out, SE squeeze, hs, stride
+    # (kernel, expanded, out, SE squeeze or 0, hardswish, stride) per block, the last conv's width
+    # and the classifier's hidden width (torchvision's _mobilenet_v3_conf)
+    SMALL = ([(3, 16, 16, 8, False, 2), (3, 72, 24, 0, False, 2), (3, 88, 24, 0, False, 1),
+              (5, 96, 40, 24, True, 2), (5, 240, 40, 64, True, 1), (5, 240, 40, 64, True, 1),
+              (5, 120, 48, 32, True, 1), (5, 144, 48, 40, True, 1), (5, 288, 96, 72, True, 2),
+              (5, 576, 96, 144, True, 1), (5, 576, 96, 144, True, 1)], 576, 1024)
+    LARGE = ([(3, 16, 16, 0, False, 1), (3, 64, 24, 0, False, 2), (3, 72, 24, 0, False, 1),
+              (5, 72, 40, 24, False, 2), (5, 120, 40, 32, False, 1), (5, 120, 40, 32, False, 1),
+              (3, 240, 80, 0, True, 2), (3, 200, 80, 0, True, 1), (3, 184, 80, 0, True, 1),
+              (3, 184, 80, 0, True, 1), (3, 480, 112, 120, True, 1), (3, 672, 112, 168, True, 1),
+              (5, 672, 160, 168, True, 2), (5, 960, 160, 240, True, 1), (5, 960, 160, 240, True, 1)], 960, 1280)
 
-    def __init__(self, num_classes: int = 1000):
+    def __init__(self, config: tuple = SMALL, num_classes: int = 1000):
         super().__init__()
+        setting, last, hidden = config
         layers: list[nn.Module] = [V3ConvBNActivation(3, 16, 3, 2)]
         cin = 16
-        for k, e, c, squeeze, hs, stride in self.SETTING:
+        for k, e, c, squeeze, hs, stride in setting:
             layers.append(V3InvertedResidual(cin, k, e, c, squeeze, hs, stride))
             cin = c
-        layers.append(V3ConvBNActivation(cin, 576))
+        layers.append(V3ConvBNActivation(cin, last))
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Linear(576, 1024), nn.Hardswish(), nn.Dropout(0.2),
-                                        nn.Linear(1024, num_classes))
+        self.classifier = nn.Sequential(nn.Linear(last, hidden), nn.Hardswish(), nn.Dropout(0.2),
+                                        nn.Linear(hidden, num_classes))
 
     def forward(self, x):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
@@ -745,7 +753,8 @@ TORCHVISION_TWINS = {
     "alexnet_torchvision": (TorchvisionAlexNet, 61_100_840),
     "googlenet_torchvision": (TorchvisionGoogLeNet, 6_624_904),
     "mobilenet_v2": (TorchvisionMobileNetV2, 3_504_872),
-    "mobilenet_v3_small": (TorchvisionMobileNetV3Small, 2_542_856),
+    "mobilenet_v3_small": (TorchvisionMobileNetV3, 2_542_856),
+    "mobilenet_v3_large": (lambda: TorchvisionMobileNetV3(TorchvisionMobileNetV3.LARGE), 5_483_032),
     "shufflenet_v2_x1_0": (TorchvisionShuffleNetV2, 2_278_604),
     "squeezenet1_1": (TorchvisionSqueezeNet11, 1_235_496),
     "mnasnet1_0": (TorchvisionMNASNet10, 4_383_312),
