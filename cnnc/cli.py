@@ -683,6 +683,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
     source, name = _source(args)
     graph = parse(source, input_shapes=dict(args.input_shape) or None, name=name)
     params = read_npz(args.params) if args.params else None
+    if not args.output and args.file == "-":  # the program came on standard input: no name to derive
+        raise CnncInputError("a program read from standard input needs -o model.onnx", where="export")
     output = Path(args.output) if args.output else Path(args.file).with_suffix(".onnx")
     export_onnx(graph, params, output, seed=args.seed)
     print(f"wrote {output}")

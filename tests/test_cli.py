@@ -99,3 +99,15 @@ def test_params_roundtrip(tmp_path):
 def test_python_dash_m_and_console_script_agree():
     result = cnnc_cli("--version")
     assert result.returncode == 0 and cnnc.__version__ in result.stdout
+
+
+def test_export_from_standard_input_needs_an_output_name(monkeypatch, capsys, tmp_path):
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    from cnnc.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("input x: [N, 3, 8, 8]\noutput y = x |> relu\n"))
+    assert main(["export", "-"]) == 1
+    assert "needs -o model.onnx" in capsys.readouterr().err
+    assert not (tmp_path / "-.onnx").exists()

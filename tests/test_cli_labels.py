@@ -58,3 +58,4 @@ def test_drawn_boxes_are_labelled_with_class_names():
     drawn = _boxes_to_draw(DrawPlan("detections", "detections"), {"detections": rows}, graph, (416, 416), (832, 416))
     assert [d[-1] for d in drawn] == ["person 0.90"]
     assert drawn[0][:4] == (20.0, 20.0, 100.0, 60.0)  # scaled from the network's 416x416 to the photo
+
