@@ -98,7 +98,8 @@ def test_mobilenet_v2():
 MODERN_EXAMPLES = [("mobilenet_v3_small", (2, 3, 224, 224), 6), ("mobilenet_v3_large", (1, 3, 96, 96), 12),
                    ("shufflenet_v2_x1_0", (2, 3, 224, 224), 7),
                    ("squeezenet1_1", (2, 3, 64, 64), 8), ("mnasnet1_0", (1, 3, 64, 64), 9),
-                   ("efficientnet_b0", (1, 3, 64, 64), 10), ("densenet121", (1, 3, 64, 64), 11)]
+                   ("efficientnet_b0", (1, 3, 64, 64), 10), ("densenet121", (1, 3, 64, 64), 11),
+                   ("convnext_tiny", (1, 3, 64, 64), 13)]
 
 
 @pytest.mark.parametrize("level", [0, 2])

@@ -61,6 +61,12 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
                 normal(module.bias, 0.2)
                 normal(module.running_mean, 0.2)
                 uniform(module.running_var, 0.5, 2.0)  # positive
+            elif isinstance(module, nn.LayerNorm):
+                uniform(module.weight, 0.5, 1.5)
+                normal(module.bias, 0.2)
+            scale = getattr(module, "layer_scale", None)
+            if isinstance(scale, nn.Parameter):  # ConvNeXt's 1e-6 start would hide the blocks
+                uniform(scale, 0.5, 1.5)
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and module.bias is not None:
                 normal(module.bias, 0.1)
     return model.eval()
@@ -725,6 +731,54 @@ class TorchvisionDenseNet121(nn.Module):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, (1, 1)), 1))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision.models.convnext.LayerNorm2d: LayerNorm over the channels of NCHW."""
+
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    def __init__(self, dims: list[int]):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return torch.permute(x, self.dims)
+
+
+class CNBlock(nn.Module):
+    """torchvision.models.convnext.CNBlock (stochastic depth: the identity in eval mode)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]),
+                                   nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(),
+                                   nn.Linear(4 * dim, dim), Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * 1e-6)
+
+    def forward(self, x):
+        return self.layer_scale * self.block(x) + x
+
+
+class TorchvisionConvNeXtTiny(nn.Module):
+    """torchvision.models.convnext_tiny: features.0 (stem) ... features.7, classifier."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, 96, 4, 4), LayerNorm2d(96, eps=1e-6))]
+        for i, (dim, depth) in enumerate([(96, 3), (192, 3), (384, 9), (768, 3)]):
+            layers.append(nn.Sequential(*(CNBlock(dim) for _ in range(depth))))
+            if i < 3:
+                layers.append(nn.Sequential(LayerNorm2d(dim, eps=1e-6), nn.Conv2d(dim, 2 * dim, 2, 2)))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(LayerNorm2d(768, eps=1e-6), nn.Flatten(1), nn.Linear(768, num_classes))
+
+    def forward(self, x):
+        return self.classifier(F.adaptive_avg_pool2d(self.features(x), 1))
+
+
 class LeNet5(nn.Module):
     """examples/lenet5.cnn, its layers registered under `names` (the .cnn's: c1, c3, c5, f6, out);
     returns the logits, before the .cnn's final softmax."""
@@ -756,6 +810,7 @@ TORCHVISION_TWINS = {
     "mobilenet_v3_small": (TorchvisionMobileNetV3, 2_542_856),
     "mobilenet_v3_large": (lambda: TorchvisionMobileNetV3(TorchvisionMobileNetV3.LARGE), 5_483_032),
     "shufflenet_v2_x1_0": (TorchvisionShuffleNetV2, 2_278_604),
+    "convnext_tiny": (TorchvisionConvNeXtTiny, 28_589_128),
     "squeezenet1_1": (TorchvisionSqueezeNet11, 1_235_496),
     "mnasnet1_0": (TorchvisionMNASNet10, 4_383_312),
     "efficientnet_b0": (TorchvisionEfficientNetB0, 5_288_548),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -46,7 +47,10 @@ def load_torch_state_dict(net, state_dict: Mapping[str, object], strict: bool = 
 
     `net` is a compiled network (anything with a `.params` ParamStore) or a ParamStore. Keys are
     matched by name: `<module>.weight` / `.bias` as they are, batch norm's `weight, bias,
-    running_mean, running_var` as `gamma, beta, mean, var`; `num_batches_tracked` is ignored.
+    running_mean, running_var` as `gamma, beta, mean, var`, a layer_scale's parameter `<layer>`
+    as `<layer>.scale`; `num_batches_tracked` is ignored. A value whose shape differs from its
+    parameter's only by trailing dimensions of size 1 is reshaped (a Linear's `[O, I]` into a
+    1x1 conv's `[O, I, 1, 1]`, ConvNeXt's `[C, 1, 1]` layer scale into `[C]`).
 
     strict=True: every parameter of the network must be given and every key used, else nothing is
     loaded and a CnncParamError lists the first missing and unexpected names. strict=False loads
@@ -60,6 +64,7 @@ def load_torch_state_dict(net, state_dict: Mapping[str, object], strict: bool = 
         raise CnncParamError(f"expected a mapping of names to tensors or arrays, got {type(state_dict).__name__}",
                              where=source)
     bn_layers = _bn_layers(specs)
+    scale_layers = _scale_layers(specs)
 
     values: dict[str, np.ndarray] = {}
     unexpected: list[str] = []
@@ -72,26 +77,28 @@ def load_torch_state_dict(net, state_dict: Mapping[str, object], strict: bool = 
         module, _, leaf = key.rpartition(".")
         if leaf in SKIPPED_LEAVES:
             continue
-        name = _cnnc_name(module, leaf, bn_layers)
+        name = f"{key}.scale" if key in scale_layers else _cnnc_name(module, leaf, bn_layers)
         if name is None or name not in specs:
             unexpected.append(key)
             continue
         given.add(name)
         array = _to_numpy(value, key, source)
         expected = tuple(specs[name].shape)
+        if array.shape != expected and _same_but_trailing_ones(array.shape, expected):
+            array = array.reshape(expected)  # a Linear [O, I] into a 1x1 conv, a [C, 1, 1] scale into [C]
         if array.shape != expected:
             alias = f" (cnnc '{name}')" if name != key else ""
             wrong_shape.append(f"'{key}'{alias} is {_fmt(array.shape)}, layer '{module}' expects {_fmt(expected)}")
             continue
         values[name] = array
-    missing = [_torch_name(name, bn_layers) for name in specs if name not in given]
+    missing = [_torch_name(name, bn_layers, scale_layers) for name in specs if name not in given]
 
     problems = []
     if strict and missing:
         problems.append(_listing(f"missing {_count(len(missing), 'key')}", missing,
                                  lambda k: f"'{k}' (layer '{k.rpartition('.')[0]}')"))
     if strict and unexpected:
-        expected_keys = [_torch_name(name, bn_layers) for name in specs]
+        expected_keys = [_torch_name(name, bn_layers, scale_layers) for name in specs]
         problems.append(_listing(f"unexpected {_count(len(unexpected), 'key')}", unexpected,
                                  lambda k: f"'{k}'" + _suggestion(k, expected_keys)))
     if wrong_shape:
@@ -112,8 +119,8 @@ def state_dict_from(net) -> dict[str, np.ndarray]:
     running_var`. For torch: `model.load_state_dict({k: torch.from_numpy(v) for k, v in ...})`
     (torch fills in BN's `num_batches_tracked` itself)."""
     params = _param_store(net)
-    bn_layers = _bn_layers(params.specs)
-    return {_torch_name(name, bn_layers): np.array(params[name]) for name in params.specs}
+    bn_layers, scale_layers = _bn_layers(params.specs), _scale_layers(params.specs)
+    return {_torch_name(name, bn_layers, scale_layers): np.array(params[name]) for name in params.specs}
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -131,14 +138,31 @@ def _bn_layers(specs: Mapping[str, object]) -> set[str]:
     return {name.rpartition(".")[0] for name in specs if name.endswith(".gamma")}
 
 
+def _scale_layers(specs: Mapping[str, object]) -> set[str]:
+    """layer_scale layers (`<layer>.scale`): torchvision stores such a scale as a parameter named
+    like the layer itself (ConvNeXt's `features.1.0.layer_scale`)."""
+    return {name.rpartition(".")[0] for name in specs if name.endswith(".scale")}
+
+
+def _same_but_trailing_ones(given: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    """Whether two shapes differ only by trailing dimensions of size 1 ([O, I] and [O, I, 1, 1])."""
+    def core(shape: tuple[int, ...]) -> tuple[int, ...]:
+        while shape and shape[-1] == 1:
+            shape = shape[:-1]
+        return shape
+    return core(tuple(given)) == core(tuple(expected))
+
+
 def _cnnc_name(module: str, leaf: str, bn_layers: set[str]) -> str | None:
     if module in bn_layers:
         return f"{module}.{BN_FROM_TORCH[leaf]}" if leaf in BN_FROM_TORCH else None
     return f"{module}.{leaf}" if module else leaf
 
 
-def _torch_name(name: str, bn_layers: set[str]) -> str:
+def _torch_name(name: str, bn_layers: set[str], scale_layers: AbstractSet[str] = frozenset()) -> str:
     layer, _, role = name.rpartition(".")
+    if layer in scale_layers and role == "scale":
+        return layer
     return f"{layer}.{BN_TO_TORCH[role]}" if layer in bn_layers and role in BN_TO_TORCH else name
 
 
