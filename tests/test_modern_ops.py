@@ -283,3 +283,27 @@ def test_prelu_permute_matmul_reduce_export_to_onnxruntime():
     got = net.run(x=x)
     for name, want in zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})):
         assert np.abs(got[name] - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), name
+
+
+@pytest.mark.parametrize("op_type,opset,keepdims", [("ReduceMean", 17, 0), ("ReduceMax", 17, 1), ("ReduceSum", 13, 0),
+                                                    ("ReduceMean", 18, 1)])
+def test_onnx_reductions_import(op_type, opset, keepdims):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    axes_as_input = op_type == "ReduceSum" or opset >= 18
+    inits = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes")] if axes_as_input else []
+    node = helper.make_node(op_type, ["x", "axes"] if axes_as_input else ["x"], ["y"], keepdims=keepdims,
+                            **({} if axes_as_input else {"axes": [2, 3]}))
+    shape = [1, 4, 1, 1] if keepdims else [1, 4]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    x = _rand(np.random.default_rng(13), 1, 4, 5, 6)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    text, params = cnnc.import_onnx(model)
+    assert f"reduce_{op_type[6:].lower()}" in text
+    got = cnnc.compile(text, params=params)(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -964,6 +964,23 @@ class Importer:
         self._emit_layer_norm(x, norm[1], out=back[1].output[0])
         return True
 
+    def reduce(self, mode: str) -> None:
+        """ReduceMean/Max/Sum over listed axes (an attribute, or from opset 13 for ReduceSum and
+        18 for the others an input); never the batch axis."""
+        self.check_attrs({"axes", "keepdims", "noop_with_empty_axes"})
+        x = self.data(0)
+        given = self.const(1, "axes", required=False) if len(self.node.input) > 1 else None
+        axes = [int(a) for a in np.reshape(given, -1)] if given is not None else list(self.attr("axes") or [])
+        if not axes:
+            self.fail("a reduction over all axes (no axes given) includes the batch axis")
+        keepdims = bool(int(self.attr("keepdims", 1)))
+        normalized = tuple(a % len(x.shape) for a in axes)
+        if 0 in normalized:
+            self.fail("reducing the batch axis is not supported")
+        keywords = [] if keepdims else [("keepdims", "false")]
+        self.emit(Op.REDUCE, o.ReduceAttrs(mode, normalized, keepdims), [x], f"reduce_{mode}",
+                  [f"({', '.join(map(str, normalized))},)"], keywords)
+
     def depth_to_space(self) -> None:
         self.check_attrs({"blocksize", "mode"})
         mode = self.attr("mode", "DCR")
@@ -1617,6 +1634,9 @@ HANDLERS: dict[str, Callable[[Importer], None]] = {
     "Slice": Importer.slice,
     "Concat": Importer.concat,
     "Sub": Importer.sub,
+    "ReduceMean": lambda self: self.reduce("mean"),
+    "ReduceMax": lambda self: self.reduce("max"),
+    "ReduceSum": lambda self: self.reduce("sum"),
     "InstanceNormalization": Importer.instance_norm,
     "LayerNormalization": Importer.layer_norm,
     "DepthToSpace": Importer.depth_to_space,
