@@ -377,3 +377,15 @@ def test_deep_nesting_names_a_line_and_column():
     with pytest.raises(CnncError) as info:  # the column is where Python's stack ran out
         cnnc.compile(H + "k = " + "-" * 20_000 + "1\noutput y = image\n", name="net.cnn")
     assert re.match(r"net\.cnn:2:\d+: error: the program nests expressions too deeply", str(info.value))
+
+
+def test_the_memory_estimate_counts_the_largest_kernel_workspace():
+    """im2col columns (C·kh·kw per output pixel) can outgrow every activation: they are counted."""
+    from cnnc.runtime.memory import max_workspace, run_bytes
+
+    graph = cnnc.build_graph("input x: [N, 16, 64, 64]\noutput y = x |> conv(4, 7x7, pad=3, groups=2)\n")
+    columns = 16 * 7 * 7 * 64 * 64  # per image: C·kh·kw·Ho·Wo
+    padded = 16 * (64 + 14) * (64 + 14)
+    assert max_workspace(graph, 2) == 2 * (columns + padded)
+    activations = 2 * (16 + 4) * 64 * 64 * 4
+    assert run_bytes(graph, 2) >= activations + 4 * max_workspace(graph, 2)

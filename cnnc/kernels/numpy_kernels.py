@@ -12,6 +12,8 @@ channels; the only Python loops are over kernel taps (a handful of iterations, e
 vectorised operation over the whole tensor).
 """
 
+import math
+
 import numpy as np
 
 # ---------------------------------------------------------------------------------------
@@ -313,6 +315,34 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     else:
         y = _conv_im2col(x, w, b, sh, sw, pads, dh, dw, groups, ho, wo)
     return _epilogue(y, activation, slope, residual)
+
+
+def workspace_elements(kernel: str, x_shape, out_shape, weight_shape=None, kwargs=None) -> int:
+    """Float32 elements of the largest temporaries the kernel called `kernel` allocates for these
+    shapes, beyond its output (the run's memory estimate, cnnc/runtime/memory.py). It follows
+    the dispatch above: im2col columns, the padded copy, Winograd's per-band tiles, a depthwise
+    image's taps; 0 for kernels that need about nothing but their output. Not used by
+    generated code."""
+    kwargs = kwargs or {}
+    n, c = x_shape[0], x_shape[1]
+    spatial = math.prod(x_shape[2:]) if len(x_shape) > 2 else 1
+    out = math.prod(out_shape)
+    if kernel == "conv":
+        o, cg, kh, kw = weight_shape
+        if kh == kw == 1 and not any(kwargs.get("pads", (0, 0, 0, 0))):
+            return 0
+        padded = n * c * (x_shape[2] + 2 * kh) * (x_shape[3] + 2 * kw)
+        if kwargs.get("groups", 1) == c and cg == 1 and c > 1:  # depthwise: one image at a time
+            return (padded + 3 * out) // n
+        return padded + n * c * kh * kw * out_shape[2] * out_shape[3]  # the padded copy and the columns
+    if kernel == "winograd_conv":
+        o = weight_shape[1]
+        tw = -(-out_shape[3] // 4)
+        tiles = max(1, 512 // tw) * tw  # one band
+        return c * (4 * tiles // tw + 2) * (4 * tw + 2) + 36 * (c + o) * tiles + 16 * o * tiles
+    if kernel in ("max_pool", "avg_pool", "conv_transpose", "lrn", "adaptive_pool"):
+        return n * c * spatial + out  # a padded (or squared) copy, and the rows pass
+    return 0
 
 
 def _winograd_f4x3():

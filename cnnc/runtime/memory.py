@@ -1,9 +1,11 @@
 """The memory a run needs, estimated before anything is allocated (`cnnc run --max-memory`).
 
 The estimate is float32 parameters + inputs + the activations' peak (following the memory plan
-when the graph has a current one, else every value kept to the end), at the run's batch size.
-Kernel workspace (padding, im2col) is not counted; running out there is still one message
-(CompiledNetwork.run turns MemoryError into a CnncInputError naming the layer).
+when the graph has a current one, else every value kept to the end) + the largest kernel
+workspace (im2col columns, padded copies, Winograd's bands: numpy_kernels.workspace_elements;
+kernels run one at a time, so only the largest counts), at the run's batch size. The estimate is
+an upper-bound guide; running out anyway is still one message (CompiledNetwork.run turns
+MemoryError into a CnncInputError naming the layer).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import os
 from ..errors import CnncInputError
 from ..ir.cost import activation_bytes, peak_with_plan, peak_without_plan
 from ..ir.graph import Graph
+from ..ir.ops import Op, record
 from ..passes.memory import current_plan
 
 GIB = 2**30
@@ -32,7 +35,30 @@ def run_bytes(graph: Graph, batch: int) -> int:
     peak = peak_with_plan(graph, plan) if plan is not None else peak_without_plan(graph)
     inputs = sum(activation_bytes(graph, n) for n in graph.info.inputs)
     params = sum(4 * math.prod(spec.shape) for spec in graph.info.param_specs.values())
-    return params + (peak + inputs) * _batch(graph, batch)
+    return params + (peak + inputs) * _batch(graph, batch) + 4 * max_workspace(graph, _batch(graph, batch))
+
+
+def max_workspace(graph: Graph, batch: int) -> int:
+    """Float32 elements of the largest kernel workspace of one forward pass at `batch`."""
+    from ..kernels.numpy_kernels import workspace_elements
+
+    largest = 0
+    for name in graph.nodes:
+        node = graph.node(name)
+        kernel = record(node.op).kernel
+        if kernel is None or node.op == Op.INPUT:
+            continue
+        inputs = graph.inputs_of(name)
+        x_shape = _concrete(graph.shape(inputs[0]), batch) if inputs else (batch,)
+        weight = node.params.get("weight")
+        w_shape = graph.info.param_specs[weight].shape if weight else None
+        kwargs = {"groups": getattr(node.attrs, "groups", 1), "pads": getattr(node.attrs, "pads", (0, 0, 0, 0))}
+        largest = max(largest, workspace_elements(kernel, x_shape, _concrete(node.shape, batch), w_shape, kwargs))
+    return largest
+
+
+def _concrete(shape: tuple, batch: int) -> tuple[int, ...]:
+    return tuple(batch if isinstance(d, str) else int(d) for d in shape)
 
 
 def check_run_memory(graph: Graph, batch: int, limit: int, option: str = "--max-memory") -> None:
