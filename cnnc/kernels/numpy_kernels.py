@@ -317,7 +317,7 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     return _epilogue(y, activation, slope, residual)
 
 
-def workspace_elements(kernel: str, x_shape, out_shape, weight_shape=None, kwargs=None) -> int:
+def _workspace_elements(kernel: str, x_shape, out_shape, weight_shape=None, kwargs=None) -> int:
     """Float32 elements of the largest temporaries the kernel called `kernel` allocates for these
     shapes, beyond its output (the run's memory estimate, cnnc/runtime/memory.py). It follows
     the dispatch above: im2col columns, the padded copy, Winograd's per-band tiles, a depthwise

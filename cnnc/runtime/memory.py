@@ -2,7 +2,7 @@
 
 The estimate is float32 parameters + inputs + the activations' peak (following the memory plan
 when the graph has a current one, else every value kept to the end) + the largest kernel
-workspace (im2col columns, padded copies, Winograd's bands: numpy_kernels.workspace_elements;
+workspace (im2col columns, padded copies, Winograd's bands: numpy_kernels._workspace_elements;
 kernels run one at a time, so only the largest counts), at the run's batch size. The estimate is
 an upper-bound guide; running out anyway is still one message (CompiledNetwork.run turns
 MemoryError into a CnncInputError naming the layer).
@@ -40,7 +40,7 @@ def run_bytes(graph: Graph, batch: int) -> int:
 
 def max_workspace(graph: Graph, batch: int) -> int:
     """Float32 elements of the largest kernel workspace of one forward pass at `batch`."""
-    from ..kernels.numpy_kernels import workspace_elements
+    from ..kernels.numpy_kernels import _workspace_elements as workspace_elements
 
     largest = 0
     for name in graph.nodes:
