@@ -498,20 +498,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _override_labels(graph, path: str) -> None:
     """--labels FILE: its names for every classifier or detection output with that many classes."""
-    from .labels import read_label_file
+    from .ir.ops import Op
+    from .labels import class_count, read_label_file
     from .runtime.results import output_kinds
 
     names = read_label_file(path)
     kinds = output_kinds(graph)
     matched = []
     for out, node in graph.info.outputs.items():
-        if kinds[out] == "classes":
-            classes = graph.shape(node)[1]
-        elif kinds[out] == "detections" and graph.op(node).value == "nms":
-            classes = graph.shape(graph.inputs_of(node)[1])[-1]
-        else:
+        if not (kinds[out] == "classes" or graph.op(node) == Op.NMS):
             continue
-        if classes == len(names):
+        if class_count(graph, node)[0] == len(names):
             graph.info.labels[out] = names
             matched.append(out)
     if not matched:

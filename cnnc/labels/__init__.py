@@ -17,6 +17,9 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import CnncError
+from ..ir.graph import Graph
+from ..ir.ops import Op
+from ..ir.shapes import fmt
 
 SETS = ("imagenet", "voc", "coco")
 
@@ -41,6 +44,18 @@ def read_label_file(path: str | Path) -> tuple[str, ...]:
     if not any(names):
         raise CnncError("the label file holds no names (one class name per line)", where=str(path))
     return names
+
+
+def class_count(graph: Graph, node: str) -> tuple[int | None, str]:
+    """How many classes the value `node` holds, and a phrase saying where that was read: an
+    `nms` output's from its scores' last axis, any other's along axis 1 (None for a 1-D value).
+    The one rule a label set's length is checked against (the `labels` clause, `--labels`)."""
+    if graph.op(node) == Op.NMS:  # detections [N, K, 6]: the classes of its scores
+        scores = graph.shape(graph.inputs_of(node)[1])
+        return scores[-1], f"its scores {fmt(scores)} hold {scores[-1]} classes"
+    shape = graph.shape(node)
+    classes = shape[1] if len(shape) >= 2 else None
+    return classes, f"its shape {fmt(shape)} has {classes} classes along axis 1"
 
 
 def _parse(text: str) -> tuple[str, ...]:

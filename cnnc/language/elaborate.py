@@ -15,8 +15,8 @@ from ..errors import CnncError, CnncImportError, CnncNameError, CnncShapeError, 
 from ..ir.graph import Graph
 from ..ir.input_shape import override_input_shape, shown
 from ..ir.ops import NoAttrs, Op, ScalarAffineAttrs, infer_shape, param_specs
-from ..ir.shapes import ShapeRuleError, fmt
-from ..labels import read_label_file, shipped
+from ..ir.shapes import ShapeRuleError
+from ..labels import class_count, read_label_file, shipped
 from ..limits import MAX_BLOCK_CALLS, MAX_BLOCK_DEPTH, MAX_LAYERS, MAX_REPEAT, MAX_TENSOR_ELEMENTS
 from ..source import SourceFile, Span
 from ..syntax import tree as t
@@ -179,13 +179,7 @@ class Elaborator:
                 names = shipped(item.labels)
         except CnncError as error:
             raise CnncError(error.message, item.span) from None
-        if self.graph.op(value.node) == Op.NMS:  # detections [N, K, 6]: the classes of its scores
-            scores = self.graph.shape(self.graph.inputs_of(value.node)[1])
-            classes = scores[-1]
-            counted = f"its scores {fmt(scores)} hold {classes} classes"
-        else:
-            classes = value.shape[1] if len(value.shape) >= 2 else None
-            counted = f"its shape {fmt(value.shape)} has {classes} classes along axis 1"
+        classes, counted = class_count(self.graph, value.node)
         if classes != len(names):
             raise CnncShapeError(f"output '{item.name}': {counted}, but its labels name {len(names)}", item.span)
         return names
