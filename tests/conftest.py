@@ -1,12 +1,12 @@
 """Shared test helpers."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cnnc.codegen.common import STATEMENT_LAYER
 from cnnc.runtime.params import random_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def forward_statements(source: str) -> dict[str, str]:
             statements.append(line.strip())
     found = {}
     for statement in statements:
-        match = re.search(r"#.* (\S+): \w+ -> \[", statement)
+        match = STATEMENT_LAYER.search(statement)
         if match:
             found[match.group(1)] = statement
     return found

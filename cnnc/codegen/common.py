@@ -1,6 +1,7 @@
 """Pieces every generated module shares: the docstring header, the interface tables, comments."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from .. import __version__
@@ -13,6 +14,10 @@ from ..source import safe_comment, source_location
 def statement_comment(node: Node) -> str:
     """What follows a node's statement: `file:line name: op -> [shape]` (safe inside a comment)."""
     return f"{source_location(node.spans)} {safe_comment(node.name)}: {node.op} -> {fmt(node.shape)}"
+
+
+# Finds a statement_comment in a line of generated code; group 1 is the layer's name.
+STATEMENT_LAYER = re.compile(r"#.* (\S+): \w+ -> \[")
 
 
 def statement(target: str, kernel: str | None, args: list[str], comment: str, width: int = 120) -> list[str]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import linecache
 import math
-import re
 import threading
 import traceback
 from collections.abc import Mapping
@@ -12,6 +11,7 @@ from types import TracebackType
 
 import numpy as np
 
+from ..codegen.common import STATEMENT_LAYER
 from ..errors import CnncInputError
 from ..ir.graph import Graph
 from ..ir.shapes import fmt
@@ -214,7 +214,7 @@ def _generated_layer(trace: TracebackType | None) -> str | None:
     for frame, line in traceback.walk_tb(trace):
         if is_generated(frame.f_code.co_filename) and frame.f_code.co_name == "forward":
             for number in range(line, max(line - 20, 0), -1):
-                found = re.search(r"#.* (\S+): \w+ -> \[", linecache.getline(frame.f_code.co_filename, number))
+                found = STATEMENT_LAYER.search(linecache.getline(frame.f_code.co_filename, number))
                 if found:
                     layer = found.group(1)
                     break
