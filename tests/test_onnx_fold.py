@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 import cnnc
 from cnnc.errors import CnncError
 from cnnc.interop.onnx_fold import fold
-from cnnc.interop.onnx_import import ImportedModel, import_onnx, render_layer
+from cnnc.interop.onnx_import import ImportedModel, import_onnx
 
 RNG = np.random.default_rng(11)
 I64 = np.int64
@@ -350,12 +350,10 @@ def test_refusals_for_what_cannot_fold():
 
 # ---- names --------------------------------------------------------------------------------------
 
-def test_render_layer_names():
-    assert render_layer("layer1.0.conv1") == "layer1.0.conv1"
-    assert render_layer("features.0.0") == "features.0.0"
-    assert render_layer("a.10.b.2.c") == "a.10.b.2.c"
+def test_dotted_layer_names_are_written_as_they_are():
+    """The importer writes `as layer1.0.conv1`: such names parse as written."""
     for name in ("layer1.0.conv1", "features.0.0", "a.10.b.2.c", "x.01.y", "m.0.0.0.k", "0.a"):
-        net = cnnc.compile(f"input x: [N, 3, 4, 4]\noutput y = x |> conv(2, 1x1) as {render_layer(name)}\n")
+        net = cnnc.compile(f"input x: [N, 3, 4, 4]\noutput y = x |> conv(2, 1x1) as {name}\n")
         assert sorted(net.params.specs) == [f"{name}.bias", f"{name}.weight"]
 
 

@@ -74,12 +74,6 @@ def dotted_layer_name(name: str) -> bool:
             and all(_PART.fullmatch(p) and p not in CNN_KEYWORDS for p in parts))
 
 
-def render_layer(name: str) -> str:
-    """A layer name as `as` writes it: the name itself (`layer1.0.conv1`; the grammar reads a
-    number directly followed by `.` and a letter as a name part, not a float)."""
-    return name
-
-
 class Names:
     """Distinct, safe identifiers for arbitrary strings (deterministic, first come first served)."""
 
@@ -153,11 +147,6 @@ def layer_candidates(name: str, op_type: str) -> list[str]:
         path = ".".join(torch_path(scopes[:-1]))
         return [path, f"{path}.{scopes[-1]}"]
     return [name]
-
-
-def readable_layer(name: str, op_type: str) -> str:
-    """The preferred layer name of a node (see `layer_candidates`)."""
-    return layer_candidates(name, op_type)[0]
 
 
 def readable_tensor(name: str) -> str:
@@ -518,7 +507,7 @@ class Importer:
         first, *rest = inputs
         call = _call(word, [*(v.var for v in rest), *positional], keywords)
         comment = f"{safe_comment(node.op_type)[:40]} {safe_comment(repr(node.name))[:100]}"
-        self.lines.append(f"{var} = {first.var} |> {call} as {render_layer(layer)}  # {comment}"
+        self.lines.append(f"{var} = {first.var} |> {call} as {layer}  # {comment}"
                           f"{f'; {note}' if note else ''}")
         value = Value(var, tuple(shape), out)
         self._define(out, value)

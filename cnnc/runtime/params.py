@@ -16,7 +16,9 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import CnncParamError
+from ..interop.torch_weights import BN_FROM_TORCH  # PyTorch's batch norm names → cnnc's
 from ..ir.graph import ParamSpec
+from ..ir.shapes import fmt
 from .files import write_npz
 
 # Below this many He-initialized elements in all, init_params draws on the calling thread alone.
@@ -146,17 +148,13 @@ class UnknownParamError(CnncParamError, KeyError):
         return self.render()
 
 
-# PyTorch's names of batch norm's tensors → cnnc's (load_torch_state_dict maps them the same way)
-_TORCH_BN = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
-
-
 def _suggestion(key: str, known: list[str]) -> str:
     """"; did you mean ...?" for a name close to `key` (nothing when no name is)."""
     if not isinstance(key, str):
         return ""
     owner, _, role = key.rpartition(".")
-    if role in _TORCH_BN and f"{owner}.{_TORCH_BN[role]}" in known:
-        return (f"; did you mean '{owner}.{_TORCH_BN[role]}'? (batch norm's parameters are gamma, beta, "
+    if role in BN_FROM_TORCH and f"{owner}.{BN_FROM_TORCH[role]}" in known:
+        return (f"; did you mean '{owner}.{BN_FROM_TORCH[role]}'? (batch norm's parameters are gamma, beta, "
                 f"mean, var)")
     roles = [name[len(owner) + 1:] for name in known if owner and name.startswith(owner + ".")
              and "." not in name[len(owner) + 1:]]
@@ -166,10 +164,6 @@ def _suggestion(key: str, known: list[str]) -> str:
             f"; layer '{owner}' has {', '.join(roles)}"
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _shape_text(shape: tuple) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 class ParamStore(MutableMapping):
@@ -251,7 +245,7 @@ class ParamStore(MutableMapping):
             if name is None:
                 lines.append(f"  ... {len(names) - self.SHOWN - 2} more (list(params) names them all)")
             else:
-                lines.append(f"  {name.ljust(width)}  {_shape_text(self.data[name].shape)}")
+                lines.append(f"  {name.ljust(width)}  {fmt(self.data[name].shape)}")
         return "\n".join(lines)
 
     @classmethod

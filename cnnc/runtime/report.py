@@ -14,7 +14,9 @@ def is_classifier(graph: Graph, node: str) -> bool:
     return len(shape) == 2 and shape[1] > 4 and record(graph.op(node)).scores
 
 
-def _probabilities(graph: Graph, node: str, value: np.ndarray) -> np.ndarray:
+def class_probabilities(graph: Graph, node: str, value: np.ndarray) -> np.ndarray:
+    """A classifier output's [N, classes] values as probabilities: a softmax's as they are, logits
+    through a stable softmax (row by row)."""
     if graph.op(node) == Op.SOFTMAX:
         return value
     shifted = np.exp(value - value.max(axis=1, keepdims=True))
@@ -33,7 +35,7 @@ def describe_outputs(graph: Graph, outputs: dict[str, np.ndarray], top: int, exa
         lines.append(f"{out}: shape {fmt(value.shape)}  min {value.min():.4g}  max {value.max():.4g}  "
                      f"mean {value.mean():.4g}  std {value.std():.4g}")
         if is_classifier(graph, node):
-            probs = _probabilities(graph, node, value)
+            probs = class_probabilities(graph, node, value)
             names = graph.info.labels.get(out)
             for example, row in enumerate(probs[:examples]):
                 best = np.argsort(-row, kind="stable")[:top]

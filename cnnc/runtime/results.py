@@ -41,9 +41,8 @@ import numpy as np
 
 from ..errors import CnncInputError
 from ..ir.graph import Graph
-from ..ir.ops import Op
 from .files import atomic_write
-from .report import is_classifier
+from .report import class_probabilities, is_classifier
 
 SCHEMA_VERSION = 1
 MAX_VALUES = 64  # a tensor output's example with at most this many elements is written out
@@ -102,14 +101,6 @@ def _nested(value: np.ndarray) -> Any:
     return [_nested(v) for v in value]
 
 
-def _probabilities(graph: Graph, node: str, value: np.ndarray) -> np.ndarray:
-    value = value.astype(np.float64)
-    if graph.op(node) == Op.SOFTMAX:
-        return value
-    shifted = np.exp(value - value.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def _input_size(graph: Graph) -> tuple[int, int] | None:
     """The network input's (height, width), when it is an image-like `[N, C, H, W]`."""
     if not graph.info.inputs:
@@ -126,15 +117,16 @@ def prediction_rows(graph: Graph, outputs: Mapping[str, np.ndarray], sources: Se
     output. Examples beyond `len(sources)` (the padding of a fixed-size batch) are left out."""
     kinds = output_kinds(graph)
     input_size = _input_size(graph)
+    probabilities = {out: class_probabilities(graph, graph.info.outputs[out], np.asarray(value, dtype=np.float64))
+                     for out, value in outputs.items() if kinds[out] == "classes"}  # the whole batch at once
     rows = []
     for example, source in enumerate(sources):
         for out, value in outputs.items():
-            node = graph.info.outputs[out]
             row: Row = {"path": source.path, "index": source.index, "batch": batch, "output": out,
                         "kind": kinds[out]}
             one = np.asarray(value[example])
             if kinds[out] == "classes":
-                probs = _probabilities(graph, node, np.asarray(value[example:example + 1]))[0]
+                probs = probabilities[out][example]
                 best = np.argsort(-probs, kind="stable")[:top]
                 row["labels"] = [int(c) for c in best]
                 row["scores"] = _numbers(probs[best])
