@@ -3,7 +3,8 @@
 These functions are used by generated code: the code generator copies each used function,
 and the helpers it calls (transitively), out of this module's AST into the generated
 module.  Hence the module only imports ``numpy as np`` and ``math``, defines top-level
-functions only (private helpers start with ``_``), keeps no module-level state and
+functions only (private helpers start with ``_``), keeps no module-level state (the one
+cache, Winograd's constant matrices, lives on its function) and
 imports nothing from cnnc.
 
 All arrays are float32 in NCHW layout, conv weights OIHW; ``pads`` is always
@@ -338,7 +339,7 @@ def _workspace_elements(kernel: str, x_shape, out_shape, weight_shape=None, kwar
     if kernel == "winograd_conv":
         o = weight_shape[1]
         tw = -(-out_shape[3] // 4)
-        tiles = max(1, 512 // tw) * tw  # one band
+        tiles = _winograd_band_rows(tw) * tw  # one band
         return c * (4 * tiles // tw + 2) * (4 * tw + 2) + 36 * (c + o) * tiles + 16 * o * tiles
     if kernel in ("max_pool", "avg_pool", "conv_transpose", "lrn", "adaptive_pool"):
         return n * c * spatial + out  # a padded (or squared) copy, and the rows pass
@@ -358,6 +359,24 @@ def _winograd_f4x3():
     return bt, g, at
 
 
+def _winograd_transforms():
+    """(Bᵀ⊗Bᵀ [36, 36], Aᵀ⊗Aᵀ [16, 36]) in float32: vec(Bᵀ d B) = (Bᵀ⊗Bᵀ) vec(d). Built on the first
+    call and kept on this function (a generated module copies functions, not module constants):
+    rebuilding them cost 30% of a small layer's call."""
+    cached = getattr(_winograd_transforms, "matrices", None)
+    if cached is None:
+        bt, _, at = _winograd_f4x3()
+        cached = (np.kron(bt, bt).astype(np.float32), np.kron(at, at).astype(np.float32))
+        _winograd_transforms.matrices = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _winograd_band_rows(tw: int) -> int:
+    """Tile rows per band of a Winograd output `tw` tiles wide: about 512 tiles, measured
+    (docs/kernels.md); the memory estimate (`_workspace_elements`) sizes the same band."""
+    return max(1, 512 // tw)
+
+
 def winograd_conv(x: np.ndarray, u: np.ndarray, b, *, pads, out_size, activation: str = "none",
                   slope: float = 0.0, residual=None) -> np.ndarray:
     """3x3 stride-1 convolution by Winograd F(4x4, 3x3); ``u`` ``[36, O, C]`` is the transformed
@@ -373,16 +392,14 @@ def winograd_conv(x: np.ndarray, u: np.ndarray, b, *, pads, out_size, activation
     """
     x = x.astype(np.float32, copy=False)
     u = u.astype(np.float32, copy=False)
-    bt, _, at = _winograd_f4x3()
-    b36 = np.kron(bt, bt).astype(np.float32)  # vec(Bᵀ d B) = (Bᵀ⊗Bᵀ) vec(d)
-    a16 = np.kron(at, at).astype(np.float32)
+    b36, a16 = _winograd_transforms()
     n, c, h, wd = x.shape
     o = u.shape[1]
     top, left = pads[0], pads[1]
     ho, wo = out_size
     th, tw = -(-ho // 4), -(-wo // 4)  # tiles per column and row (the last ones cropped)
     wp = 4 * tw + 2
-    rb = max(1, min(th, 512 // tw))  # tile rows per band: ~512 tiles, measured (docs/kernels.md)
+    rb = min(th, _winograd_band_rows(tw))
     band = np.zeros((c, 4 * rb + 2, wp), dtype=np.float32)
     s1, s2, s3 = band.strides
     cols = min(wd, wp - left)

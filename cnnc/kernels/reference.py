@@ -468,10 +468,10 @@ def adaptive_pool(x: np.ndarray, *, size: Pair, mode: str) -> np.ndarray:
     """y[n, c, i, j] = max or mean of x[n, c, ⌊iH/Ho⌋ : ⌈(i+1)H/Ho⌉, ⌊jW/Wo⌋ : ⌈(j+1)W/Wo⌉]."""
     n, c, h, w = x.shape
     ho, wo = size
-    y = np.empty((n, c, ho, wo))
+    x64, y = _f64(x), np.empty((n, c, ho, wo))
     for i in range(ho):
         for j in range(wo):
-            cell = _f64(x)[:, :, math.floor(i * h / ho):math.ceil((i + 1) * h / ho),
+            cell = x64[:, :, math.floor(i * h / ho):math.ceil((i + 1) * h / ho),
                            math.floor(j * w / wo):math.ceil((j + 1) * w / wo)]
             y[:, :, i, j] = cell.max(axis=(2, 3)) if mode == "max" else cell.mean(axis=(2, 3))
     return _out(y)
