@@ -3,8 +3,7 @@
 These functions are used by generated code: the code generator copies each used function,
 and the helpers it calls (transitively), out of this module's AST into the generated
 module.  Hence the module only imports ``numpy as np`` and ``math``, defines top-level
-functions only (private helpers start with ``_``), keeps no module-level state (the one
-cache, Winograd's constant matrices, lives on its function) and
+functions only (private helpers start with ``_``), keeps no module-level state and
 imports nothing from cnnc.
 
 All arrays are float32 in NCHW layout, conv weights OIHW; ``pads`` is always
@@ -359,18 +358,6 @@ def _winograd_f4x3():
     return bt, g, at
 
 
-def _winograd_transforms():
-    """(Bᵀ⊗Bᵀ [36, 36], Aᵀ⊗Aᵀ [16, 36]) in float32: vec(Bᵀ d B) = (Bᵀ⊗Bᵀ) vec(d). Built on the first
-    call and kept on this function (a generated module copies functions, not module constants):
-    rebuilding them cost 30% of a small layer's call."""
-    cached = getattr(_winograd_transforms, "matrices", None)
-    if cached is None:
-        bt, _, at = _winograd_f4x3()
-        cached = (np.kron(bt, bt).astype(np.float32), np.kron(at, at).astype(np.float32))
-        _winograd_transforms.matrices = cached  # type: ignore[attr-defined]
-    return cached
-
-
 def _winograd_band_rows(tw: int) -> int:
     """Tile rows per band of a Winograd output `tw` tiles wide: about 512 tiles, measured
     (docs/kernels.md); the memory estimate (`_workspace_elements`) sizes the same band."""
@@ -392,7 +379,9 @@ def winograd_conv(x: np.ndarray, u: np.ndarray, b, *, pads, out_size, activation
     """
     x = x.astype(np.float32, copy=False)
     u = u.astype(np.float32, copy=False)
-    b36, a16 = _winograd_transforms()
+    bt, _, at = _winograd_f4x3()
+    b36 = np.kron(bt, bt).astype(np.float32)  # vec(Bᵀ d B) = (Bᵀ⊗Bᵀ) vec(d)
+    a16 = np.kron(at, at).astype(np.float32)
     n, c, h, wd = x.shape
     o = u.shape[1]
     top, left = pads[0], pads[1]
