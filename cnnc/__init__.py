@@ -73,7 +73,8 @@ def build_graph(source: SourceLike, *, input_shapes: dict[str, tuple] | None = N
 _LAZY = {"load_torch_state_dict": "cnnc.interop.torch_weights",
          "import_onnx": "cnnc.interop.onnx_import", "export_onnx": "cnnc.interop.onnx_export",
          # Dask stays optional: cnnc.runtime.distributed imports it only when these run.
-         "predict_files": "cnnc.runtime.distributed", "predict_bag": "cnnc.runtime.distributed"}
+         "predict_files": "cnnc.runtime.distributed", "predict_bag": "cnnc.runtime.distributed",
+         "train": "cnnc.train.trainer", "TrainConfig": "cnnc.train.trainer"}
 
 
 def __getattr__(name: str):
@@ -84,6 +85,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'cnnc' has no attribute {name!r}")
 
 
-__all__ = ["CnncError", "CompiledNetwork", "Graph", "build_graph", "compile", "eval_graph", "export_onnx",
-           "import_onnx", "init_params", "load_torch_state_dict", "parse", "predict_bag", "predict_files",
-           "__version__"]
+__all__ = ["CnncError", "CompiledNetwork", "Graph", "TrainConfig", "build_graph", "compile", "eval_graph",
+           "export_onnx", "import_onnx", "init_params", "load_torch_state_dict", "parse", "predict_bag",
+           "predict_files", "train", "__version__"]

@@ -1,4 +1,4 @@
-"""The `cnnc` command: compile, run, bench, check, summary, import, export (docs/cli.md).
+"""The `cnnc` command: compile, run, bench, check, summary, train, import, export (docs/cli.md).
 
 Every user error is printed as one message (file:line:column first) with exit status 1 (also
 when some of several input files could not be read); a mistyped command line is one line with
@@ -237,6 +237,11 @@ def _build_parser() -> argparse.ArgumentParser:
   cnnc summary examples/resnet50.cnn -O2                 # the layers that run after optimization""")
     _common(summary)
     _optimization(summary, level=0)
+
+    from .train import command as train_command
+
+    train = _command(commands, "train", "train the network's weights on a data set", train_command.EXAMPLES)
+    train_command.add_arguments(train, _positive, _non_negative)
 
     import_ = _command(commands, "import", "convert an ONNX model to a .cnn program (+ .npz parameters)", """
   cnnc import model.onnx -o model.cnn                    # model.cnn + model.npz
@@ -687,8 +692,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {output}")
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.command import run
+
+    return run(args)
+
+
 _COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "bench": _cmd_bench, "check": _cmd_check,
-             "summary": _cmd_summary, "import": _cmd_import, "export": _cmd_export}
+             "summary": _cmd_summary, "train": _cmd_train, "import": _cmd_import, "export": _cmd_export}
 
 
 def _show_notes(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -61,13 +61,27 @@ def reachable(roots: Iterable[str], references: Mapping[str, Iterable[str]],
     return found
 
 
-def kernel_sources(module: ModuleType, names: list[str]) -> list[str]:
-    """Sources of `names` and every top-level function they reach, in the module's order."""
-    functions = _functions(module)
+def kernel_sources(module: ModuleType | tuple[ModuleType, ...], names: list[str]) -> list[str]:
+    """Sources of `names` and every top-level function they reach, in the modules' order.
+
+    Several modules (the training step copies forward and backward kernels) form one table: a
+    function of one may call another's, and no name may be defined by two of them."""
+    functions = _table(module if isinstance(module, tuple) else (module,))
     needed = reachable(names, {name: used for name, (_, used) in functions.items()})
     return [source for name, (source, _) in functions.items() if name in needed]
 
 
-def function_names(module: ModuleType) -> set[str]:
-    """Every top-level function name in the kernel module (reserved in generated code)."""
-    return set(_functions(module))
+def _table(modules: tuple[ModuleType, ...]) -> dict[str, tuple[str, frozenset[str]]]:
+    table: dict[str, tuple[str, frozenset[str]]] = {}
+    for module in modules:
+        for name, entry in _functions(module).items():
+            if name in table:  # the copy would silently keep one of two different functions
+                raise ValueError(f"kernel function {name!r} is defined in more than one of "
+                                 f"{', '.join(m.__name__ for m in modules)}")
+            table[name] = entry
+    return table
+
+
+def function_names(module: ModuleType | tuple[ModuleType, ...]) -> set[str]:
+    """Every top-level function name in the kernel modules (reserved in generated code)."""
+    return set(_table(module if isinstance(module, tuple) else (module,)))

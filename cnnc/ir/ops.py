@@ -16,6 +16,7 @@ A trait left at its default is the safe choice (no rewrite, no in-place write); 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
@@ -140,6 +141,32 @@ class Surface:
     fixed: tuple[tuple[str, object], ...] = ()
 
 
+@dataclass(frozen=True)
+class Grad:
+    """How reverse-mode differentiation (cnnc/train/autodiff.py) treats an op: its gradient rule.
+
+    The backward kernel, in cnnc/kernels/backward.py or backward_windows.py, is called as
+    `kernel(dy, *saved, *params_in_role_order, **kwargs)` and returns a tuple with one gradient
+    per data input, then one per parameter role (None for an absent optional parameter, or for
+    input 0 when it was called with `need_input=False`). It never writes into `dy` or a saved
+    value (a gradient may be shared: add passes dy to both of its inputs), and it keeps the
+    dtype it is given (the tests check rules in float64 against PyTorch's autograd).
+
+    `saved` is, in this order, every data input ("inputs" in `saves`), the forward output
+    ("output"), and what the training-mode forward kernel returned beside its output (when the
+    op has a `train_forward`). `kwargs` are the forward kernel's keyword arguments (out_size for
+    a sized op), plus `in_shapes=` (each data input's shape without the batch dimension) when
+    `in_shapes`, and `need_input=` when `need_input`: the training step skips the gradient of a
+    network input (the first conv's dx would cost as much as its weight gradient).
+    """
+
+    kernel: str
+    saves: tuple[str, ...] = ("inputs",)  # a subset of ("inputs", "output"), in that order
+    train_forward: str | None = None  # the forward kernel in training mode: returns (y, context)
+    in_shapes: bool = False
+    need_input: bool = False
+
+
 ShapeRule = Callable[[Any, list[Shape]], Shape]
 ParamRule = Callable[[Any, list[Shape]], dict[str, ParamSpec]]
 CostRule = Callable[[Any, list[Shape], Shape], int]  # (attrs, input shapes, output shape) → MACs per example
@@ -182,6 +209,7 @@ class OpRecord:
     scale_rule: str | None = None  # derivation rule scaling its weight's output channels (BN folding)
     on_host: bool = False  # the CuPy backend computes it on the host (no CUDA-graph capture)
     scores: bool = False  # an [N, classes] result holds class scores: `cnnc run` shows the top k
+    grad: Grad | None = None  # its gradient rule; None: training refuses a network that differentiates it
 
 
 # ---- attrs -------------------------------------------------------------------------------------
@@ -1074,7 +1102,63 @@ RECORDS: dict[Op, OpRecord] = {
     Op.INPUT: OpRecord(NoAttrs, _same, Output.FRESH, (), None, min_inputs=0, max_inputs=0),
     **_CONVOLUTIONS, **_RESHAPING, **_ELEMENTWISE, **_POOLING, **_DETECTION,
 }
-RECORDS = {op: RECORDS[op] for op in Op if op in RECORDS}  # enum order, whatever the sections' order
+
+
+def _grad(kernel: str, *saves: str, in_shapes: bool = False, need_input: bool = False,
+          train_forward: str | None = None) -> Grad:
+    return Grad(kernel, tuple(saves), train_forward, in_shapes, need_input)
+
+
+# Gradient rules (Grad): what each op's backward kernel reads. They join the records below, so a
+# record holds its op's whole story; ops missing here (nms, iou, yolo_decode, and what passes make
+# for inference: winograd_conv, channel_affine, depthwise_pool) cannot be trained through.
+_GRADS: dict[Op, Grad] = {
+    Op.CONV: _grad("conv_backward", "inputs", need_input=True),
+    Op.CONV_TRANSPOSE: _grad("conv_transpose_backward", "inputs", need_input=True),
+    Op.DENSE: _grad("dense_backward", "inputs", need_input=True),
+    Op.FLATTEN: _grad("flatten_backward", in_shapes=True),
+    Op.RESHAPE: _grad("reshape_backward", in_shapes=True),
+    Op.BATCH_NORM: _grad("batch_norm_backward", train_forward="batch_norm_train"),
+    Op.RELU: _grad("relu_backward", "output"),
+    Op.LEAKY_RELU: _grad("leaky_relu_backward", "inputs"),
+    Op.RELU6: _grad("relu6_backward", "inputs"),
+    Op.SIGMOID: _grad("sigmoid_backward", "output"),
+    Op.TANH: _grad("tanh_backward", "output"),
+    Op.HARDSIGMOID: _grad("hardsigmoid_backward", "inputs"),
+    Op.HARDSWISH: _grad("hardswish_backward", "inputs"),
+    Op.SILU: _grad("silu_backward", "inputs"),
+    Op.GELU: _grad("gelu_backward", "inputs"),
+    Op.GELU_TANH: _grad("gelu_tanh_backward", "inputs"),
+    Op.SOFTMAX: _grad("softmax_backward", "output"),
+    Op.DROPOUT: _grad("dropout_backward", train_forward="dropout_train"),
+    Op.LRN: _grad("lrn_backward", "inputs", "output"),
+    Op.LAYER_NORM: _grad("layer_norm_backward", "inputs"),
+    Op.GROUP_NORM: _grad("group_norm_backward", "inputs"),
+    Op.LAYER_SCALE: _grad("layer_scale_backward", "inputs"),
+    Op.CLIP: _grad("clip_backward", "inputs"),
+    Op.PRELU: _grad("prelu_backward", "inputs"),
+    Op.MAX_POOL: _grad("max_pool_backward", "inputs", "output"),
+    Op.AVG_POOL: _grad("avg_pool_backward", in_shapes=True),
+    Op.GLOBAL_AVG_POOL: _grad("global_avg_pool_backward", in_shapes=True),
+    Op.GLOBAL_MAX_POOL: _grad("global_max_pool_backward", "inputs", "output"),
+    Op.ADAPTIVE_POOL: _grad("adaptive_pool_backward", "inputs", "output"),
+    Op.ADD: _grad("add_backward", in_shapes=True),
+    Op.SUB: _grad("sub_backward", in_shapes=True),
+    Op.MUL: _grad("mul_backward", "inputs"),
+    Op.DIV: _grad("div_backward", "inputs"),
+    Op.SCALAR_AFFINE: _grad("scalar_affine_backward"),
+    Op.CONCAT: _grad("concat_backward", in_shapes=True),
+    Op.UPSAMPLE: _grad("upsample_backward", in_shapes=True),
+    Op.PAD: _grad("pad_backward", in_shapes=True),
+    Op.CROP: _grad("crop_backward", in_shapes=True),
+    Op.SLICE: _grad("slice_axis_backward", in_shapes=True),
+    Op.CHANNEL_SHUFFLE: _grad("channel_shuffle_backward"),
+    Op.PIXEL_SHUFFLE: _grad("pixel_shuffle_backward"),
+    Op.PERMUTE: _grad("permute_backward"),
+    Op.MATMUL: _grad("matmul_backward", "inputs"),
+    Op.REDUCE: _grad("reduce_backward", "inputs", "output"),
+}
+RECORDS = {op: dataclasses.replace(RECORDS[op], grad=_GRADS.get(op)) for op in Op if op in RECORDS}  # enum order
 
 
 def record(op: Op) -> OpRecord:

@@ -8,6 +8,7 @@ class numbers. Shipped sets, one name per line in class order:
   each is the first WordNet lemma of its synset (`tench`, `goldfish`, …).
 - `voc`: the 20 PASCAL VOC classes, alphabetical, without the background.
 - `coco`: the 80 COCO detection classes in the contiguous order detectors use (`person` = 0).
+- `mnist`: the ten digits by name, `zero` … `nine` (LeNet-5 trained on MNIST).
 
 A label file is UTF-8 text with one name per line (blank lines at the end are ignored).
 """
@@ -21,7 +22,7 @@ from ..ir.graph import Graph
 from ..ir.ops import Op
 from ..ir.shapes import fmt
 
-SETS = ("imagenet", "voc", "coco")
+SETS = ("imagenet", "voc", "coco", "mnist")
 
 
 def shipped(name: str) -> tuple[str, ...]:
