@@ -1111,7 +1111,8 @@ def _grad(kernel: str, *saves: str, in_shapes: bool = False, need_input: bool = 
 
 # Gradient rules (Grad): what each op's backward kernel reads. They join the records below, so a
 # record holds its op's whole story; ops missing here (nms, iou, yolo_decode, and what passes make
-# for inference: winograd_conv, channel_affine, depthwise_pool) cannot be trained through.
+# for inference: winograd_conv, depthwise_pool) cannot be trained through. Training runs on the
+# un-optimized graph, so of the pass-made ops only channel_affine has a rule (it is cheap).
 _GRADS: dict[Op, Grad] = {
     Op.CONV: _grad("conv_backward", "inputs", need_input=True),
     Op.CONV_TRANSPOSE: _grad("conv_transpose_backward", "inputs", need_input=True),
@@ -1157,6 +1158,7 @@ _GRADS: dict[Op, Grad] = {
     Op.PERMUTE: _grad("permute_backward"),
     Op.MATMUL: _grad("matmul_backward", "inputs"),
     Op.REDUCE: _grad("reduce_backward", "inputs", "output"),
+    Op.CHANNEL_AFFINE: _grad("channel_affine_backward", "inputs"),
 }
 RECORDS = {op: dataclasses.replace(RECORDS[op], grad=_GRADS.get(op)) for op in Op if op in RECORDS}  # enum order
 

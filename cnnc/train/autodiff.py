@@ -14,7 +14,8 @@ What is differentiated:
 - A value read by several nodes gets the sum of their gradients; the sum is complete when its
   producer's step runs, because steps run in reverse topological order.
 - A cross-entropy loss on a softmax output is computed on the softmax's input (the logits):
-  softmax followed by log is unstable, and the fused gradient is just `softmax − onehot`.
+  softmax followed by log is unstable, and the fused gradient is just `softmax − onehot`; a
+  binary cross-entropy on a sigmoid output likewise reads the sigmoid's input.
 - Network inputs need no gradient: rules that take `need_input` skip it for them.
 """
 from __future__ import annotations
@@ -193,6 +194,8 @@ def _place(graph: Graph, term: LossTerm) -> PlacedLoss:
     if unknown:
         raise CnncTrainError(f"loss {term.kind} has no option '{unknown[0]}'", where="--loss")
     node = outputs[term.output]
+    if term.kind == "binary_cross_entropy" and graph.op(node) == Op.SIGMOID:
+        node = graph.inputs_of(node)[0]  # the same loss on the logits, without log(sigmoid) underflow
     if term.kind == "cross_entropy":
         if graph.op(node) == Op.SOFTMAX:
             if graph.attrs(node).axis != 1:

@@ -144,6 +144,11 @@ def _image_folder(folder: Path, input_shape: tuple, output: str, output_shape: t
     if not classes:
         raise CnncTrainError("the folder has no class subfolders (one folder of images per class)",
                              where=str(folder))
+    files: dict[str, list[Path]] = {}
+    for name in classes:
+        files[name] = sorted(p for p in (folder / name).iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files[name]:
+            raise CnncTrainError("the class folder is empty", where=str(folder / name))
     if len(classes) > int(output_shape[1]):
         raise CnncTrainError(f"{len(classes)} class folders but output '{output}' has {output_shape[1]} "
                              "classes", where=str(folder))
@@ -151,10 +156,7 @@ def _image_folder(folder: Path, input_shape: tuple, output: str, output_shape: t
         else {name: i for i, name in enumerate(classes)}
     images, labels = [], []
     for name in classes:
-        files = sorted(p for p in (folder / name).iterdir() if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise CnncTrainError("the class folder is empty", where=str(folder / name))
-        for path in files:
+        for path in files[name]:
             if path.suffix.lower() not in _IMAGE_SUFFIXES:
                 raise CnncTrainError("not an image (expected .png, .jpg, ...): remove it or move it out of the "
                                      "data folder", where=str(path))

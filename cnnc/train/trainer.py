@@ -147,8 +147,9 @@ class Trainer:
                                      where="targets")
             targets = {self.terms[0].output: targets}
         rng = rng if rng is not None else np.random.default_rng(self.config.seed)
-        return self._train_step(self.params, rng, np.asarray(x, np.float32),
-                                *(np.asarray(targets[t.output]) for t in self.terms))
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging step is reported by fit, once
+            return self._train_step(self.params, rng, np.asarray(x, np.float32),
+                                    *(np.asarray(targets[t.output]) for t in self.terms))
 
     def step(self, x: np.ndarray, targets: Mapping[str, np.ndarray] | np.ndarray, lr: float | None = None,
              rng: np.random.Generator | None = None) -> float:
@@ -181,9 +182,10 @@ class Trainer:
                     x = config.augment.apply(x, rng)
                     lr = config.lr * schedule.factor((epoch - 1) * per_epoch + index)
                     loss, values, grads = self.gradients(x, targets, rng)
-                    if not math.isfinite(loss):
+                    bad = _non_finite(loss, grads, {n: self.params[n] for n in self.plan.state})
+                    if bad:
                         raise CnncTrainError(
-                            f"the loss became {loss} at epoch {epoch}, step {index + 1} (learning rate {lr:g}); "
+                            f"the {bad} at epoch {epoch}, step {index + 1} (learning rate {lr:g}); "
                             "training stopped" + (f", and {checkpoint} holds the last good checkpoint"
                                                   if checkpoint is not None and checkpoint.exists() else "")
                             + ". Try a smaller --lr", where=f"epoch {epoch}")
@@ -278,6 +280,19 @@ class Trainer:
         self.epoch, self.position = int(meta["epoch"]), int(meta["position"])
         self._partial = {k: float(v) for k, v in meta.get("partial", {}).items()}
         self.history = [Epoch(**e) for e in meta["history"]]
+
+
+def _non_finite(loss: float, grads: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> str | None:
+    """What went NaN or infinite in a step, or None: the loss, a gradient (batch norm keeps the
+    loss finite long after its weights have overflowed), or a running statistic."""
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    with np.errstate(over="ignore", invalid="ignore"):
+        for kind, arrays in (("gradient of", grads), ("running statistic", state)):
+            for name, value in arrays.items():
+                if not np.isfinite(value.sum(dtype=np.float64)):
+                    return f"{kind} '{name}' became NaN or infinite"
+    return None
 
 
 def _correct(scores: np.ndarray, labels: np.ndarray) -> float:
