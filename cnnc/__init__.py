@@ -74,7 +74,7 @@ _LAZY = {"load_torch_state_dict": "cnnc.interop.torch_weights",
          "import_onnx": "cnnc.interop.onnx_import", "export_onnx": "cnnc.interop.onnx_export",
          # Dask stays optional: cnnc.runtime.distributed imports it only when these run.
          "predict_files": "cnnc.runtime.distributed", "predict_bag": "cnnc.runtime.distributed",
-         "train": "cnnc.train.trainer", "TrainConfig": "cnnc.train.trainer"}
+         "train": "cnnc.training.trainer", "TrainConfig": "cnnc.training.trainer"}
 
 
 def __getattr__(name: str):

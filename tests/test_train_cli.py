@@ -17,8 +17,8 @@ import pytest
 
 import cnnc
 from cnnc.cli import main
-from cnnc.train.autodiff import CnncTrainError
-from cnnc.train.trainer import TrainConfig, Trainer, train
+from cnnc.training.autodiff import CnncTrainError
+from cnnc.training.trainer import TrainConfig, Trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -188,7 +188,7 @@ def image_folder(root: Path, per_class: int = 12) -> Path:
 
 
 def test_image_folder_trains_with_class_names(tmp_path):
-    from cnnc.train.data import load_dataset
+    from cnnc.training.data import load_dataset
 
     folder = image_folder(tmp_path / "shapes")
     data = load_dataset(folder, "image", (None, 1, 8, 8), {"probs": (None, 3)}, {"probs": "cross_entropy"})
@@ -252,3 +252,25 @@ def test_trainer_refuses_a_network_with_nms_on_the_loss_path():
     source = str(EXAMPLES / "yolo_tiny.cnn")
     with pytest.raises(CnncTrainError, match="has no gradient"):
         Trainer(source, TrainConfig(losses=("detections=mse",)))
+
+
+def test_progress_line_and_epoch_line():
+    import io
+
+    from cnnc.training.command import EpochProgress, format_epoch
+    from cnnc.training.trainer import Epoch
+
+    progress = EpochProgress(0, stream=io.StringIO(), enabled=True, delay=0.0, interval=0.0)
+    progress.start_epoch(3, 10, 50, 0)
+    progress.step(20, 0.4321, 0.875, 64)
+    line = progress.line()
+    assert line.startswith("epoch 3/10 [") and "20/50" in line and "loss 0.4321" in line and "acc 87.50%" in line
+    assert "img/s" in line and "\r" in progress.stream.getvalue()
+    text = format_epoch(Epoch(3, 0.25, 0.9, 0.3, 0.85, 0.01, 2.0, 1234.0), 10)
+    assert text == "epoch  3/10  loss 0.2500  acc  90.00%  val_loss 0.3000  val_acc  85.00%  lr 0.01  1,234 img/s  2.0 s"
+
+
+def test_api_names():
+    import cnnc.training.trainer  # noqa: F401  (the subpackage must not shadow the function)
+
+    assert callable(cnnc.train) and cnnc.TrainConfig is TrainConfig

@@ -18,8 +18,8 @@ F = torch.nn.functional
 
 from torch_models import LeNet5, ResNet18, randomize_, torch_to_cnnc
 
-from cnnc.train.optim import Optimizer, Schedule
-from cnnc.train.trainer import TrainConfig, Trainer
+from cnnc.training.optim import Optimizer, Schedule
+from cnnc.training.trainer import TrainConfig, Trainer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -19,7 +19,7 @@ from collections import defaultdict
 from ..ir.ops import Op, kernel_call, record
 from ..ir.shapes import fmt
 from ..kernels import backward, backward_windows, numpy_kernels
-from ..train.autodiff import LOSSES, TrainingStep
+from ..training.autodiff import LOSSES, TrainingStep
 from .common import docstring, statement, statement_comment
 from .kernel_source import function_names, kernel_sources
 from .namespace import Namespace
@@ -119,6 +119,11 @@ def generate_training(step: TrainingStep) -> str:
 
     # ---- backward, in reverse topological order ----
     param_parts: dict[str, list[str]] = defaultdict(list)
+    param_uses: dict[str, int] = defaultdict(int)  # a parameter read by several layers sums their parts
+    for back in step.backward:
+        for p in back.param_grads:
+            if p is not None:
+                param_uses[p] += 1
     for back in step.backward:
         node = graph.node(back.node)
         mine = _gather(ns, back.node, gradient_of, program)
@@ -128,8 +133,10 @@ def generate_training(step: TrainingStep) -> str:
         for p in back.param_grads:
             if p is None:
                 outs.append("_")
+            elif param_uses[p] == 1:
+                outs.append(f"grads[{p!r}]")
             else:
-                variable = ns.name(f"grad_{p}")
+                variable = ns.name(f"grad_{p}_{len(param_parts[p]) + 1}")
                 param_parts[p].append(variable)
                 outs.append(variable)
         saved = [ns.name(s) for s in back.saved] + ([context[back.node]] if back.context else [])
@@ -141,12 +148,13 @@ def generate_training(step: TrainingStep) -> str:
         comment = f"{statement_comment(node).split(' -> ')[0]} (gradient)"
         target = ", ".join(outs) if len(outs) > 1 else f"({outs[0]},)"  # a kernel returns a tuple
         program.add(statement(target, back.grad.kernel, args, comment),
-                    {o for o in outs if o != "_"}, {mine, *saved})
-    for p in step.trainable:
-        parts = param_parts[p]
-        program.add([f"    grads[{p!r}] = {' + '.join(parts)}"], set(), set(parts))
+                    {o for o in outs if o != "_" and not o.startswith("grads[")}, {mine, *saved})
+    for p, parts in param_parts.items():
+        program.add([f"    grads[{p!r}] = {' + '.join(parts)}  # {len(parts)} layers read it"], set(), set(parts))
 
-    keep = {"loss", "grads", *(ns.name(loss.node) for loss in step.losses)}
+    # Arguments and the loss floats are left alone: deleting them frees nothing.
+    keep = {"loss", "grads", *(ns.name(loss.node) for loss in step.losses), *(ns.name(n) for n in inputs),
+            *targets.values(), *(ns.name(f"loss_{loss.term.output}") for loss in step.losses)}
     values = ", ".join(f"{loss.term.output!r}: {ns.name(loss.node)}" for loss in step.losses)
     signature = ", ".join([*(ns.name(n) for n in inputs), *targets.values()])
     lines = [
@@ -154,7 +162,7 @@ def generate_training(step: TrainingStep) -> str:
             "Losses:  " + "; ".join(f"{loss.term.output}: {loss.term.kind} (target: {LOSSES[loss.term.kind][1]})"
                                     f", weight {loss.term.weight:g}" for loss in step.losses),
             "train_step(params, rng, inputs..., targets...) returns (loss, values, grads); cnnc's trainer",
-            "(cnnc/train/trainer.py) applies the optimizer."]),
+            "(cnnc/training/trainer.py) applies the optimizer."]),
         "import math",
         "",
         "import numpy as np",

@@ -143,7 +143,7 @@ class Surface:
 
 @dataclass(frozen=True)
 class Grad:
-    """How reverse-mode differentiation (cnnc/train/autodiff.py) treats an op: its gradient rule.
+    """How reverse-mode differentiation (cnnc/training/autodiff.py) treats an op: its gradient rule.
 
     The backward kernel, in cnnc/kernels/backward.py or backward_windows.py, is called as
     `kernel(dy, *saved, *params_in_role_order, **kwargs)` and returns a tuple with one gradient

@@ -24,6 +24,10 @@ pixels: the loops are over kernel taps, or over the few output rows/columns of a
 
 import numpy as np
 
+# The forward's own window sum (its count map is what avg_pool divides by); generated code copies
+# it from numpy_kernels, which shares one function table with this module.
+from .numpy_kernels import _window_sum
+
 # ---------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------
@@ -32,6 +36,15 @@ import numpy as np
 def _bwin_extent(out: int, stride: int, dilation: int, kernel: int) -> int:
     """Rows (or columns) of the padded input that ``out`` windows reach: the last window's end."""
     return (out - 1) * stride + dilation * (kernel - 1) + 1
+
+
+def _bwin_window_extent(x: np.ndarray, kernel, stride, dilation, pads, out_size) -> tuple[int, int, int, int]:
+    """(hp, wp, hs, ws) of a window op: the padded extent its windows read, and at least the input
+    (dx is cropped from it); and the extent of one tap's strided slice."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
+    hp = max(_bwin_extent(ho, sh, dh, kh), pads[0] + x.shape[2])
+    wp = max(_bwin_extent(wo, sw, dw, kw), pads[1] + x.shape[3])
+    return hp, wp, (ho - 1) * sh + 1, (wo - 1) * sw + 1
 
 
 def _bwin_padded(a: np.ndarray, hp: int, wp: int, top: int, left: int, fill: float = 0.0) -> np.ndarray:
@@ -61,23 +74,8 @@ def _bwin_no_epilogue(kernel: str, activation: str) -> None:
                          "differentiate the unfused graph")
 
 
-def _bwin_window_sum(a: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int) -> np.ndarray:
-    """Sum of ``a[..., i*sh+u, j*sw+v]`` over taps (u, v), separably (rows, then columns): the
-    same as the forward avg_pool's count map, computed here in ``a``'s dtype."""
-    hs = (ho - 1) * sh + 1
-    ws = (wo - 1) * sw + 1
-    wp = ws + kw - 1
-    rows = a[..., 0:hs:sh, :wp].copy()
-    for u in range(1, kh):
-        rows += a[..., u:u + hs:sh, :wp]
-    y = rows[..., 0:ws:sw].copy()
-    for v in range(1, kw):
-        y += rows[..., v:v + ws:sw]
-    return y
-
-
 def _bwin_window_scatter(g: np.ndarray, kh: int, kw: int, sh: int, sw: int, hp: int, wp: int) -> np.ndarray:
-    """The transpose of ``_bwin_window_sum``: adds ``g[..., i, j]`` to every tap of window (i, j)
+    """The transpose of numpy_kernels' ``_window_sum``: adds ``g[..., i, j]`` to every tap of window (i, j)
     of a zero ``[..., hp, wp]`` array. Separable too: columns first, then rows (kh + kw passes)."""
     ho, wo = g.shape[-2], g.shape[-1]
     hs = (ho - 1) * sh + 1
@@ -204,11 +202,7 @@ def conv_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, b, *, stride, pa
     dh, dw = dilation
     top, left = pads[0], pads[1]
     ho, wo = out_size
-    # the padded extent the windows read, and at least the input (dx is cropped from it)
-    hp = max(_bwin_extent(ho, sh, dh, kh), top + h)
-    wp = max(_bwin_extent(wo, sw, dw, kw), left + wd)
-    hs = (ho - 1) * sh + 1
-    ws = (wo - 1) * sw + 1
+    hp, wp, hs, ws = _bwin_window_extent(x, (kh, kw), stride, dilation, pads, out_size)
     db = None if b is None else dy.sum(axis=(0, 2, 3))
     xp = _bwin_padded(x, hp, wp, top, left) if (top or left or hp > h or wp > wd) else x
     dx = None
@@ -309,11 +303,8 @@ def max_pool_backward(dy: np.ndarray, x: np.ndarray, y: np.ndarray, *, kernel, s
     dh, dw = dilation
     top, left = pads[0], pads[1]
     ho, wo = out_size
-    hp = max(_bwin_extent(ho, sh, dh, kh), top + h)
-    wp = max(_bwin_extent(wo, sw, dw, kw), left + wd)
+    hp, wp, hs, ws = _bwin_window_extent(x, kernel, stride, dilation, pads, out_size)
     xp = _bwin_padded(x, hp, wp, top, left, -np.inf) if (top or left or hp > h or wp > wd) else x
-    hs = (ho - 1) * sh + 1
-    ws = (wo - 1) * sw + 1
     dxp = np.zeros(xp.shape, dtype=dy.dtype)
     free = np.ones(y.shape, dtype=bool)  # windows whose gradient is not placed yet
     hit = np.empty(y.shape, dtype=bool)
@@ -346,7 +337,7 @@ def avg_pool_backward(dy: np.ndarray, *, kernel, stride, pads, count_include_pad
         mask[:h + top + bottom, :wd + left + right] = 1.0  # a ceil_mode overhang past the pads does not count
     else:
         mask[top:top + h, left:left + wd] = 1.0
-    counts = _bwin_window_sum(mask, kh, kw, sh, sw, ho, wo)
+    counts = _window_sum(mask, kh, kw, sh, sw, ho, wo)
     np.maximum(counts, 1.0, out=counts)
     dxp = _bwin_window_scatter(dy / counts, kh, kw, sh, sw, max(he, top + h), max(we, left + wd))
     return (_bwin_cropped(dxp, top, left, h, wd),)
