@@ -86,7 +86,7 @@ def main() -> int:
             runs[name] = train(name, data, args.epochs)
 
     figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
-    for name, (curve, history, seconds) in runs.items():
+    for name, (curve, history, _) in runs.items():
         label = (f"{name.replace('_', ' ')} (34 layers): final val. accuracy "
                  f"{100 * history[-1].val_accuracy:.1f}%")
         axis.plot(np.arange(1, len(curve.losses) + 1), smooth(curve.losses), label=label)
@@ -102,7 +102,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out)
     print(f"\n{'network':<16} {'last-epoch loss':>16} {'val. accuracy':>14} {'time':>8}")
-    for name, (curve, history, seconds) in runs.items():
+    for name, (_, history, seconds) in runs.items():
         print(f"{name:<16} {history[-1].loss:>16.4f} {100 * history[-1].val_accuracy:>13.2f}% {seconds:>7.0f}s")
     print(f"wrote {args.out}")
     return 0

@@ -13,6 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
+def example_networks() -> list[str]:
+    """The example files that are networks, sorted; libraries of blocks (resnet_blocks.cnn,
+    deep_blocks.cnn: no input, no output) are imported by them, not compiled alone."""
+    from cnnc.frontend import check_library
+
+    return sorted(p.name for p in EXAMPLES.glob("*.cnn") if check_library(p) is None)
+
+
 def randomize(net, seed: int = 0, gamma: tuple[float, float] = (0.5, 1.5), weights: bool = True) -> None:
     """Give `net`'s parameters cnnc's random test values (`random_params`) so no layer is trivial.
 

@@ -21,7 +21,7 @@ import types
 import cupy_emulator as emulator
 import numpy as np
 import pytest
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, example_networks
 
 import cnnc
 from cnnc.codegen import cupy as cupy_codegen
@@ -30,7 +30,7 @@ from cnnc.ir.ops import RECORDS, Op
 from cnnc.kernels import cupy_kernels, numpy_kernels
 
 TINY = ROOT / "tests" / "golden" / "tiny.cnn"
-NETWORKS = sorted(p.name for p in EXAMPLES.glob("*.cnn") if p.name != "resnet_blocks.cnn")
+NETWORKS = example_networks()
 KERNELS = sorted({info.kernel for info in RECORDS.values() if info.kernel})
 VIEW_KERNELS = {"flatten", "reshape"}  # views of their input: no out=
 

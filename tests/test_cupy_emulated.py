@@ -15,7 +15,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, ROOT, randomize
+from conftest import EXAMPLES, ROOT, example_networks, randomize
 from kernel_cases import cases, tolerance
 
 import cnnc
@@ -77,7 +77,7 @@ def test_out_must_fit(cp):
 QUICK = {  # example -> input shape (None: as declared, batch 2)
     "tiny.cnn": None, "lenet5.cnn": None, "classify_localize.cnn": (2, 3, 64, 64), "segmentation.cnn": (1, 3, 64, 64),
     "mobilenet_v2.cnn": (2, 3, 64, 64), "resnet18.cnn": (1, 3, 64, 64), "yolo_tiny.cnn": (1, 3, 128, 128),
-    "shufflenet_v2_x1_0.cnn": (1, 3, 64, 64),
+    "shufflenet_v2_x1_0.cnn": (1, 3, 64, 64), "deep_plain.cnn": None, "deep_residual.cnn": None,
 }
 SLOW = {"alexnet.cnn": (1, 3, 227, 227), "se_resnet50.cnn": (1, 3, 32, 32), "googlenet.cnn": (1, 3, 224, 224),
         "googlenet_torchvision.cnn": (1, 3, 224, 224), "vgg16.cnn": None,
@@ -146,7 +146,7 @@ def test_every_other_example_matches_numpy_backend(name, cp):
 
 
 def test_every_example_is_emulated_somewhere():
-    examples = {p.name for p in EXAMPLES.glob("*.cnn")} - {"resnet_blocks.cnn"}
+    examples = set(example_networks())
     assert examples <= set(QUICK) | set(SLOW)
 
 

@@ -5,11 +5,11 @@ import math
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, randomize
+from conftest import EXAMPLES, example_networks, randomize
 
 import cnnc
 
-NETWORKS = sorted(p.name for p in EXAMPLES.glob("*.cnn") if p.name != "resnet_blocks.cnn")
+NETWORKS = example_networks()
 REQUIRED = {"lenet5.cnn", "alexnet.cnn", "vgg16.cnn", "resnet18.cnn", "resnet34.cnn", "resnet50.cnn",
             "resnet101.cnn", "resnet152.cnn", "googlenet.cnn", "xception.cnn", "se_resnet50.cnn",
             "classify_localize.cnn", "segmentation.cnn", "yolo_tiny.cnn"}

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, ROOT, randomize
+from conftest import EXAMPLES, ROOT, example_networks, randomize
 from kernel_cases import cases, tolerance
 
 import cnnc
@@ -28,7 +28,7 @@ from cnnc.runtime.gpu import cupy_status
 cp, REASON = cupy_status()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(cp is None, reason=f"needs CuPy and an NVIDIA GPU: {REASON}")]
 
-NETWORKS = sorted(p.name for p in EXAMPLES.glob("*.cnn") if p.name != "resnet_blocks.cnn")
+NETWORKS = example_networks()
 GEMM_KERNELS = ("conv", "conv_transpose", "dense")
 
 

@@ -12,7 +12,7 @@ import tracemalloc
 import networkx as nx
 import numpy as np
 import pytest
-from conftest import EXAMPLES, randomize
+from conftest import EXAMPLES, example_networks, randomize
 
 import cnnc
 from cnnc.codegen.python import generate
@@ -266,7 +266,7 @@ def _example_options(path) -> list[dict]:
     return [{"input_shapes": {n: (1, s[1], size, size) for n, s in inputs.items()}} for size in sizes] + [{}]
 
 
-EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.glob("*.cnn") if p.name != "resnet_blocks.cnn")
+EXAMPLE_NAMES = example_networks()
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)

@@ -267,7 +267,8 @@ def test_progress_line_and_epoch_line():
     assert line.startswith("epoch 3/10 [") and "20/50" in line and "loss 0.4321" in line and "acc 87.50%" in line
     assert "img/s" in line and "\r" in progress.stream.getvalue()
     text = format_epoch(Epoch(3, 0.25, 0.9, 0.3, 0.85, 0.01, 2.0, 1234.0), 10)
-    assert text == "epoch  3/10  loss 0.2500  acc  90.00%  val_loss 0.3000  val_acc  85.00%  lr 0.01  1,234 img/s  2.0 s"
+    assert text == ("epoch  3/10  loss 0.2500  acc  90.00%  val_loss 0.3000  val_acc  85.00%  lr 0.01  "
+                    "1,234 img/s  2.0 s")
 
 
 def test_api_names():

@@ -49,30 +49,30 @@ def add_arguments(parser: argparse.ArgumentParser, positive, non_negative) -> No
     group.add_argument("--epochs", type=positive, default=10, help="epochs (default: 10)")
     group.add_argument("--batch", type=positive, default=64, help="examples per step (default: 64)")
     group.add_argument("--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
-    group.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default: sgd")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="the optimizer (default: sgd)")
     group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
     group.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     group.add_argument("--weight-decay", type=float, default=0.0,
-                       help="L2 weight decay; AdamW's is decoupled (default: 0)")
+                       help="L2 weight decay; AdamW's is decoupled (default: 0.0)")
     group.add_argument("--schedule", choices=SCHEDULES, default="constant",
                        help="learning-rate schedule (default: constant)")
     group.add_argument("--warmup", type=float, default=0.0, metavar="EPOCHS",
-                       help="linear learning-rate warm-up, in epochs (default: 0)")
+                       help="linear learning-rate warm-up, in epochs (default: 0.0)")
     group.add_argument("--step-size", type=positive, default=1, metavar="EPOCHS",
                        help="step schedule: epochs between decays (default: 1)")
     group.add_argument("--gamma", type=float, default=0.1, help="step schedule: the decay factor (default: 0.1)")
     group.add_argument("--loss", action="append", default=[], metavar="[OUTPUT=]KIND[:WEIGHT]",
                        help=f"a loss term, repeatable; KIND is one of {', '.join(LOSSES)} "
                             "(default: cross_entropy on the only output)")
-    group.add_argument("--label-smoothing", type=float, default=0.0, help="for cross_entropy (default: 0)")
+    group.add_argument("--label-smoothing", type=float, default=0.0, help="for cross_entropy (default: 0.0)")
     group.add_argument("--seed", type=non_negative, default=0,
                        help="seed of the initialization, shuffling, augmentation and dropout (default: 0)")
     augment = parser.add_argument_group("augmentation (training batches only)")
     augment.add_argument("--shift", type=non_negative, default=0, metavar="PIXELS",
                          help="random shifts of up to this many pixels (default: 0)")
     augment.add_argument("--flip", action="store_true", help="random horizontal flips")
-    augment.add_argument("--brightness", type=float, default=0.0, help="random brightness change ±B (default: 0)")
-    augment.add_argument("--contrast", type=float, default=0.0, help="random contrast change ×(1±C) (default: 0)")
+    augment.add_argument("--brightness", type=float, default=0.0, help="random brightness change ±B (default: 0.0)")
+    augment.add_argument("--contrast", type=float, default=0.0, help="random contrast change ×(1±C) (default: 0.0)")
 
 
 class EpochProgress(Progress):
