@@ -20,7 +20,7 @@ from .frontend import check_library, parse
 from .language.values import Block
 from .limits import MAX_SOURCE_BYTES
 from .runtime.files import atomic_write, atomic_writes, save_npz, write_npz
-from .runtime.inputs import ImageConversion
+from .runtime.inputs import ImageConversion, steps_for
 from .runtime.report import is_classifier
 
 DOCS = "docs/cli.md"  # in the source tree; the epilog of every command names it
@@ -169,6 +169,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--labels", metavar="FILE",
                      help="class names, one per line, for the classifier or detection outputs with that many "
                           "classes (default: the program's `labels`, e.g. imagenet)")
+    run.add_argument("--prepare", metavar="STEPS",
+                     help="how --input images become the input, instead of the program's `prepare` clause, e.g. "
+                          "'resize(256) |> center_crop |> normalize(imagenet)' (docs/language.md)")
     run.add_argument("--seed", type=_non_negative, default=0,
                      help="seed of the parameters and of the random input (default: 0)")
     run.add_argument("--batch", type=_positive, metavar="N",
@@ -326,6 +329,13 @@ def _cmd_check(args: argparse.Namespace) -> None:
     ins = ", ".join(f"{n} {fmt(graph.shape(n))}" for n in graph.info.inputs)
     outs = ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in graph.info.outputs.items())
     print(f"{args.file}: ok — {len(graph)} nodes; inputs: {ins}; outputs: {outs}")
+    from .ir.preprocess import describe
+
+    for name in graph.info.inputs:
+        if len(graph.shape(name)) == 4 and graph.shape(name)[1] in (1, 3):
+            declared = name in graph.info.preprocess
+            print(f"  images become '{name}' by: {describe(steps_for(graph, name))}"
+                  f"{'' if declared else ' (the default; declare yours with `prepare`)'}")
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
@@ -398,6 +408,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     names = list(graph.info.inputs)
     name = names[0]
     shape = graph.shape(name)
+    if args.prepare is not None:  # before any image is read, and on the graph Dask workers receive
+        from .language.prepare import preparation_from_text
+
+        graph.info.preprocess[name] = preparation_from_text(args.prepare, tuple(shape))
     if not isinstance(shape[0], str) and args.batch not in (None, shape[0]):
         raise CnncInputError(f"input '{name}' has a fixed batch of {shape[0]} ({fmt(shape)}); declare it "
                              f"[N, ...] to run other batch sizes", where="--batch")
@@ -431,7 +445,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if found is not None and not several:  # one file: read before the parameters; a bad one is an error
         from .runtime.batches import read_examples
 
-        examples = read_examples(found.files[0], shape)
+        examples = read_examples(found.files[0], shape, steps_for(graph, name))
         if args.batch is not None and args.batch > len(examples) and isinstance(shape[0], str):
             print(f"note: --batch {args.batch}, but {found.files[0]} holds {len(examples)} example"
                   f"{'s' if len(examples) != 1 else ''}: it runs as a batch of {len(examples)} (--batch sets the "
@@ -492,11 +506,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         write_npz(args.save_output, outputs)
     if draw_plan is not None:
         assert found is not None
-        count = visualize.draw_boxes(graph, draw_plan, outputs, shape, found.files[0], args.draw)
+        count = visualize.draw_boxes(graph, draw_plan, outputs, sources[0].placement, found.files[0], args.draw)
         print(f"wrote {args.draw}: {count} box{'es' if count != 1 else ''} from '{draw_plan.boxes}'")
     if mask_output is not None:
         image = found.files[0] if found and Path(found.files[0]).suffix.lower() != ".npy" else None
-        width, height = visualize.write_mask(outputs[mask_output], image, args.mask)
+        width, height = visualize.write_mask(outputs[mask_output], image, args.mask,
+                                             sources[0].placement if image is not None else None)
         print(f"wrote {args.mask}: {width}x{height} mask of '{mask_output}'")
     return 0
 
@@ -600,8 +615,8 @@ def _run_files(args: argparse.Namespace, net, found, batch: int, compiled: float
 
     try:
         with writer if writer is not None else contextlib.nullcontext():
-            run_batches(net.run, name, shape, iter_examples(found.files, shape, stats, failure), batch,
-                        batch_done, stats)
+            examples = iter_examples(found.files, shape, stats, failure, steps_for(net.graph, name))
+            run_batches(net.run, name, shape, examples, batch, batch_done, stats)
     finally:
         progress.close()
     if writer is not None:

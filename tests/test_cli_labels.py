@@ -51,11 +51,13 @@ def test_a_label_file_that_fits_no_output_is_refused(tmp_path, capsys):
 
 def test_drawn_boxes_are_labelled_with_class_names():
     import cnnc
+    from cnnc.ir.preprocess import Placement
     from cnnc.runtime.visualize import DrawPlan, _boxes_to_draw
 
     graph = cnnc.parse(EXAMPLES / "yolo_tiny.cnn")  # `labels voc` on its detections
     rows = np.array([[[10, 20, 50, 60, 0.9, 14], [0, 0, 0, 0, -1, 0]]], np.float32)  # a person, then padding
-    drawn = _boxes_to_draw(DrawPlan("detections", "detections"), {"detections": rows}, graph, (416, 416), (832, 416))
+    squashed = Placement((416 / 832, 416 / 416), (0.0, 0.0))  # an 832x416 photo squashed to 416x416
+    drawn = _boxes_to_draw(DrawPlan("detections", "detections"), {"detections": rows}, graph, squashed, (416, 416))
     assert [d[-1] for d in drawn] == ["person 0.90"]
     assert drawn[0][:4] == (20.0, 20.0, 100.0, 60.0)  # scaled from the network's 416x416 to the photo
 

@@ -8,7 +8,11 @@ import numpy as np
 from PIL import Image
 
 from cnnc.cli import main
-from cnnc.runtime.inputs import IMAGENET_MEAN, IMAGENET_STD, ImageConversion, load_image
+from cnnc.ir import preprocess
+from cnnc.runtime.inputs import ImageConversion, load_image
+
+IMAGENET_MEAN = np.array(preprocess.IMAGENET_MEAN, np.float32)
+IMAGENET_STD = np.array(preprocess.IMAGENET_STD, np.float32)
 
 
 def _load(path, shape):

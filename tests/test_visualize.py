@@ -73,7 +73,7 @@ def test_detections_are_drawn_rescaled_to_the_image(tmp_path):
     rows[:, :, 4] = -1.0  # padding
     rows[0, 0] = (10, 20, 50, 60, 0.9, 0)  # in input pixels (100 x 100)
     rows[0, 1] = (70, 70, 90, 95, 0.4, 2)
-    count = visualize.draw_boxes(graph, plan, {"detections": rows}, (1, 3, 100, 100),
+    count = visualize.draw_boxes(graph, plan, {"detections": rows}, None,  # None: the input squashed on the image
                                  white(tmp_path / "in.png"), str(tmp_path / "out.png"))
     assert count == 2
     with Image.open(tmp_path / "out.png") as image:
@@ -94,7 +94,7 @@ def test_a_localization_box_is_drawn_with_its_class(tmp_path):
     scores = np.full((1, 10), 0.05, np.float32)
     scores[0, 7] = 0.55
     outputs = {"box": np.array([[0.5, 0.5, 0.5, 0.5]], np.float32), "class_scores": scores}
-    assert visualize.draw_boxes(graph, plan, outputs, (1, 3, 32, 32), white(tmp_path / "in.png"),
+    assert visualize.draw_boxes(graph, plan, outputs, None, white(tmp_path / "in.png"),
                                 str(tmp_path / "out.png")) == 1
     pixels = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
     colour = tuple(visualize.PALETTE[8])  # class 7

@@ -38,6 +38,7 @@ from .shapes import ParamSpec, Shape
 if TYPE_CHECKING:  # types only: the passes import this module
     from ..passes.derived import Derivation
     from ..passes.memory import MemoryPlan
+    from .preprocess import Step
 
 __all__ = ["Graph", "GraphInfo", "Node", "ParamSpec", "Shape"]
 
@@ -111,6 +112,10 @@ class GraphInfo:
     memory_plan: MemoryPlan | None = None
     """The plan_memory pass's plan (frozen). It records the graph it was made for, and code
     generation ignores it once stale (`current_plan` in cnnc/passes/memory.py)."""
+
+    preprocess: dict[str, tuple[Step, ...]] = field(default_factory=dict)
+    """Input name → how an image becomes it, for inputs with a `prepare` clause (the others get
+    `default_steps`; cnnc/ir/preprocess.py). Set by elaboration."""
 
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Output name → its class names, for outputs the program declared `labels` for (in class

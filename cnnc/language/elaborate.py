@@ -26,6 +26,7 @@ from . import builtins
 from .arguments import ArgError, to_int
 from .calls import bind_block_args, bind_layer_args, check_block
 from .layers import LAYER_OPS
+from .prepare import bind_steps
 from .scope import Namer
 from .values import Block, Symbol, Tensor, describe
 
@@ -153,6 +154,9 @@ class Elaborator:
         name = self.namer.claim(item.name, item.name, item.span)
         self.graph.add_op(name, Op.INPUT, NoAttrs(), [], tuple(dims), (item.span,))
         self.graph.info.inputs.append(name)
+        if item.prepare is not None:
+            self.graph.info.preprocess[name] = bind_steps(item.prepare, tuple(dims), lambda e: self.eval(e, env),
+                                                          item.span)
         env[item.name] = Tensor(name, tuple(dims))
 
     def _output(self, item: t.OutputDecl, env: Env) -> None:

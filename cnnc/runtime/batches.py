@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CnncInputError
+from ..ir.preprocess import Step
 from ..ir.shapes import fmt
 from .inputs import load_input_sized
 from .results import Source
@@ -47,9 +48,10 @@ def fits(array: np.ndarray, shape: tuple) -> bool:
                                              for d, s in zip(shape[1:], array.shape[1:]))
 
 
-def read_examples(path: str, shape: tuple) -> list[Example]:
-    """The examples of one file, or a CnncInputError naming the file and the problem."""
-    array, size = load_input_sized(path, shape)
+def read_examples(path: str, shape: tuple, steps: tuple[Step, ...] | None = None) -> list[Example]:
+    """The examples of one file (an image prepared by `steps`), or a CnncInputError naming the
+    file and the problem."""
+    array, size = load_input_sized(path, shape, steps)
     if not fits(array, shape):
         raise CnncInputError(f"the input expects {fmt(shape)}, the file holds {fmt(array.shape)}", where=path)
     if array.shape[0] == 0:
@@ -58,12 +60,12 @@ def read_examples(path: str, shape: tuple) -> list[Example]:
 
 
 def iter_examples(files: Sequence[str], shape: tuple, stats: RunStats,
-                  on_failure: Callable[[str, str], None]) -> Iterator[Example]:
+                  on_failure: Callable[[str, str], None], steps: tuple[Step, ...] | None = None) -> Iterator[Example]:
     """The examples of every file in order; a bad file is counted in `stats.failed` and goes to
     `on_failure(path, reason)`, a good one is counted in `stats.files`."""
     for path in files:
         try:
-            examples = read_examples(path, shape)
+            examples = read_examples(path, shape, steps)
         except CnncInputError as error:
             stats.failed += 1
             on_failure(path, error.message)

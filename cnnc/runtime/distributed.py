@@ -48,7 +48,7 @@ import numpy as np
 from ..errors import CnncError, CnncInputError
 from .batches import Example, read_examples, run_batches
 from .files import atomic_write, atomic_writes
-from .inputs import ImageConversion, expand_inputs
+from .inputs import ImageConversion, expand_inputs, steps_for
 from .network import CompiledNetwork
 from .progress import Progress, _clock
 from .results import Row, error_row, jsonl_lines, prediction_rows
@@ -190,6 +190,7 @@ def partition_rows(net: CompiledNetwork, part: Partition, batch: int, top: int) 
     ones cnnc recognizes, makes that file bad; a failure of the network itself is raised."""
     name = net.input_names[0]
     shape = net.graph.shape(name)
+    steps = steps_for(net.graph, name)
     rows: list[Row] = []
     result = PartitionResult(part.index, files=len(part.files))
     start = time.perf_counter()
@@ -197,7 +198,7 @@ def partition_rows(net: CompiledNetwork, part: Partition, batch: int, top: int) 
     def examples() -> Iterator[Example]:
         for read, shown in part.files:
             try:
-                found = read_examples(read, shape)
+                found = read_examples(read, shape, steps)
             except CnncInputError as error:
                 reason = error.message
             except Exception as error:  # noqa: BLE001 - a bad file must not stop the job

@@ -1,4 +1,4 @@
-"""Inputs for `cnnc run`: random arrays, .npy files, and images resized to the input shape;
+"""Inputs for `cnnc run`: random arrays, .npy files, and images prepared for the input (its `prepare` steps);
 `--input` arguments (files, folders, glob patterns) expanded to the files they name."""
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CnncInputError
+from ..ir.preprocess import Placement, Step, crop_box, default_steps, final_size, placement, resized
 from ..ir.shapes import fmt
 
-# ImageNet statistics (torchvision's): the usual normalization for 3-channel classifiers.
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 INPUT_SUFFIXES = frozenset(_IMAGE_SUFFIXES | {".npy"})  # what a folder contributes to a run
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -90,13 +88,15 @@ def random_input(shape: tuple, batch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed + 1).standard_normal(concrete, dtype=np.float32)
 
 
-def load_input(path: str, shape: tuple) -> np.ndarray:
-    """A .npy array (shape checked by the network) or an image made to fit `shape`."""
-    return load_input_sized(path, shape)[0]
+def load_input(path: str, shape: tuple, steps: tuple[Step, ...] | None = None) -> np.ndarray:
+    """A .npy array (shape checked by the network) or an image prepared by `steps` to fit `shape`."""
+    return load_input_sized(path, shape, steps)[0]
 
 
-def load_input_sized(path: str, shape: tuple) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """`load_input`'s array and, for an image, its own (width, height) before resizing."""
+def load_input_sized(path: str, shape: tuple,
+                     steps: tuple[Step, ...] | None = None) -> tuple[np.ndarray, Placement | None]:
+    """`load_input`'s array and, for an image, where its pixels landed in the input (for boxes
+    and masks drawn back on it)."""
     file = Path(path)
     if not file.is_file():
         raise CnncInputError("no such input file", where=path)
@@ -110,8 +110,13 @@ def load_input_sized(path: str, shape: tuple) -> tuple[np.ndarray, tuple[int, in
             array = array[None]  # a single example without its batch axis
         return array.astype(np.float32), None
     if file.suffix.lower() in _IMAGE_SUFFIXES:
-        return load_image_sized(file, shape)
+        return load_image_sized(file, shape, steps)
     raise CnncInputError("expected a .npy array or an image (.jpg, .png, ...)", where=path)
+
+
+def steps_for(graph, name: str) -> tuple[Step, ...]:
+    """How images become the input `name` of `graph`: its `prepare` clause, or the default."""
+    return graph.info.preprocess.get(name) or default_steps(tuple(graph.shape(name)))
 
 
 def _check_npy_header(file: Path, path: str) -> None:
@@ -133,16 +138,14 @@ def _check_npy_header(file: Path, path: str) -> None:
                              "than the file holds", where=path)
 
 
-def load_image(path: Path, shape: tuple) -> np.ndarray:
-    """Resize (bilinear) to the input's H×W, scale to [0, 1], normalize, NCHW with batch 1.
-
-    Three-channel inputs use ImageNet mean/std; one-channel inputs are converted to grey.
-    """
-    return load_image_sized(path, shape)[0]
+def load_image(path: Path, shape: tuple, steps: tuple[Step, ...] | None = None) -> np.ndarray:
+    """The image prepared by `steps` (default: `default_steps(shape)`: squashed to the input's
+    H×W, ImageNet's mean and std for three channels; cnnc/ir/preprocess.py), NCHW with batch 1."""
+    return load_image_sized(path, shape, steps)[0]
 
 
-def load_image_sized(path: Path, shape: tuple) -> tuple[np.ndarray, tuple[int, int]]:
-    """`load_image`'s array and the image's own (width, height)."""
+def load_image_sized(path: Path, shape: tuple, steps: tuple[Step, ...] | None = None) -> tuple[np.ndarray, Placement]:
+    """`load_image`'s array and where the image's pixels landed in it."""
     if len(shape) != 4 or shape[1] not in (1, 3):
         raise CnncInputError(f"an image needs a [N, 1 or 3, H, W] input, the network's is {fmt(shape)}",
                              where=str(path))
@@ -150,21 +153,19 @@ def load_image_sized(path: Path, shape: tuple) -> tuple[np.ndarray, tuple[int, i
         from PIL import Image
     except ImportError:
         raise CnncInputError("reading images needs Pillow: pip install 'cnnc[image]'", where=str(path)) from None
+    steps = steps or default_steps(shape)
     try:
         with Image.open(path) as image:
-            pixels, size = _pixels(image, shape, str(path))
+            pixels, placement = _pixels(image, shape, str(path), steps)
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # a header claiming 65535×65535
         raise CnncInputError(f"cannot read the image ({error})", where=str(path)) from None
-    if shape[1] == 3:
-        pixels = ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
-    else:
-        pixels = pixels[None]
-    return np.ascontiguousarray(pixels[None], dtype=np.float32), (int(size[0]), int(size[1]))
+    pixels = pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels[None]
+    return np.ascontiguousarray(pixels[None], dtype=np.float32), placement
 
 
-def _pixels(image, shape: tuple, where: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """The image as float32 in [0, 1], H×W(×3), resized (bilinear) to the input's size, after
-    EXIF orientation; every change beyond the resize is reported (ImageConversion)."""
+def _pixels(image, shape: tuple, where: str, steps: tuple[Step, ...]) -> tuple[np.ndarray, Placement]:
+    """The image as float32 H×W(×3) after EXIF orientation and `steps`; every change beyond the
+    steps themselves is reported (ImageConversion)."""
     from PIL import Image, ImageOps
 
     changes = []
@@ -173,16 +174,13 @@ def _pixels(image, shape: tuple, where: str) -> tuple[np.ndarray, tuple[int, int
         image = ImageOps.exif_transpose(image)
         changes.append(f"turned upright as its EXIF orientation ({orientation}) says")
     size = (int(image.size[0]), int(image.size[1]))
-    target = (shape[3], shape[2])
+    target = (int(shape[2]), int(shape[3]))
     want_rgb = shape[1] == 3
-    if image.mode in _WIDE_MODES:  # 16-bit grey: scale the full range, not Pillow's clip to 255
-        wide = np.asarray(image, dtype=np.float32) / _WIDE_MODES[image.mode]
-        grey = Image.fromarray(np.clip(wide, 0, 1).astype(np.float32), mode="F")
-        pixels = np.asarray(grey.resize(target, Image.Resampling.BILINEAR), dtype=np.float32)
+    wide = image.mode in _WIDE_MODES
+    if wide:  # 16-bit grey: scale the full range, not Pillow's clip to 255
+        values = np.asarray(image, dtype=np.float32) / _WIDE_MODES[image.mode]
         changes.append(f"{image.mode} (16-bit) pixels scaled from 0–65535 to 0–1")
-        if want_rgb:
-            pixels = np.repeat(pixels[..., None], 3, axis=2)
-            changes.append("grey copied to the 3 channels")
+        image = Image.fromarray(np.clip(values, 0, 1).astype(np.float32), mode="F")
     else:
         if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
             changes.append("alpha channel dropped (transparent pixels keep their colour)")
@@ -190,8 +188,32 @@ def _pixels(image, shape: tuple, where: str) -> tuple[np.ndarray, tuple[int, int
             changes.append("grey copied to the 3 channels")
         elif not want_rgb and image.mode not in ("L", "1"):
             changes.append(f"{image.mode} converted to grey (the network takes 1 channel)")
-        converted = image.convert("RGB" if want_rgb else "L").resize(target, Image.Resampling.BILINEAR)
-        pixels = np.asarray(converted, dtype=np.float32) / 255.0
+        image = image.convert("RGB" if want_rgb else "L")
+    for step in steps:
+        if step.kind in ("resize", "letterbox"):
+            fitted = image.resize(resized(image.size, step, target), Image.Resampling.BILINEAR)
+            if step.kind == "letterbox":
+                fill = step.fill if image.mode == "F" else round(255 * min(max(step.fill, 0.0), 1.0))
+                canvas = Image.new(image.mode, (target[1], target[0]), (fill,) * 3 if image.mode == "RGB" else fill)
+                canvas.paste(fitted, ((target[1] - fitted.size[0]) // 2, (target[0] - fitted.size[1]) // 2))
+                fitted = canvas
+            image = fitted
+        elif step.kind == "center_crop":
+            crop = target if step.size is None else final_size(step, target)
+            assert crop is not None
+            left, top = crop_box(image.size, crop)
+            image = image.crop((left, top, left + crop[1], top + crop[0]))  # outside the image: 0
+    pixels: np.ndarray = np.asarray(image, dtype=np.float32) * np.float32(1.0 if image.mode == "F" else 1.0 / 255.0)
+    if wide and want_rgb:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+        changes.append("grey copied to the 3 channels")
+    for step in steps:
+        if step.kind == "scale":
+            pixels = pixels * np.float32(step.factor)
+        elif step.kind == "normalize":
+            pixels = (pixels - np.asarray(step.mean, np.float32)) / np.asarray(step.std, np.float32)
+        elif step.kind == "bgr":
+            pixels = pixels[..., ::-1]
     for change in changes:
         warnings.warn(f"{where}: {change}", ImageConversion, stacklevel=3)
-    return pixels, size
+    return pixels, placement(steps, size, target)

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import CnncInputError
 from ..ir.graph import Graph
+from ..ir.preprocess import Placement
 from .files import atomic_write
 from .report import class_probabilities, is_classifier
 
@@ -56,11 +57,12 @@ Row = dict[str, Any]
 @dataclass(frozen=True)
 class Source:
     """Where one example of a batch came from: the file (None for a random input), its place in
-    the file, and an image's own (width, height), to which detection boxes are scaled."""
+    the file, and for an image where its pixels landed in the input (detection boxes are mapped
+    back to the image's own pixels through it)."""
 
     path: str | None
     index: int = 0
-    image_size: tuple[int, int] | None = None
+    placement: Placement | None = None
 
 
 def result_format(path: str | Path) -> str:
@@ -101,22 +103,11 @@ def _nested(value: np.ndarray) -> Any:
     return [_nested(v) for v in value]
 
 
-def _input_size(graph: Graph) -> tuple[int, int] | None:
-    """The network input's (height, width), when it is an image-like `[N, C, H, W]`."""
-    if not graph.info.inputs:
-        return None
-    shape = graph.shape(graph.info.inputs[0])
-    if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
-        return int(shape[2]), int(shape[3])
-    return None
-
-
 def prediction_rows(graph: Graph, outputs: Mapping[str, np.ndarray], sources: Sequence[Source], batch: int,
                     top: int = 5) -> list[Row]:
     """The rows of one forward pass: example by example (`sources[i]` is example i), output by
     output. Examples beyond `len(sources)` (the padding of a fixed-size batch) are left out."""
     kinds = output_kinds(graph)
-    input_size = _input_size(graph)
     probabilities = {out: class_probabilities(graph, graph.info.outputs[out], np.asarray(value, dtype=np.float64))
                      for out, value in outputs.items() if kinds[out] == "classes"}  # the whole batch at once
     rows = []
@@ -133,7 +124,7 @@ def prediction_rows(graph: Graph, outputs: Mapping[str, np.ndarray], sources: Se
                 if out in graph.info.labels:
                     row["names"] = [graph.info.labels[out][c] for c in best]
             elif kinds[out] == "detections":
-                row.update(_detections(one, input_size, source.image_size))
+                row.update(_detections(one, source.placement))
                 names = graph.info.labels.get(out)
                 if names is not None:
                     row["names"] = [names[c] if c is not None and 0 <= c < len(names) else None
@@ -150,16 +141,15 @@ def prediction_rows(graph: Graph, outputs: Mapping[str, np.ndarray], sources: Se
     return rows
 
 
-def _detections(rows: np.ndarray, input_size: tuple[int, int] | None,
-                image_size: tuple[int, int] | None) -> Row:
-    sx = sy = 1.0
-    if input_size is not None and image_size is not None:
-        sx, sy = image_size[0] / input_size[1], image_size[1] / input_size[0]
+def _detections(rows: np.ndarray, placement: Placement | None) -> Row:
+    def point(x: float, y: float) -> tuple[float, float]:
+        return placement.to_image(x, y) if placement is not None else (x, y)
+
     boxes, scores, labels = [], [], []
     for x1, y1, x2, y2, score, cls in rows.astype(np.float64):
         if not score >= 0:  # padding (score -1); NaN is no detection either
             continue
-        boxes.append(_numbers((x1 * sx, y1 * sy, x2 * sx, y2 * sy)))
+        boxes.append(_numbers((*point(x1, y1), *point(x2, y2))))
         scores.append(_number(score))
         labels.append(int(cls) if math.isfinite(cls) else None)
     return {"boxes": boxes, "scores": scores, "labels": labels}

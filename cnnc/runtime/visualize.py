@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import CnncError, CnncInputError
 from ..ir.graph import Graph
 from ..ir.ops import Op
+from ..ir.preprocess import Placement
 from ..ir.shapes import fmt
 from .files import atomic_write
 from .report import is_classifier
@@ -132,18 +133,17 @@ def _class_name(graph: Graph, output: str, number: int) -> str:
     return names[number] if names is not None and 0 <= number < len(names) else f"class {number}"
 
 
-def _boxes_to_draw(plan: DrawPlan, outputs: dict[str, np.ndarray], graph: Graph,
-                   input_size: tuple[int, int], image_size: tuple[int, int]) -> list[tuple]:
-    """(x1, y1, x2, y2, class or None, label) in image pixels, for the first example."""
-    image_w, image_h = image_size
+def _boxes_to_draw(plan: DrawPlan, outputs: dict[str, np.ndarray], graph: Graph, placement: Placement,
+                   input_size: tuple[int, int]) -> list[tuple]:
+    """(x1, y1, x2, y2, class or None, label) in the image's own pixels, for the first example;
+    `placement` maps the input's pixels back to the image's (the preparation's resize, crop or
+    letterbox undone)."""
     drawn = []
     if plan.kind == "detections":
-        input_h, input_w = input_size
-        sx, sy = image_w / input_w, image_h / input_h
         for x1, y1, x2, y2, score, cls in outputs[plan.boxes][0].astype(np.float64):
             if score < 0 or not np.all(np.isfinite((x1, y1, x2, y2, score, cls))):
                 continue  # padding (score -1), or nothing that can be drawn
-            drawn.append((x1 * sx, y1 * sy, x2 * sx, y2 * sy, int(cls),
+            drawn.append((*placement.to_image(x1, y1), *placement.to_image(x2, y2), int(cls),
                           f"{_class_name(graph, plan.boxes, int(cls))} {score:.2f}"))
         return drawn
     cx, cy, w, h = outputs[plan.boxes][0].astype(np.float64)
@@ -155,19 +155,24 @@ def _boxes_to_draw(plan: DrawPlan, outputs: dict[str, np.ndarray], graph: Graph,
             probs /= probs.sum()
         cls = int(np.argmax(probs))
         label = f"{_class_name(graph, plan.classes, cls)} {probs[cls]:.0%}"
-    if np.all(np.isfinite((cx, cy, w, h))):
-        drawn.append(((cx - w / 2) * image_w, (cy - h / 2) * image_h, (cx + w / 2) * image_w,
-                      (cy + h / 2) * image_h, cls, label))
+    if np.all(np.isfinite((cx, cy, w, h))):  # normalized to the input's size
+        input_h, input_w = input_size
+        drawn.append((*placement.to_image((cx - w / 2) * input_w, (cy - h / 2) * input_h),
+                      *placement.to_image((cx + w / 2) * input_w, (cy + h / 2) * input_h), cls, label))
     return drawn
 
 
-def draw_boxes(graph: Graph, plan: DrawPlan, outputs: dict[str, np.ndarray], input_shape: tuple,
+def draw_boxes(graph: Graph, plan: DrawPlan, outputs: dict[str, np.ndarray], placement: Placement | None,
                image_path: str, out_path: str) -> int:
-    """Draw the planned boxes on the image at `image_path` (original size), write `out_path`;
-    returns the number of boxes drawn."""
+    """Draw the planned boxes on the image at `image_path` (original size; `placement`: where its
+    pixels landed in the input), write `out_path`; returns the number of boxes drawn."""
     _, ImageDraw, _ = _pillow("--draw")
     image = _open_image(image_path, "--draw")
-    boxes = _boxes_to_draw(plan, outputs, graph, (input_shape[2], input_shape[3]), image.size)
+    shape = graph.shape(graph.info.inputs[0])
+    input_size = (int(shape[2]), int(shape[3]))
+    if placement is None:  # not read through a preparation: the input squashed onto the image
+        placement = Placement((input_size[1] / image.size[0], input_size[0] / image.size[1]), (0.0, 0.0))
+    boxes = _boxes_to_draw(plan, outputs, graph, placement, input_size)
     canvas = ImageDraw.Draw(image)
     line = max(2, round(min(image.size) / 200))
     font = _font(max(11, round(min(image.size) / 32)))
@@ -190,14 +195,24 @@ def draw_boxes(graph: Graph, plan: DrawPlan, outputs: dict[str, np.ndarray], inp
     return len(boxes)
 
 
-def write_mask(scores: np.ndarray, image_path: str | None, out_path: str) -> tuple[int, int]:
-    """Colour the argmax over classes of `scores` `[N, C, H, W]` (first example), resized to the
-    image at `image_path` when given; write `out_path`; returns the mask's (width, height)."""
+def write_mask(scores: np.ndarray, image_path: str | None, out_path: str,
+               placement: Placement | None = None) -> tuple[int, int]:
+    """Colour the argmax over classes of `scores` `[N, C, H, W]` (first example); with the image
+    at `image_path`, at the image's size, each of its pixels coloured by the input pixel it landed
+    on (`placement`; black where the preparation cropped it away). Write `out_path`; returns the
+    mask's (width, height)."""
     Image, _, _ = _pillow("--mask")
-    classes = np.argmax(scores[0], axis=0) % len(PALETTE)
-    mask = Image.fromarray(PALETTE[classes])
+    classes = np.argmax(scores[0], axis=0)
     if image_path is not None:
-        size = _open_image(image_path, "--mask").size
-        mask = mask.resize(size, Image.NEAREST)
+        width, height = _open_image(image_path, "--mask").size
+        h, w = classes.shape
+        if placement is None:
+            placement = Placement((w / width, h / height), (0.0, 0.0))
+        # the input pixel under each image pixel's centre (nearest), as the mask is drawn back
+        xs = np.floor((np.arange(width) + 0.5) * placement.scale[0] + placement.offset[0]).astype(np.int64)
+        ys = np.floor((np.arange(height) + 0.5) * placement.scale[1] + placement.offset[1]).astype(np.int64)
+        inside = (ys[:, None] >= 0) & (ys[:, None] < h) & (xs[None, :] >= 0) & (xs[None, :] < w)
+        classes = np.where(inside, classes[np.clip(ys, 0, h - 1)[:, None], np.clip(xs, 0, w - 1)[None, :]], 0)
+    mask = Image.fromarray(PALETTE[classes % len(PALETTE)])
     _save(mask, out_path, "--mask")
     return mask.size

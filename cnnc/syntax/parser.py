@@ -32,13 +32,23 @@ def grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                start=["start", "prepare_text"])
 
 
 def parse_source(source: SourceFile) -> t.Program:
     """Parse a whole file. Raises CnncSyntaxError naming file, line and column."""
+    return _parse(source, "start")
+
+
+def parse_preparation(source: SourceFile) -> tuple[t.Call, ...]:
+    """Parse the steps of a preparation alone (`resize(256) |> center_crop`, the CLI's --prepare)."""
+    return _parse(source, "prepare_text")
+
+
+def _parse(source: SourceFile, start: str):
     try:
-        parsed = _lark().parse(source.text)
+        parsed = _lark().parse(source.text, start=start)
     except UnexpectedInput as error:
         raise _syntax_error(source, error) from None
     try:
@@ -112,7 +122,18 @@ class _ToTree(Transformer_NonRecursive):
         return t.Import(self._span(meta), str(children[0])[1:-1])
 
     def input_decl(self, meta, children):
-        return t.InputDecl(self._span(meta), str(children[0]), tuple(children[1:]))
+        *dims, prepare = children[1:]
+        return t.InputDecl(self._span(meta), str(children[0]), tuple(dims), prepare)
+
+    def prepare(self, meta, children):
+        return tuple(children)
+
+    def prepare_text(self, meta, children):
+        return tuple(children)
+
+    def prep_step(self, meta, children):
+        name, args = children
+        return t.Call(self._span(meta), str(name), self._tok(name), tuple(args or ()))
 
     def dim_int(self, meta, children):
         return self._int(children[0])

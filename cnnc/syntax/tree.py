@@ -104,6 +104,7 @@ class Import(Node):
 class InputDecl(Node):
     name: str
     dims: tuple[int | str, ...]
+    prepare: tuple[Call, ...] | None = None  # `prepare resize(256) |> center_crop`: each step a call
 
 
 @dataclass(frozen=True)

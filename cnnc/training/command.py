@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser, positive, non_negative) -> No
                              "with .ckpt.npz)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in the checkpoint")
     parser.add_argument("--params", help="initial weights (.npz), e.g. to fine-tune (default: seeded He init)")
+    parser.add_argument("--prepare", metavar="STEPS",
+                        help="how images of an image folder become the input, instead of the program's "
+                             "`prepare` clause, e.g. 'resize(256) |> center_crop |> normalize(imagenet)'")
     parser.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
                         help="leave the parameters matching this glob unchanged, e.g. 'layer1.*' or conv1 "
                              "(repeatable)")
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     progress = EpochProgress(0)
     try:
         result = train(Path(args.file), args.data, config, val=args.val, params=params, checkpoint=checkpoint,
-                       resume=args.resume, progress=progress,
+                       resume=args.resume, prepare=args.prepare, progress=progress,
                        report=lambda e: print(format_epoch(e, config.epochs), flush=True))
     except KeyboardInterrupt:
         progress.close()

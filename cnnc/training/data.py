@@ -6,7 +6,7 @@ comes from
   under its output's name (or `y`, `labels` when there is one loss); class indices are checked
   against the output's number of classes;
 - an image folder: one subfolder per class (`digits/3/img_001.png`), every image read exactly as
-  `cnnc run` reads it (cnnc/runtime/inputs.py: the same resize, scale and normalization), so a
+  `cnnc run` reads it (cnnc/runtime/inputs.py, with the input's declared `prepare` steps), so a
   trained network sees at run time what it saw in training. Classes are the subfolders' names
   in sorted order, or, when the output declares labels and every folder is one of them, the
   declared label's index.
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CnncError
+from ..ir.preprocess import Step
 from ..ir.shapes import fmt
 from .autodiff import CnncTrainError
 
@@ -60,16 +61,18 @@ class Dataset:
 
 
 def load_dataset(path: str | Path, input_name: str, input_shape: tuple, outputs: dict[str, tuple],
-                 kinds: dict[str, str], labels: dict[str, tuple[str, ...]] | None = None) -> Dataset:
+                 kinds: dict[str, str], labels: dict[str, tuple[str, ...]] | None = None,
+                 steps: tuple[Step, ...] | None = None) -> Dataset:
     """The data set at `path` (an .npz file or an image folder) for a network whose input is
-    `input_name` of `input_shape` and whose loss outputs have `outputs` shapes and `kinds`."""
+    `input_name` of `input_shape` and whose loss outputs have `outputs` shapes and `kinds`; the
+    images of a folder are prepared by `steps` (the input's `prepare` clause)."""
     file = Path(path)
     if file.is_dir():
         if len(outputs) != 1 or next(iter(kinds.values())) != "cross_entropy":
             raise CnncTrainError("an image folder gives class labels: it trains one cross_entropy output",
                                  where=str(path))
         output = next(iter(outputs))
-        data = _image_folder(file, input_shape, output, outputs[output], (labels or {}).get(output, ()))
+        data = _image_folder(file, input_shape, output, outputs[output], (labels or {}).get(output, ()), steps)
     elif file.is_file():
         data = _npz(file, input_name, input_shape, outputs, kinds)
     else:
@@ -137,7 +140,7 @@ def _check_classes(target: np.ndarray, shape: tuple, output: str, where: str) ->
 
 
 def _image_folder(folder: Path, input_shape: tuple, output: str, output_shape: tuple,
-                  declared: tuple[str, ...]) -> Dataset:
+                  declared: tuple[str, ...], steps: tuple[Step, ...] | None) -> Dataset:
     from ..runtime.inputs import load_image
 
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -161,7 +164,7 @@ def _image_folder(folder: Path, input_shape: tuple, output: str, output_shape: t
                 raise CnncTrainError("not an image (expected .png, .jpg, ...): remove it or move it out of the "
                                      "data folder", where=str(path))
             try:
-                images.append(load_image(path, input_shape)[0])
+                images.append(load_image(path, input_shape, steps)[0])
             except CnncError as error:
                 raise CnncTrainError(error.message, where=str(path)) from None
             labels.append(index[name])

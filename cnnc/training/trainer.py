@@ -303,20 +303,27 @@ def _correct(scores: np.ndarray, labels: np.ndarray) -> float:
 def train(source, data: Dataset | str | Path, config: TrainConfig | None = None, *,
           val: Dataset | str | Path | None = None, params: Mapping[str, np.ndarray] | None = None,
           checkpoint: str | Path | None = None, resume: bool = False, input_shapes: dict[str, tuple] | None = None,
-          report: Callable[[Epoch], None] | None = None, progress=None) -> TrainResult:
+          prepare: str | None = None, report: Callable[[Epoch], None] | None = None, progress=None) -> TrainResult:
     """Train the network of `source` (a `.cnn` path or text) on `data` (a Dataset, an .npz file or
     an image folder); returns the trained network and the history. See TrainConfig for settings."""
+    from ..runtime.inputs import steps_for
     from .data import load_dataset
 
     config = config or TrainConfig()
     trainer = Trainer(source, config, params, input_shapes)
+    if prepare is not None:  # how images become the input, instead of the program's `prepare` clause
+        from ..language.prepare import preparation_from_text
+
+        trainer.graph.info.preprocess[trainer.input_name] = preparation_from_text(
+            prepare, tuple(trainer.graph.shape(trainer.input_name)))
     shapes, kinds = trainer.outputs_for_data()
     input_shape = tuple(trainer.graph.shape(trainer.input_name))
 
     def dataset(value: Dataset | str | Path) -> Dataset:
         if isinstance(value, Dataset):
             return value
-        return load_dataset(value, trainer.input_name, input_shape, shapes, kinds, trainer.graph.info.labels)
+        return load_dataset(value, trainer.input_name, input_shape, shapes, kinds, trainer.graph.info.labels,
+                            steps_for(trainer.graph, trainer.input_name))
 
     train_data = dataset(data)
     val_data = dataset(val) if val is not None else None
