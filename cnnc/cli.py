@@ -1,4 +1,4 @@
-"""The `cnnc` command: compile, run, bench, check, summary, train, import, export (docs/cli.md).
+"""The `cnnc` command: compile, run, bench, check, summary, viz, train, import, export (docs/cli.md).
 
 Every user error is printed as one message (file:line:column first) with exit status 1 (also
 when some of several input files could not be read); a mistyped command line is one line with
@@ -240,6 +240,19 @@ def _build_parser() -> argparse.ArgumentParser:
   cnnc summary examples/resnet50.cnn -O2                 # the layers that run after optimization""")
     _common(summary)
     _optimization(summary, level=0)
+
+    viz = _command(commands, "viz", "draw the network: Graphviz DOT, SVG, PNG, PDF or an HTML page", """
+  cnnc viz examples/resnet18.cnn -o resnet18.svg         # the source program's layers (-O0)
+  cnnc viz examples/resnet50.cnn -O2 -o fused.html       # what runs: fused nodes show what they absorbed
+  cnnc viz examples/resnet152.cnn --depth 1 -o r152.svg  # each block below depth 1 as one box
+  cnnc viz examples/googlenet.cnn -o googlenet.dot       # DOT text: needs no Graphviz""")
+    _common(viz)
+    viz.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="the picture: .svg, .png, .pdf, .html (a page that folds blocks) or .dot/.gv (DOT text); "
+                          "all but DOT need Graphviz's dot program")
+    viz.add_argument("--depth", type=_non_negative, metavar="K",
+                     help="draw each block nested deeper than K as one box with its totals (default: every layer)")
+    _optimization(viz, level=0)
 
     from .training import command as train_command
 
@@ -707,6 +720,16 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {output}")
 
 
+def _cmd_viz(args: argparse.Namespace) -> None:
+    from .viz import output_format, write
+
+    output_format(args.output)  # before compiling: a wrong suffix is the user's first mistake
+    graph = _graph(args)
+    level = "the passes given" if args.passes else f"-O{args.level}"
+    chosen = write(graph, args.output, args.depth, title=f"{graph.info.source_name} ({level})")
+    print(f"wrote {args.output} ({chosen}; {len(graph)} IR nodes at {level})")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training.command import run
 
@@ -714,7 +737,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "bench": _cmd_bench, "check": _cmd_check,
-             "summary": _cmd_summary, "train": _cmd_train, "import": _cmd_import, "export": _cmd_export}
+             "summary": _cmd_summary, "viz": _cmd_viz, "train": _cmd_train, "import": _cmd_import,
+             "export": _cmd_export}
 
 
 def _show_notes(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -25,6 +25,36 @@ class CnncError(Exception):
         return f"error: {self.message}"
 
 
+class CnncErrors(CnncError):
+    """Several independent errors in one program (elaboration recovers at each statement).
+
+    `errors` holds them in the order of their statements; `str()` is each one's message, in the
+    usual form, then a line counting them. `message`, `span` and `where` are the first error's.
+    A program with one error raises that error itself, never this.
+    """
+
+    def __init__(self, errors: list[CnncError]):
+        self.errors = [e for error in errors for e in (error.errors if isinstance(error, CnncErrors) else [error])]
+        first = self.errors[0]
+        super().__init__(first.message, first.span, first.where)
+
+    def render(self) -> str:
+        return "\n".join([*(str(error) for error in self.errors), f"{len(self.errors)} errors"])
+
+
+class CnncWarning(UserWarning):
+    """Something in the program that compiles but is likely a mistake (a value never used).
+
+    Given with `warnings.warn`; `str()` is `file:line:col: warning: message` and the caret
+    excerpt, like an error's. `message` and `span` are its parts.
+    """
+
+    def __init__(self, message: str, span: Span):
+        self.message = message
+        self.span = span
+        super().__init__(f"{span.location}: warning: {message}\n{span.excerpt()}")
+
+
 class CnncSyntaxError(CnncError):
     """The text does not follow the grammar."""
 
