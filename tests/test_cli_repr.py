@@ -87,3 +87,15 @@ def test_the_store_is_still_a_mapping():
     assert params.get("fc.wieght") is None and params.get("fc.bias") is not None
     with pytest.raises(KeyError):
         params[["x"]]  # type: ignore[index]
+
+
+def test_a_mistyped_layer_name_suggests_the_near_one():
+    import cnnc
+    from cnnc.ir.graph import UnknownLayerError
+
+    net = cnnc.compile(EXAMPLES / "resnet18.cnn")
+    with pytest.raises(KeyError) as error:
+        net.graph.node("layer1.0.conv")
+    assert isinstance(error.value, UnknownLayerError) and isinstance(error.value, cnnc.CnncError)
+    assert str(error.value) == "graph: error: the network has no layer 'layer1.0.conv'; did you mean 'layer1.0.conv2'?"
+    assert net.graph.shape("fc") == ("N", 1000)

@@ -22,6 +22,7 @@ says what it means and who writes it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from itertools import count
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from ..errors import CnncError
 from ..names import unique
 from ..source import Span
 from .ops import Op
@@ -40,7 +42,7 @@ if TYPE_CHECKING:  # types only: the passes import this module
     from ..passes.memory import MemoryPlan
     from .preprocess import Step
 
-__all__ = ["Graph", "GraphInfo", "Node", "ParamSpec", "Shape"]
+__all__ = ["Graph", "GraphInfo", "Node", "ParamSpec", "Shape", "UnknownLayerError"]
 
 NODE_KEY = "node"  # the networkx node attribute holding the node's record (its only attribute)
 INFO_KEY = "info"  # the networkx graph attribute holding the GraphInfo (its only attribute)
@@ -143,6 +145,20 @@ def _copy_container(value: Any) -> Any:
     return value
 
 
+class UnknownLayerError(CnncError, KeyError):
+    """A layer name the graph does not have (`net.graph.node("layer1.0.conv")`): one message with
+    a "did you mean", and a KeyError as a missing key must be. `key` is the name asked for."""
+
+    def __init__(self, key: object, known: list[str]):
+        self.key = key
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) if isinstance(key, str) else []
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        super().__init__(f"the network has no layer {key!r}{hint}", where="graph")
+
+    def __str__(self) -> str:  # KeyError's would quote the whole message
+        return self.render()
+
+
 class Graph(nx.MultiDiGraph):
     """The IR. Subclasses networkx so every networkx algorithm applies directly."""
 
@@ -184,8 +200,11 @@ class Graph(nx.MultiDiGraph):
 
     # ---- reading ----------------------------------------------------------------------------
     def node(self, name: str) -> Node:
-        """The node's record."""
-        return self.nodes[name][NODE_KEY]
+        """The node's record; an UnknownLayerError (a KeyError) naming the near names for a miss."""
+        try:
+            return self.nodes[name][NODE_KEY]
+        except (KeyError, TypeError):
+            raise UnknownLayerError(name, list(self)) from None
 
     def op(self, name: str) -> Op:
         return self.node(name).op
