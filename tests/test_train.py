@@ -116,7 +116,8 @@ def check_against_torch(source, input_shape: tuple, losses: tuple[str, ...] = ()
 def float64_variant(source: str) -> str:
     """The generated training module computing in float64: every float32 of its kernels made
     float64, except the dropout mask's draw (so both variants and torch_graph share the mask)."""
-    protected = source.replace("rng.random(x.shape, dtype=np.float32)", "rng.random(x.shape, dtype=DRAW)")
+    assert "def dropout_train" not in source or "rng.random(shape, dtype=np.float32)" in source  # the draw kept
+    protected = source.replace("rng.random(shape, dtype=np.float32)", "rng.random(shape, dtype=DRAW)")
     return protected.replace("np.float32", "np.float64").replace("dtype=DRAW", "dtype=np.float32")
 
 
@@ -229,3 +230,27 @@ def test_generated_training_step_is_readable_and_deterministic():
     assert "\nimport cnnc" not in a and "\nfrom cnnc" not in a  # self-contained
     for line in a.splitlines():
         assert len(line) <= 120, line
+
+
+STOCHASTIC = """
+input image: [N, 4, 6, 6]
+y = image |> conv(4, 3x3, pad=1) as c1 |> relu
+output z = (image + (y |> stochastic_depth(0.5))) |> global_avg_pool |> flatten |> dense(3) as fc
+"""
+
+
+def test_stochastic_depth_drops_whole_examples_and_its_gradient_matches_torch():
+    from cnnc.kernels.backward import dropout_train
+
+    x = np.ones((64, 4, 6, 6), np.float32)
+    y, _ = dropout_train(x, rate=0.5, rng=np.random.default_rng(0), mode="row")
+    per_example = y.reshape(64, -1)
+    assert set(np.unique(per_example.min(axis=1))) <= {0.0, 2.0}  # all or nothing, kept ones scaled by 2
+    assert np.all(per_example.min(axis=1) == per_example.max(axis=1)) and 16 < (per_example[:, 0] == 0).sum() < 48
+    graph = cnnc.parse(STOCHASTIC)
+    assert graph.attrs("stochastic_depth1").mode == "row"
+    x = np.random.default_rng(1).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    net = cnnc.compile(STOCHASTIC, optimize=0)
+    without = cnnc.compile(STOCHASTIC.replace(" |> stochastic_depth(0.5)", ""), optimize=0, params=net.params)
+    np.testing.assert_array_equal(net(x), without(x))  # the identity at inference
+    check_against_torch(STOCHASTIC, (6, 4, 6, 6), ("z=mse",))

@@ -180,7 +180,8 @@ def torch_forward(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[st
         elif op == Op.DROPOUT:
             x = args[0]
             # dropout_train on ones returns the scaled keep-mask itself
-            scaled, _ = backward.dropout_train(np.ones(tuple(x.shape), np.float32), rate=node.attrs.rate, rng=rng)
+            scaled, _ = backward.dropout_train(np.ones(tuple(x.shape), np.float32), rate=node.attrs.rate, rng=rng,
+                                               mode=node.attrs.mode)
             values[name] = x * torch.from_numpy(np.asarray(scaled, np.float64)).to(x.dtype)
         else:
             values[name] = _apply(op, args, p, kwargs, None)

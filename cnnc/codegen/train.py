@@ -81,7 +81,9 @@ def generate_training(step: TrainingStep) -> str:
             kernel: str | None = info.grad.train_forward
             context[name] = ns.name(f"{name}_context")
             if node.op == Op.DROPOUT:
-                args = [args_in[0], *(f"{k}={v!r}" for k, v in (("rate", node.attrs.rate),)), "rng=rng"]
+                args = [args_in[0], f"rate={node.attrs.rate!r}", "rng=rng"]
+                if node.attrs.mode != "element":
+                    args.append(f"mode={node.attrs.mode!r}")
             target = f"{target}, {context[name]}"
         else:
             kernel = info.kernel

@@ -199,6 +199,9 @@ class Exporter:
         self.add("Softmax", inputs, node, self.value(node), axis=int(a.axis))
 
     def dropout(self, node: str, a: o.DropoutAttrs, inputs: list[str]) -> None:
+        if a.mode != "element":  # stochastic depth has no ONNX op; at inference it is the identity
+            self.add("Identity", inputs[:1], node, self.value(node))
+            return
         ratio = self.constant(f"{node}:ratio", np.array(a.rate, np.float32))
         self.add("Dropout", [inputs[0], ratio], node, self.value(node))
 

@@ -290,6 +290,10 @@ class SoftmaxAttrs:
 @dataclass(frozen=True)
 class DropoutAttrs:
     rate: float
+    # "element": each value dropped alone (dropout); "row": each example's whole tensor, the
+    # residual branch of one example (stochastic depth, Huang et al. 2016). Both are the identity
+    # at inference; training draws the mask (cnnc/kernels/backward.py's dropout_train).
+    mode: str = "element"
 
 
 @dataclass(frozen=True)
@@ -877,7 +881,9 @@ _ELEMENTWISE = {
         "softmax", ("axis",), rank=Rank.ALONG_AXIS, scores=True),
     Op.DROPOUT: OpRecord(
         DropoutAttrs, _same, Output.VIEW,
-        (Surface("dropout", "identity at inference", (Arg("rate", "probability", 0.5),)),),
+        (Surface("dropout", "identity at inference", (Arg("rate", "probability", 0.5),)),
+         Surface("stochastic_depth", "drops a whole example's branch in training (ConvNeXt, EfficientNet); "
+                 "identity at inference", (Arg("rate", "probability", 0.1),), fixed=(("mode", "row"),))),
         None, rank=Rank.POINTWISE, identity=_always),
     Op.LRN: OpRecord(
         LrnAttrs, _same_4d("lrn"), Output.FRESH,

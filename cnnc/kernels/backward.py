@@ -422,8 +422,8 @@ def channel_affine_backward(dy: np.ndarray, x: np.ndarray, scale: np.ndarray,
 # ---------------------------------------------------------------------------------------
 
 
-def dropout_train(x: np.ndarray, *, rate: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, tuple[np.ndarray, float] | None]:
+def dropout_train(x: np.ndarray, *, rate: float, rng: np.random.Generator,
+                  mode: str = "element") -> tuple[np.ndarray, tuple[np.ndarray, float] | None]:
     """Inverted dropout: each value is kept with probability 1 − rate and scaled by 1/(1 − rate),
     so the expectation is x's. Returns (y, (mask, scale)): the keep-mask as a bool array (1 byte
     per value, the least the backward can read) and the scale 1/(1 − rate), which the context
@@ -433,7 +433,9 @@ def dropout_train(x: np.ndarray, *, rate: float,
     ones), so an identically seeded generator gives the same mask again."""
     if rate <= 0.0:
         return x, None
-    keep = rng.random(x.shape, dtype=np.float32) >= rate
+    # mode "row" (stochastic depth): one draw per example, its whole tensor kept or dropped
+    shape = x.shape if mode == "element" else (x.shape[0],) + (1,) * (x.ndim - 1)
+    keep = rng.random(shape, dtype=np.float32) >= rate
     scale = 1.0 / (1.0 - rate) if rate < 1.0 else 0.0
     y = x * scale
     y *= keep
