@@ -84,7 +84,7 @@ SLOW = {"alexnet.cnn": (1, 3, 227, 227), "se_resnet50.cnn": (1, 3, 32, 32), "goo
         "alexnet_torchvision.cnn": (1, 3, 224, 224), "xception.cnn": (1, 3, 96, 96), "resnet34.cnn": (1, 3, 64, 64),
         "resnet50.cnn": (1, 3, 64, 64), "resnet101.cnn": (1, 3, 64, 64), "resnet152.cnn": (1, 3, 64, 64),
         "mobilenet_v3_small.cnn": (1, 3, 64, 64), "mobilenet_v3_large.cnn": (1, 3, 64, 64),
-        "convnext_tiny.cnn": (1, 3, 64, 64),
+        "convnext_tiny.cnn": (1, 3, 64, 64), "inception_v3.cnn": (1, 3, 299, 299),
         "squeezenet1_1.cnn": (1, 3, 64, 64), "mnasnet1_0.cnn": (1, 3, 64, 64),
         "efficientnet_b0.cnn": (1, 3, 64, 64), "densenet121.cnn": (1, 3, 64, 64)}
 

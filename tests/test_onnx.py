@@ -448,7 +448,7 @@ EXPORTED = [("lenet5", None), ("alexnet", None), ("resnet18", (1, 3, 64, 64)), (
             ("mobilenet_v3_small", (1, 3, 64, 64)), ("mobilenet_v3_large", (1, 3, 64, 64)),
             ("shufflenet_v2_x1_0", (1, 3, 64, 64)),
             ("squeezenet1_1", (1, 3, 64, 64)), ("mnasnet1_0", (1, 3, 64, 64)), ("efficientnet_b0", (1, 3, 64, 64)),
-            ("densenet121", (1, 3, 64, 64)), ("convnext_tiny", (1, 3, 64, 64))]
+            ("densenet121", (1, 3, 64, 64)), ("convnext_tiny", (1, 3, 64, 64)), ("inception_v3", None)]
 
 
 @pytest.mark.parametrize("example, shape", EXPORTED, ids=[e for e, _ in EXPORTED])

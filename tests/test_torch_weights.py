@@ -256,3 +256,23 @@ def test_import_does_not_need_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", [0, 2])
+def test_inception_v3_both_outputs(level):
+    """Inception v3's logits and its auxiliary classifier, both against the twin (torchvision's
+    Inception3 with its AuxLogits), the whole state dict loaded strictly."""
+    from torch_models import TorchvisionInceptionV3
+
+    model = randomize_(TorchvisionInceptionV3(), seed=14)
+    x = np.random.default_rng(14).standard_normal((1, 3, 299, 299), dtype=np.float32)
+    net = cnnc.compile(EXAMPLES / "inception_v3.cnn", optimize=level)
+    assert cnnc.load_torch_state_dict(net, model.state_dict()) == LoadResult([], [])
+    with torch.no_grad():
+        logits, aux = (t.numpy() for t in model.both(torch.from_numpy(x)))
+    got = net(x)
+    for name, want in (("logits", logits), ("aux", aux)):
+        diff, scale = float(np.abs(got[name].astype(np.float64) - want).max()), float(np.abs(want).max())
+        print(f"\n  inception_v3 -O{level} {name}: max|diff| = {diff:.2e}, ratio {diff / scale:.1e}", end="")
+        assert scale > 0 and diff <= RTOL * scale
