@@ -585,3 +585,15 @@ def test_onnx_backend_node_tests_subset():
     for name, reason in failed.items():
         assert reason.startswith("refused:") and KNOWN_REFUSALS[name] in reason, (name, reason)
     assert len(passed) >= 52  # with onnx 1.23.2: 52 pass (docs/onnx.md)
+
+
+@pytest.mark.parametrize("constant", [np.float32(3.0), rand(1, 4, 1, 1)], ids=["scalar", "per_channel"])
+def test_constant_minus_tensor_imports(constant):
+    """c − x (PyTorch's `1 - torch.sigmoid(x)`, `rsub`) imports as −1·x + c and matches onnxruntime;
+    c / x, the reciprocal, still has no cnnc equivalent and says so."""
+    m = model([helper.make_node("Sub", ["c", "x"], ["y"])], {"x": (2, 4, 3, 3)}, ["y"], {"c": constant})
+    text = check(m, {"x": rand(2, 4, 3, 3)})
+    assert "bn" in text
+    m = model([helper.make_node("Div", ["c", "x"], ["y"])], {"x": (2, 4, 3, 3)}, ["y"], {"c": constant})
+    with pytest.raises(CnncError, match="a constant divided by a tensor has no cnnc equivalent"):
+        import_onnx(m)

@@ -894,8 +894,9 @@ class Importer:
         if len(self.node.input) == 2 and self.is_const(1) and not self.is_const(0):
             self._affine(self.data(0), -self.consts[self.node.input[1]].astype(np.float64), "Add")
             return
-        if len(self.node.input) == 2 and self.is_const(0):
-            self.fail("a constant minus a tensor has no cnnc equivalent")
+        if len(self.node.input) == 2 and self.is_const(0) and not self.is_const(1):  # c − x = −1·x + c
+            self._affine(self.data(1), self.consts[self.node.input[0]].astype(np.float64), "RSub")
+            return
         self.binary(Op.SUB, "sub")
 
     def instance_norm(self) -> None:
@@ -1355,8 +1356,8 @@ class Importer:
         self.emit(Op.CONCAT, o.ConcatAttrs(axis), xs, "concat", keywords=keywords)
 
     def _affine(self, x: Value, c: np.ndarray, kind: str) -> None:
-        """x + c or x · c with a constant that is one number per channel (or a scalar): a bn with
-        mean 0, var 1, eps 0 (scale and shift exactly γ and β)."""
+        """x + c, x · c or c − x ("RSub") with a constant that is one number per channel (or a
+        scalar): a bn with mean 0, var 1, eps 0 (scale and shift exactly γ and β)."""
         rank = len(x.shape)
         if c.ndim > rank:
             self.fail(f"the constant {list(c.shape)} has more dimensions than {fmt(x.shape)}")
@@ -1369,10 +1370,11 @@ class Importer:
         values = np.broadcast_to(np.reshape(c, -1).astype(np.float32), (channels,)) if c.size == 1 else \
             np.reshape(c, channels).astype(np.float32)
         ones, zeros = np.ones(channels, np.float32), np.zeros(channels, np.float32)
-        gamma, beta = (values, zeros) if kind == "Mul" else (ones, values)
+        gamma, beta = {"Mul": (values, zeros), "Add": (ones, values), "RSub": (-ones, values)}[kind]
+        what = "a constant per channel minus the tensor" if kind == "RSub" else f"{kind} by a constant per channel"
         self.emit(Op.BATCH_NORM, o.BatchNormAttrs(0.0), [x], "bn", [], [("eps", "0.0")],
                   {"gamma": gamma, "beta": beta, "mean": zeros, "var": ones},
-                  note=f"{kind} by a constant per channel: gamma, beta, mean 0, var 1")
+                  note=f"{what}: gamma, beta, mean 0, var 1")
 
     def binary(self, op: Op, word: str) -> None:
         self.check_attrs(set())
