@@ -46,9 +46,10 @@ from cnnc.runtime.network import CompiledNetwork  # noqa: E402
 OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
        "BatchNormalization", "LRN", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Softmax", "Gemm",
        "MatMul", "Flatten", "Reshape", "Concat", "Add", "Sum", "Mul", "Dropout", "Upsample", "Resize", "Pad",
-       "Transpose", "HardSigmoid", "HardSwish", "Gelu")
+       "Transpose", "HardSigmoid", "HardSwish", "Gelu", "Sub", "Div", "PRelu", "InstanceNormalization",
+       "LayerNormalization", "DepthToSpace", "ReduceMean", "ReduceMax", "ReduceSum", "Slice", "Identity")
 # How many leading inputs are data (the rest become initializers); None: all of them.
-DATA_INPUTS = {"Concat": None, "Sum": None, "Add": None, "Mul": None}
+DATA_INPUTS = {"Concat": None, "Sum": None, "Add": None, "Mul": None, "Sub": None, "Div": None}
 MATRIX_OPS = {"Gemm", "MatMul"}
 # The onnx.backend.test.case.node module that defines each op's cases (to load only some).
 MODULES = {"Conv": "conv", "ConvTranspose": "convtranspose", "MaxPool": "maxpool", "AveragePool": "averagepool",
@@ -58,7 +59,9 @@ MODULES = {"Conv": "conv", "ConvTranspose": "convtranspose", "MaxPool": "maxpool
            "MatMul": "matmul", "Flatten": "flatten", "Reshape": "reshape", "Concat": "concat", "Add": "add",
            "Sum": "sum", "Mul": "mul", "Dropout": "dropout", "Upsample": "upsample", "Resize": "resize",
            "Pad": "pad", "Transpose": "transpose", "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish",
-           "Gelu": "gelu"}
+           "Gelu": "gelu", "Sub": "sub", "Div": "div", "PRelu": "prelu", "InstanceNormalization": "instancenorm",
+           "LayerNormalization": "layernormalization", "DepthToSpace": "depthtospace", "ReduceMean": "reducemean",
+           "ReduceMax": "reducemax", "ReduceSum": "reducesum", "Slice": "slice", "Identity": "identity"}
 FLOAT = 1
 
 
