@@ -12,7 +12,7 @@ from collections.abc import Mapping  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from .errors import CnncError  # noqa: E402
+from .errors import CnncError, CnncErrors, CnncWarning  # noqa: E402
 from .frontend import SourceLike, parse  # noqa: E402
 from .interpreter import eval_graph  # noqa: E402
 from .ir.graph import Graph  # noqa: E402
@@ -85,6 +85,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'cnnc' has no attribute {name!r}")
 
 
-__all__ = ["CnncError", "CompiledNetwork", "Graph", "TrainConfig", "build_graph", "compile", "eval_graph",
-           "export_onnx", "import_onnx", "init_params", "load_torch_state_dict", "parse", "predict_bag",
-           "predict_files", "train", "__version__"]
+__all__ = ["CnncError", "CnncErrors", "CnncWarning", "CompiledNetwork", "Graph", "TrainConfig", "build_graph",
+           "compile", "eval_graph", "export_onnx", "import_onnx", "init_params", "load_torch_state_dict", "parse",
+           "predict_bag", "predict_files", "train", "__version__"]

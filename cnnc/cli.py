@@ -741,25 +741,67 @@ _COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "bench": _cmd_bench, "che
              "export": _cmd_export}
 
 
-def _show_notes(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """Image conversions are notes for the user, not a Python warning with a source line."""
+def _show_notes(message, category, filename, lineno, file=None, line=None,  # noqa: ANN001
+                shown: set[str] | None = None) -> None:
+    """Image conversions are notes for the user, and a program's warnings are diagnostics like its
+    errors (`file:line:col: warning: ...`, each once: a program may be parsed twice), not Python
+    warnings with a source line."""
+    from .errors import CnncWarning
+
     if issubclass(category, ImageConversion):
         print(f"note: {message}", file=sys.stderr)
+    elif issubclass(category, CnncWarning):
+        text = str(message)
+        if shown is None or text not in shown:
+            print(_painted(text, "warning"), file=sys.stderr)
+        if shown is not None:
+            shown.add(text)
     else:
         _SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 _SHOW_WARNING = warnings.showwarning
+_COLOURS = {"error": "\033[1;31m", "warning": "\033[1;33m"}  # bold red, bold yellow (ANSI)
+
+
+def _painted(text: str, kind: str) -> str:
+    """`text` (a diagnostic) with its `error:` or `warning:` label coloured, when standard error is a
+    terminal and NO_COLOR is unset or empty (https://no-color.org)."""
+    import os
+
+    label = f"{kind}:"
+    head = text.split("\n", 1)[0]
+    at = 0 if head.startswith(label) else head.find(f": {label}") + 2  # 1: not there
+    isatty = getattr(sys.stderr, "isatty", None)
+    if at == 1 or os.environ.get("NO_COLOR") or not (isatty is not None and isatty()):
+        return text
+    return f"{text[:at]}{_COLOURS[kind]}{label}\033[0m{text[at + len(label):]}"
+
+
+def _print_errors(error: CnncError) -> None:
+    """Every error of `error` (several, from a program with independent errors), then their count."""
+    from .errors import CnncErrors
+
+    errors = error.errors if isinstance(error, CnncErrors) else [error]
+    for each in errors:
+        print(_painted(str(each), "error"), file=sys.stderr)
+    if len(errors) > 1:
+        print(f"{len(errors)} errors", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
+    import functools
+
+    from .errors import CnncWarning
+
     args = _build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _show_notes
+            warnings.showwarning = functools.partial(_show_notes, shown=set())
+            warnings.simplefilter("always", CnncWarning)  # every one, whatever -W says: they are diagnostics
             status = _COMMANDS[args.command](args)
     except CnncError as error:
-        print(str(error), file=sys.stderr)
+        _print_errors(error)
         return 1
     except KeyboardInterrupt:
         return 130

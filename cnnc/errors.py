@@ -33,6 +33,8 @@ class CnncErrors(CnncError):
     A program with one error raises that error itself, never this.
     """
 
+    errors: list[CnncError]
+
     def __init__(self, errors: list[CnncError]):
         self.errors = [e for error in errors for e in (error.errors if isinstance(error, CnncErrors) else [error])]
         first = self.errors[0]

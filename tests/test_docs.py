@@ -3,12 +3,14 @@ messages it shows are exactly the ones the compiler prints.
 
 In the document, a ```cnn block is a complete program; a ```cnn-error block is a program that
 must fail, followed by a ```text block holding the message (compiled under the name
-`example.cnn`). A comment `# [N, 64, 8, 8]` after `name = …` or `output name = …` states the
+`example.cnn`); a ```cnn-warning block compiles with exactly the warnings of the ```text block
+after it. A comment `# [N, 64, 8, 8]` after `name = …` or `output name = …` states the
 shape of that value; it is checked when the name is bound only once.
 """
 from __future__ import annotations
 
 import re
+import warnings
 from collections import Counter
 
 import pytest
@@ -29,12 +31,12 @@ def programs() -> list[str]:
     return [text for lang, text in blocks() if lang == "cnn"]
 
 
-def error_cases() -> list[tuple[str, str]]:
+def error_cases(kind: str = "cnn-error") -> list[tuple[str, str]]:
     found = blocks()
     cases = []
     for i, (lang, text) in enumerate(found):
-        if lang == "cnn-error":
-            assert i + 1 < len(found) and found[i + 1][0] == "text", "a cnn-error block needs a text block"
+        if lang == kind:
+            assert i + 1 < len(found) and found[i + 1][0] == "text", f"a {kind} block needs a text block"
             cases.append((text, found[i + 1][1]))
     return cases
 
@@ -75,3 +77,12 @@ def test_error_message_is_the_one_shown(index):
     with pytest.raises(cnnc.CnncError) as caught:
         cnnc.parse(text, name="example.cnn")
     assert str(caught.value) == message.rstrip("\n")
+
+
+@pytest.mark.parametrize("index", range(len(error_cases("cnn-warning"))))
+def test_warnings_are_the_ones_shown(index):
+    text, shown = error_cases("cnn-warning")[index]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cnnc.parse(text, name="example.cnn")
+    assert "\n".join(str(w.message) for w in caught if issubclass(w.category, cnnc.CnncWarning)) == shown.rstrip("\n")

@@ -110,8 +110,12 @@ def test_disable_wins_over_enable_and_passes_ignores_enable():
 @pytest.mark.parametrize("option", ["passes", "disable", "enable"])
 def test_an_unknown_pass_name_is_refused_listing_the_passes(option):
     value = ["dense_to_cnv"] if option == "passes" else ("dense_to_cnv",)
-    with pytest.raises(CnncError, match=f"unknown pass 'dense_to_cnv'; passes: {', '.join(PIPELINE)}$"):
+    with pytest.raises(CnncError, match=re.escape(f"unknown pass 'dense_to_cnv'; did you mean 'dense_to_conv'? "
+                                                  f"(passes: {', '.join(PIPELINE)})") + "$"):
         pipeline(**{option: value})
+    far = ["zzz"] if option == "passes" else ("zzz",)  # nothing close: the list alone
+    with pytest.raises(CnncError, match=f"unknown pass 'zzz'; passes: {', '.join(PIPELINE)}$"):
+        pipeline(**{option: far})
 
 
 def test_an_unknown_level_is_refused():

@@ -1,7 +1,8 @@
 """Elaboration: evaluate a parsed program (blocks, repetition, arithmetic) into the IR graph.
 
 Shapes are inferred while the graph is built, because the program can read them
-(`channels(x)`); every error is raised with the span of the construct that caused it.
+(`channels(x)`); every error is raised with the span of the construct that caused it. Errors are
+collected statement by statement and unused names warned about (diagnostics.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ..syntax.reader import ReadFailure, read_program, resolve_path
 from . import builtins
 from .arguments import ArgError, to_int
 from .calls import bind_block_args, bind_layer_args, check_block
+from .diagnostics import POISON, Diagnostics, Poisoned, Usage
 from .layers import LAYER_OPS
 from .prepare import bind_steps
 from .scope import Namer
@@ -49,14 +51,19 @@ class Elaborator:
         self._layer_name = ""
         self._depth = 0
         self._block_calls = 0
+        self.diagnostics = Diagnostics()
+        self.usage = Usage()
+        self._main: Env | None = None  # the main program's names, whose uses `usage` follows
 
     # ---- programs and statements ------------------------------------------------------------
     def run(self, program: t.Program, source: SourceFile) -> Graph:
         self.graph.info.source_name = source.name
         env: Env = {}
+        self._main = env
         if source.path is not None:
             self._loading.append(source.path)  # a file that imports the main file is a cycle too
         self._module(program, source, env, library=False)
+        self.diagnostics.raise_errors()  # the checks of the whole program need every statement
         unused = set(self.input_shapes) - set(self.graph.info.inputs)
         if unused:
             raise CnncNameError(f"input shape given for unknown input(s): {', '.join(sorted(unused))}; "
@@ -65,6 +72,7 @@ class Elaborator:
         if not self.graph.info.outputs:  # point at the last statement, after which one belongs
             raise CnncNameError("the network declares no output (add `output name = ...`)",
                                 program.items[-1].span if program.items else None, where=source.name)
+        self.usage.warn()
         return self.graph
 
     def run_library(self, program: t.Program, source: SourceFile) -> Env:
@@ -73,27 +81,43 @@ class Elaborator:
         if source.path is not None:
             self._loading.append(source.path)
         self._module(program, source, env, library=True)
+        self.diagnostics.raise_errors()
         return env
 
     def _module(self, program: t.Program, source: SourceFile, env: Env, library: bool) -> None:
+        """Elaborate each statement; one that fails is recorded and poisons its names (diagnostics.py)."""
         for item in program.items:
-            if isinstance(item, t.Import):
-                self._import(item, source, env)
-            elif isinstance(item, t.BlockDef):
-                check_block(item)
-                self._bind(env, item.name, Block(item, env), item.span)
-            elif isinstance(item, t.Assign):
-                value = self.eval(item.value, env)
-                if library and isinstance(value, Tensor):
-                    raise CnncError("an imported file may define blocks and constants only", item.span)
-                env[item.name] = value
-            elif library:
-                raise CnncError("an imported file may define blocks and constants only, not inputs or "
-                                "outputs", item.span)
-            elif isinstance(item, t.InputDecl):
-                self._input(item, env)
-            elif isinstance(item, t.OutputDecl):
-                self._output(item, env)
+            if self.diagnostics.stopped:
+                return
+            try:
+                self._statement(item, source, env, library)
+            except (CnncError, Poisoned) as error:  # past a limit on the whole program's work, stop
+                self.diagnostics.failed(item, error, env,
+                                        stop=self._block_calls > MAX_BLOCK_CALLS or len(self.graph) >= MAX_LAYERS)
+
+    def _statement(self, item: t.Node, source: SourceFile, env: Env, library: bool) -> None:
+        if isinstance(item, t.Import):
+            self._import(item, source, env)
+        elif isinstance(item, t.BlockDef):
+            check_block(item)
+            block = Block(item, env)
+            self._bind(env, item.name, block, item.span)
+            if env is self._main:
+                self.usage.define(block)
+        elif isinstance(item, t.Assign):
+            value = self.eval(item.value, env)
+            if library and isinstance(value, Tensor):
+                raise CnncError("an imported file may define blocks and constants only", item.span)
+            env[item.name] = value
+            if env is self._main:
+                self.usage.bind(item.name, value, item.span)
+        elif library:
+            raise CnncError("an imported file may define blocks and constants only, not inputs or "
+                            "outputs", item.span)
+        elif isinstance(item, t.InputDecl):
+            self._input(item, env)
+        elif isinstance(item, t.OutputDecl):
+            self._output(item, env)
 
     def _bind(self, env: Env, name: str, value: object, span: Span) -> None:
         if name in env:
@@ -158,6 +182,8 @@ class Elaborator:
             self.graph.info.preprocess[name] = bind_steps(item.prepare, tuple(dims), lambda e: self.eval(e, env),
                                                           item.span)
         env[item.name] = Tensor(name, tuple(dims))
+        if env is self._main:
+            self.usage.bind(item.name, env[item.name], item.span, "input")
 
     def _output(self, item: t.OutputDecl, env: Env) -> None:
         value = self._value(item.value if item.value is not None else t.Var(item.span, item.name), env)
@@ -199,8 +225,19 @@ class Elaborator:
 
     def _lookup(self, name: str, env: Env, span: Span) -> object:
         if name in env:
-            return env[name]
+            return self._use(name, env)
         return Symbol(name)
+
+    def _use(self, name: str, env: Env) -> object:
+        """The value of a bound name, refusing a poisoned one; a use in the main program is noted."""
+        value = env[name]
+        if value is POISON:
+            raise Poisoned(name)
+        if env is self._main:
+            self.usage.read(name, value)
+        else:
+            self.usage.called(value)  # a block called from a block
+        return value
 
     def _eval_Literal(self, node: t.Literal, env: Env) -> object:
         if isinstance(node.value, float) and not math.isfinite(node.value):
@@ -221,6 +258,8 @@ class Elaborator:
         return value
 
     def undefined(self, name: str, env: Env, span: Span) -> CnncNameError:
+        if self.diagnostics.names_unknown:  # the failed import may have defined it
+            raise Poisoned(name)
         candidates = [*env, *LAYER_OPS, *builtins.FUNCTIONS]
         close = difflib.get_close_matches(name, candidates, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -399,7 +438,7 @@ class Elaborator:
                 raise CnncTypeError(f"argument '{arg.name}' is given twice", arg.span)
             else:
                 keywords[arg.name] = (value, arg.value.span)
-        callee = env.get(call.func)
+        callee = self._use(call.func, env) if call.func in env else None
         if isinstance(callee, Block):
             return self._call_block(callee, call, positional, keywords, name)
         if callee is not None and call.func not in LAYER_OPS and call.func not in builtins.FUNCTIONS:
@@ -414,6 +453,8 @@ class Elaborator:
         raise self.undefined_callable(call, env)
 
     def undefined_callable(self, call: t.Call, env: Env) -> CnncNameError:
+        if self.diagnostics.names_unknown:
+            raise Poisoned(call.func)
         blocks = [n for n, v in env.items() if isinstance(v, Block)]
         close = difflib.get_close_matches(call.func, [*LAYER_OPS, *blocks, *builtins.FUNCTIONS], n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

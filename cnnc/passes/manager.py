@@ -19,6 +19,7 @@ breaks numerics is caught at that pass.
 """
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -117,7 +118,10 @@ def pipeline(level: int = DEFAULT_LEVEL, passes: list[str] | None = None, disabl
     order = pass_order()
     for name in [*(passes or []), *disable, *enable]:
         if name not in PASSES:
-            raise CnncError(f"unknown pass '{name}'; passes: {', '.join(order)}", where="passes")
+            close = difflib.get_close_matches(name, order, n=1)  # as the language's names do
+            listed = f"passes: {', '.join(order)}"
+            hint = f"did you mean '{close[0]}'? ({listed})" if close else listed
+            raise CnncError(f"unknown pass '{name}'; {hint}", where="passes")
     if passes is not None:
         chosen = set(passes)
     else:
