@@ -1,8 +1,10 @@
 """The `cnnc` command: compile, run, bench, check, summary, viz, train, import, export (docs/cli.md).
 
-Every user error is printed as one message (file:line:column first) with exit status 1 (also
-when some of several input files could not be read); a mistyped command line is one line with
-exit status 2; a Python traceback means a bug in cnnc.
+Every user error is printed as a message that starts with its place (file:line:column), each
+of several independent errors of a program in turn, with exit status 1 (also when some of
+several input files could not be read); warnings (an unused value) are printed the same way and
+do not change the status; a mistyped command line is one line with exit status 2; a Python
+traceback means a bug in cnnc.
 """
 from __future__ import annotations
 
