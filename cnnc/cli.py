@@ -237,10 +237,21 @@ def _build_parser() -> argparse.ArgumentParser:
   cnnc check examples/resnet50.cnn --input-shape image=1x3x320x320
   cnnc check examples/resnet_blocks.cnn                  # a library: its blocks""")
     _common(check)
-    summary = _command(commands, "summary", "per-layer table: shapes, parameters, MACs", """
-  cnnc summary examples/resnet50.cnn                     # the source program's layers (-O0)
-  cnnc summary examples/resnet50.cnn -O2                 # the layers that run after optimization""")
+    summary = _command(commands, "summary", "per-layer table: shapes, parameters, MACs, blocks and their totals", """
+  cnnc summary examples/resnet50.cnn                     # every layer, under its blocks (-O0)
+  cnnc summary examples/resnet50.cnn --depth 1           # the top-level layers, blocks with their totals
+  cnnc summary examples/resnet50.cnn -O2                 # the layers that run after optimization
+  cnnc summary examples/googlenet.cnn --columns layer,op,kernel,stride,receptive_field,connected_to
+  cnnc summary examples/resnet50.cnn --json > resnet50.json""")
     _common(summary)
+    summary.add_argument("--depth", type=_positive, metavar="N",
+                         help="show N levels of blocks, deeper ones folded into their block's row (default: all)")
+    summary.add_argument("--columns", type=_summary_columns, metavar="A,B,...",
+                         help="the columns, from: layer, op, output_shape, params, macs, kernel, stride, "
+                              "connected_to, receptive_field, cumulative_stride, activation_memory "
+                              "(default: layer,op,output_shape,params,macs,connected_to)")
+    summary.add_argument("--json", action="store_true",
+                         help="print the rows and totals as JSON (format cnnc.summary/1) instead of a table")
     _optimization(summary, level=0)
 
     viz = _command(commands, "viz", "draw the network: Graphviz DOT, SVG, PNG, PDF or an HTML page", """
@@ -353,9 +364,27 @@ def _cmd_check(args: argparse.Namespace) -> None:
                   f"{'' if declared else ' (the default; declare yours with `prepare`)'}")
 
 
+def _summary_columns(text: str) -> tuple[str, ...]:
+    from .summary import COLUMNS
+
+    chosen = tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in chosen if c not in COLUMNS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown column {unknown[0]!r} (the columns: {', '.join(COLUMNS)})"
+                                         if unknown else "name at least one column")
+    return chosen
+
+
 def _cmd_summary(args: argparse.Namespace) -> None:
-    from .summary import summary_table
-    print(summary_table(_graph(args)))
+    from .summary import DEFAULT_COLUMNS, print_summary, summary_json
+
+    graph = _graph(args)
+    if args.json:
+        import json
+
+        print(json.dumps(summary_json(graph, args.depth), indent=2))
+        return
+    print_summary(graph, args.depth, args.columns or DEFAULT_COLUMNS)
 
 
 def _cmd_compile(args: argparse.Namespace) -> None:

@@ -397,7 +397,7 @@ def test_predicted_peaks_match_tracemalloc():
 def test_summary_reports_both_peaks():
     from cnnc.summary import summary_table
 
-    text = summary_table(cnnc.parse(EXAMPLES / "resnet50.cnn"))  # -O0: planned there and then
+    text = summary_table(cnnc.parse(EXAMPLES / "resnet50.cnn"), width=120)  # -O0: planned there and then
     line = next(line for line in text.splitlines() if line.startswith("Peak activation memory"))
     assert "without planning" in line and "with plan_memory" in line
     assert memory_plan(cnnc.parse(EXAMPLES / "resnet50.cnn")).in_place

@@ -140,12 +140,16 @@ class CompiledNetwork:
     def load_params(self, path: str | Path) -> None:
         self.params.load(path)
 
-    def summary(self) -> str:
-        """The per-layer table of `cnnc summary` (every layer of the source program, with shapes,
-        parameters and MACs, then the totals); `repr(net)` is the short form."""
-        from ..summary import summary_table
+    def summary(self, depth: int | None = None, columns: tuple[str, ...] | None = None, width: int | None = None,
+                optimized: bool = False) -> str:
+        """The per-layer table of `cnnc summary`: every layer of the source program (`optimized`:
+        of the graph that runs, fused layers shown as `conv+bn+relu`), nested in its blocks,
+        with shapes, parameters, MACs and inputs, then the totals; `depth`, `columns` and `width`
+        as `cnnc.summary.summary_text` takes them. `repr(net)` is the short form."""
+        from ..summary import DEFAULT_COLUMNS, summary_text
 
-        return summary_table(self.source_graph)
+        return summary_text(self.graph if optimized else self.source_graph, depth=depth,
+                            columns=DEFAULT_COLUMNS if columns is None else columns, width=width)
 
     def __repr__(self) -> str:
         return network_repr(self)
