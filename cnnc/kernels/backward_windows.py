@@ -24,9 +24,9 @@ pixels: the loops are over kernel taps, or over the few output rows/columns of a
 
 import numpy as np
 
-# The forward's own window sum (its count map is what avg_pool divides by); generated code copies
-# it from numpy_kernels, which shares one function table with this module.
-from .numpy_kernels import _window_sum
+# The forward's own window sum (its count map is what avg_pool divides by) and bilinear matrix;
+# generated code copies them from numpy_kernels, which shares one function table with this module.
+from .numpy_kernels import _linear_matrix, _window_sum
 
 # ---------------------------------------------------------------------------------------
 # helpers
@@ -133,22 +133,6 @@ def _bwin_bin_means(size_in: int, size_out: int, dtype) -> np.ndarray:
     pos = np.arange(size_in)
     inside = (pos >= start[:, None]) & (pos < end[:, None])
     return (inside / (end - start)[:, None]).astype(dtype)
-
-
-def _bwin_linear_matrix(n_in: int, scale: int, dtype) -> np.ndarray:
-    """The forward upsample's ``[n_in*scale, n_in]`` bilinear matrix (half-pixel centres, source
-    clamped at 0: align_corners=False), built in float64 and given ``dtype`` rather than float32."""
-    n_out = n_in * scale
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) / scale - 0.5
-    np.maximum(src, 0.0, out=src)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = src - i0
-    m = np.zeros((n_out, n_in), dtype=np.float64)
-    rows = np.arange(n_out)
-    np.add.at(m, (rows, i0), 1.0 - lam)  # add.at: i0 == i1 at the clamped border, both weights land there
-    np.add.at(m, (rows, i1), lam)
-    return m.astype(dtype)
 
 
 def _bwin_fold_pad(g: np.ndarray, axis: int, before: int, after: int, size: int, mode: str) -> np.ndarray:
@@ -445,8 +429,8 @@ def upsample_backward(dy: np.ndarray, *, scale, mode: str, in_shapes):
     if mode == "nearest":
         return (dy.reshape(n, c, h, sh, w, sw).sum(axis=(3, 5)),)
     if mode == "bilinear":
-        mh = _bwin_linear_matrix(h, sh, dy.dtype)  # [H·sh, H]
-        mw = _bwin_linear_matrix(w, sw, dy.dtype)  # [W·sw, W]
+        mh = _linear_matrix(h, sh, dy.dtype)  # [H·sh, H]
+        mw = _linear_matrix(w, sw, dy.dtype)  # [W·sw, W]
         return (np.matmul(mh.T, np.matmul(dy, mw)),)
     raise ValueError(f"upsample_backward: unknown mode {mode!r}")
 

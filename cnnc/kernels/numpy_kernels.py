@@ -843,8 +843,9 @@ def concat(*xs: np.ndarray, axis: int) -> np.ndarray:
     return np.concatenate(xs, axis=axis)
 
 
-def _linear_matrix(n_in: int, scale: int) -> np.ndarray:
-    """``[n_in*scale, n_in]`` 1-D bilinear interpolation matrix (half-pixel, clamp at 0)."""
+def _linear_matrix(n_in: int, scale: int, dtype=np.float32) -> np.ndarray:
+    """``[n_in*scale, n_in]`` 1-D bilinear interpolation matrix (half-pixel, clamp at 0), built in
+    float64 and given ``dtype`` (the backward kernel asks for its gradient's)."""
     n_out = n_in * scale
     src = (np.arange(n_out, dtype=np.float64) + 0.5) / scale - 0.5
     np.maximum(src, 0.0, out=src)
@@ -853,9 +854,9 @@ def _linear_matrix(n_in: int, scale: int) -> np.ndarray:
     lam = src - i0
     m = np.zeros((n_out, n_in), dtype=np.float64)
     rows = np.arange(n_out)
-    np.add.at(m, (rows, i0), 1.0 - lam)
+    np.add.at(m, (rows, i0), 1.0 - lam)  # add.at: i0 == i1 at the clamped border, both weights land there
     np.add.at(m, (rows, i1), lam)
-    return m.astype(np.float32)
+    return m.astype(dtype)
 
 
 def upsample(x: np.ndarray, *, scale, mode: str) -> np.ndarray:
