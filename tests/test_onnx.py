@@ -597,3 +597,46 @@ def test_constant_minus_tensor_imports(constant):
     m = model([helper.make_node("Div", ["c", "x"], ["y"])], {"x": (2, 4, 3, 3)}, ["y"], {"c": constant})
     with pytest.raises(CnncError, match="a constant divided by a tensor has no cnnc equivalent"):
         import_onnx(m)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opset", [13, 17])
+def test_convnext_exported_by_pytorch_imports(opset):
+    """torchvision's ConvNeXt-T (the twin) as torch.onnx.export writes it: blocks channels-last
+    (Transpose, LayerNormalization — written out before opset 17 —, MatMul, GELU, MatMul, Transpose),
+    imported as NCHW layer_norm and 1x1 convs, matching onnxruntime."""
+    torch = pytest.importorskip("torch")
+    import io
+    import warnings
+
+    from torch_models import TorchvisionConvNeXtTiny, randomize_
+
+    model = randomize_(TorchvisionConvNeXtTiny(), seed=1)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64), np.float32)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x),), buffer, opset_version=opset, dynamo=False,
+                          input_names=["image"], output_names=["logits"])
+    m = onnx.load_from_string(buffer.getvalue())
+    want = ort_run(m, {"image": x})[0]
+    text, params = import_onnx(m)
+    assert "layer_norm" in text and "gelu" in text and "1x1" in text  # the channels-last ops, as NCHW ones
+    got = cnnc.compile(text, params=params)(x)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_channels_last_values_are_followed_or_refused_clearly():
+    to_nhwc = helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1])
+    flat = helper.make_node("Flatten", ["t"], ["y"], axis=1)
+    with pytest.raises(CnncError, match="Flatten reads a channels-last tensor"):
+        import_onnx(model([to_nhwc, flat], {"x": (1, 4, 3, 3)}, ["y"]))
+    with pytest.raises(CnncError, match="'t'.*is channels-last"):
+        import_onnx(model([to_nhwc], {"x": (1, 4, 3, 3)}, ["t"]))
+    w = rand(4, 6)
+    nodes = [to_nhwc, helper.make_node("MatMul", ["t", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Mul", ["r", "s"], ["q"]),
+             helper.make_node("Transpose", ["q"], ["y"], perm=[0, 3, 1, 2])]
+    m = model(nodes, {"x": (2, 4, 3, 5)}, ["y"], {"w": w, "b": rand(6), "s": rand(6)})
+    text = check(m, {"x": rand(2, 4, 3, 5)})
+    assert "conv(6, 1x1)" in text and "relu" in text

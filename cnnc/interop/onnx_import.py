@@ -255,6 +255,10 @@ class Importer:
         self.graph_outputs = {out.name for out in self.graph.output}
         self.node: Any = None  # the onnx.NodeProto being imported
         self.node_index = 0
+        # ONNX tensors that are an NCHW value seen channels-last: the output of Transpose(0, 2, 3, 1),
+        # and of the channel-wise ops after it, until Transpose(0, 3, 1, 2) (ConvNeXt's blocks). The
+        # program keeps them NCHW: each op on one is imported as its NCHW equivalent (_channels_last).
+        self.channels_last: set[str] = set()
 
     # ---- errors -------------------------------------------------------------------------------
     def _where(self, node: Any = None, index: int | None = None) -> str:
@@ -379,6 +383,9 @@ class Importer:
                 if out.name in self.consts:
                     raise CnncError("is a constant; cnnc outputs are computed tensors", where=where)
                 raise CnncError("is not computed by any node", where=where)
+            if out.name in self.channels_last:  # cnnc's value is NCHW, the model's output NHWC
+                raise CnncError("is channels-last (a Transpose(0, 2, 3, 1) not taken back); cnnc outputs NCHW "
+                                "tensors", where=where)
             value = self.tensors[out.name]
             if value.onnx_name == out.name and out.name not in self.input_names:
                 self.lines.append(f"output {value.var}")
@@ -529,7 +536,152 @@ class Importer:
             self.fail(f"unsupported op type '{safe_comment(node.op_type)[:60]}' (cnnc imports: "
                       f"{', '.join(sorted(HANDLERS))}; and folds, when all their inputs are constants: "
                       f"{', '.join(sorted(set(FOLDERS) - set(HANDLERS)))})")
+        if any(name in self.channels_last for name in node.input):
+            self._channels_last(handler)
+            return
         handler(self)
+
+    # ---- channels-last regions (Transpose(0, 2, 3, 1) ... Transpose(0, 3, 1, 2)) ----------------
+    def _channels_last(self, handler: Callable[[Importer], None]) -> None:
+        """Import a node that reads a channels-last tensor (see `channels_last`) as its NCHW
+        equivalent: the way back is an alias; LayerNormalization over the last axis is cnnc's
+        layer_norm over the channels; MatMul by a constant [C, D] (and its bias Add) a 1x1 conv;
+        a constant operand of Add, Sub, Mul or Div has its last axis moved to axis 1; elementwise
+        ops are themselves. Whatever they define is channels-last too. Any other op is refused."""
+        node = self.node
+        op = node.op_type
+        perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+        if op == "Transpose":
+            if perm != [[0, 3, 1, 2]]:
+                self.fail(f"Transpose {perm[0] if perm else '(reversed)'} of a channels-last tensor; cnnc follows "
+                          "channels-last values only back to NCHW with Transpose(0, 3, 1, 2)")
+            self.alias(self.data(0))
+            return
+        before = set(self.tensors)
+        if op == "LayerNormalization":
+            axis = int(self.attr("axis", -1))
+            if axis not in (-1, 3):
+                self.fail(f"LayerNormalization over axis {axis} of a channels-last tensor; only the last axis "
+                          "(the channels) maps to cnnc's layer_norm")
+            self._emit_layer_norm(self.data(0), node)
+        elif op == "MatMul":
+            self._channels_last_matmul()
+        elif op == "ReduceMean" and self._decomposed_layer_norm():
+            pass
+        elif op in ("Add", "Sub", "Mul", "Div"):
+            self.node = self._nchw_constants(node)
+            handler(self)
+        elif op in _LAYOUT_FREE:
+            handler(self)
+        else:
+            self.fail(f"{op} reads a channels-last tensor (after Transpose(0, 2, 3, 1)); cnnc follows "
+                      f"channels-last values only through Transpose back, LayerNormalization, MatMul by a "
+                      f"constant, Add/Sub/Mul/Div and elementwise ops ({', '.join(sorted(_LAYOUT_FREE))})")
+        self.node = node
+        self.channels_last.update(set(self.tensors) - before)
+
+    def _nchw_constants(self, node: Any) -> Any:
+        """A copy of `node` whose constant inputs are seen from NCHW: each one's last axis (the
+        channels of a channels-last operand) moved to axis 1, as a new constant."""
+        copy = type(node)()
+        copy.CopyFrom(node)
+        for i, name in enumerate(node.input):
+            value = self.consts.get(name)
+            if value is None or value.size == 1:
+                continue
+            if value.ndim > 4:
+                self.fail(f"the constant {name!r} of shape {list(value.shape)} has more than 4 axes")
+            four = value.reshape((1,) * (4 - value.ndim) + value.shape)
+            moved = f"{name}~nchw"
+            self.consts[moved] = np.ascontiguousarray(np.moveaxis(four, 3, 1))
+            copy.input[i] = moved
+        return copy
+
+    def _users(self, out: str) -> list[tuple[int, Any]]:
+        return [(i, self.nodes[i]) for i in self.consumers.get(out, []) if i not in self.done]
+
+    def _decomposed_layer_norm(self) -> bool:
+        """LayerNormalization over the last axis as exporters before opset 17 write it, from this
+        ReduceMean: m = mean(v); d = v − m; s = sqrt(mean(d^2) + eps); (d / s)·γ + β (γ, β
+        constants [C]). Matched whole, it is one layer_norm; otherwise False."""
+        node, v = self.node, self.node.input[0]
+
+        def one(out: str, op_type: str, inputs: int = 2) -> tuple[int, Any] | None:
+            users = self._users(out)
+            if len(users) != 1 or out in self.graph_outputs or users[0][1].op_type != op_type:
+                return None
+            return users[0] if len(users[0][1].input) == inputs else None
+
+        def last_axis(reduce: Any) -> bool:
+            axes = [list(a.ints) for a in reduce.attribute if a.name == "axes"]
+            keep = [a.i for a in reduce.attribute if a.name == "keepdims"]
+            return axes in ([[-1]], [[3]]) and keep in ([], [1]) and len(reduce.input) == 1
+
+        def scalar(name: str) -> float | None:
+            value = self.consts.get(name)
+            return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+        m = node.output[0]
+        sub = one(m, "Sub")
+        if not last_axis(node) or sub is None or list(sub[1].input) != [v, m]:
+            return False
+        d = sub[1].output[0]
+        d_users = {n.op_type: (i, n) for i, n in self._users(d)}
+        if set(d_users) != {"Pow", "Div"} or len(self._users(d)) != 2:
+            return False
+        power, div = d_users["Pow"], d_users["Div"]
+        if list(power[1].input)[0] != d or scalar(power[1].input[1]) != 2.0:
+            return False
+        mean2 = one(power[1].output[0], "ReduceMean", 1)
+        add = one(mean2[1].output[0], "Add") if mean2 is not None and last_axis(mean2[1]) else None
+        eps = scalar(next((n for n in add[1].input if n != mean2[1].output[0]), "")) if add and mean2 else None
+        sqrt = one(add[1].output[0], "Sqrt", 1) if add is not None and eps is not None else None
+        if sqrt is None or list(div[1].input) != [d, sqrt[1].output[0]]:
+            return False
+        mul = one(div[1].output[0], "Mul")
+        shift = one(mul[1].output[0], "Add") if mul is not None else None
+        if mul is None or shift is None:
+            return False
+        gamma = [self.consts.get(n) for n in mul[1].input if n != div[1].output[0]]
+        beta = [self.consts.get(n) for n in shift[1].input if n != mul[1].output[0]]
+        x = self.data(0)
+        if len(gamma) != 1 or len(beta) != 1 or gamma[0] is None or beta[0] is None:
+            return False
+        gamma_c, beta_c = self._vector(gamma[0], x.shape[1]), self._vector(beta[0], x.shape[1])
+        if gamma_c is None or beta_c is None:
+            return False
+        assert mean2 is not None and add is not None and eps is not None  # matched above
+        self.done.update(i for i, _ in (sub, power, div, mean2, add, sqrt, mul, shift))
+        keywords = [] if fmt_float(eps) == fmt_float(1e-5) else [("eps", fmt_float(eps))]
+        self.emit(Op.LAYER_NORM, o.NormAttrs(eps), [x], "layer_norm", keywords=keywords,
+                  params={"gamma": gamma_c, "beta": beta_c}, out=shift[1].output[0],
+                  note="LayerNormalization written out (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add)")
+        return True
+
+    def _channels_last_matmul(self) -> None:
+        """x · B on the last axis, B a constant [C, D] (a Linear on channels-last pixels): a 1x1
+        conv with D filters, its weight Bᵀ; a following Add of a constant [D] is its bias."""
+        self.check_attrs(set())
+        x = self.data(0)
+        b = self.const(1, "matrix B")
+        if b.ndim != 2 or b.shape[0] != x.shape[1]:
+            self.fail(f"B of shape {list(b.shape)} does not fit the {x.shape[1]} channels of the channels-last "
+                      "input; cnnc supports a constant [C, D] there (a Linear layer applied to every pixel)")
+        filters = int(b.shape[1])
+        weight = np.ascontiguousarray(b.T.reshape(filters, -1, 1, 1))
+        bias, out, note = None, None, ""
+        user = self._sole_user(self.node.output[0], "Add")
+        if user is not None:
+            other = [n for n in user[1].input if n != self.node.output[0]]
+            if len(other) == 1 and other[0] in self.consts:
+                bias = self._vector(self.consts[other[0]], filters)
+                if bias is not None:
+                    self.done.add(user[0])
+                    out, note = user[1].output[0], f"with Add {safe_comment(repr(user[1].name))[:80]} as the bias"
+        attrs = o.ConvAttrs(filters, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, bias is not None)
+        self.emit(Op.CONV, attrs, [x], "conv", [str(filters), "1x1"], [] if bias is not None else [("bias", "false")],
+                  {"weight": weight, "bias": bias}, out=out,
+                  note=f"MatMul of channels-last pixels as a 1x1 conv{'; ' + note if note else ''}")
 
     def fold_only(self) -> NoReturn:
         """An op cnnc evaluates only on constants, here with a computed input."""
@@ -942,18 +1094,6 @@ class Importer:
         node = self.nodes[users[0]]
         return (users[0], node) if node.op_type == op_type and node.domain in ("", "ai.onnx") else None
 
-    def _channels_first_layer_norm(self, x: Value) -> bool:
-        """Transpose(0, 2, 3, 1) → LayerNormalization(axis −1) → Transpose(0, 3, 1, 2): one layer_norm."""
-        norm = self._user(self.node.output[0], "LayerNormalization")
-        if norm is None or int(next((a.i for a in norm[1].attribute if a.name == "axis"), -1)) not in (-1, 3):
-            return False
-        back = self._user(norm[1].output[0], "Transpose")
-        if back is None or [list(a.ints) for a in back[1].attribute if a.name == "perm"] != [[0, 3, 1, 2]]:
-            return False
-        self.done.update((norm[0], back[0]))
-        self._emit_layer_norm(x, norm[1], out=back[1].output[0])
-        return True
-
     def reduce(self, mode: str) -> None:
         """ReduceMean/Max/Sum over listed axes (an attribute, or from opset 13 for ReduceSum and
         18 for the others an input); never the batch axis."""
@@ -1335,11 +1475,13 @@ class Importer:
         if perm is not None and list(perm) == list(range(len(x.shape))):
             self.alias(x)
             return
-        if perm is not None and list(perm) == [0, 2, 3, 1] and self._channels_first_layer_norm(x):
+        if perm is not None and list(perm) == [0, 2, 3, 1] and len(x.shape) == 4:
+            self.alias(x)  # the same NCHW value, seen channels-last until the Transpose back
+            self.channels_last.add(self.node.output[0])
             return
         self.fail("Transpose is supported only as the channel shuffle pattern Reshape → Transpose → Reshape "
-                  "(that permutes the channels of an NCHW tensor), or around a LayerNormalization over the "
-                  "channels (Transpose(0, 2, 3, 1) → LayerNormalization → Transpose(0, 3, 1, 2))")
+                  "(that permutes the channels of an NCHW tensor), or to channels-last and back "
+                  "(Transpose(0, 2, 3, 1) → channel-wise ops → Transpose(0, 3, 1, 2), as ConvNeXt's blocks)")
 
     def concat(self) -> None:
         self.check_attrs({"axis"})
@@ -1595,6 +1737,10 @@ def _nearest_source(i: int, scale: int, in_size: int, out_size: int, transform: 
         return None
     return min(max(_round_nearest(x, mode), 0), in_size - 1)
 
+
+# Elementwise ops a channels-last tensor passes through as it is (layout does not matter to them).
+_LAYOUT_FREE = frozenset({"Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Gelu", "Clip",
+                          "Identity", "Dropout"})
 
 HANDLERS: dict[str, Callable[[Importer], None]] = {
     "Conv": Importer.conv,
