@@ -26,7 +26,7 @@ import numpy as np
 
 # The forward's own window sum (its count map is what avg_pool divides by) and bilinear matrix;
 # generated code copies them from numpy_kernels, which shares one function table with this module.
-from .numpy_kernels import _linear_matrix, _window_sum
+from .numpy_kernels import _linear_matrix, _lrn_denominator, _window_sum
 
 # ---------------------------------------------------------------------------------------
 # helpers
@@ -394,13 +394,7 @@ def lrn_backward(dy: np.ndarray, x: np.ndarray, y: np.ndarray, *, size: int, alp
     n, c = x.shape[0], x.shape[1]
     lo = size // 2
     hi = (size - 1) // 2
-    sq = np.zeros((n, c + lo + hi) + x.shape[2:], dtype=x.dtype)
-    np.multiply(x, x, out=sq[:, lo:lo + c])
-    d = sq[:, 0:c].copy()
-    for t in range(1, size):
-        d += sq[:, t:t + c]
-    d *= alpha
-    d += k
+    d = _lrn_denominator(x, size, alpha, k, x.dtype)
     q = np.zeros((n, c + lo + hi) + x.shape[2:], dtype=np.result_type(dy, y, d))
     np.multiply(dy, y, out=q[:, hi:hi + c])
     q[:, hi:hi + c] /= d

@@ -656,23 +656,26 @@ def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
     return y
 
 
-def lrn(x: np.ndarray, *, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
-    """AlexNet local response normalisation across channels (α not divided by size).
-
-    The window sums of squares are sums of ``size`` shifted channel slices of the
-    zero-padded squared input (a loop over window offsets, exact in float32, unlike a
-    cumulative-sum difference).
-    """
+def _lrn_denominator(x: np.ndarray, size: int, alpha: float, k: float, dtype) -> np.ndarray:
+    """k + α·Σ x² over each channel's window c − ⌊size/2⌋ … c + ⌊(size−1)/2⌋, in ``dtype``: sums
+    of ``size`` shifted channel slices of the zero-padded squared input (a loop over window
+    offsets, exact in float32, unlike a cumulative-sum difference). lrn and its gradient share it."""
     n, c = x.shape[0], x.shape[1]
     lo = size // 2
     hi = (size - 1) // 2
-    sq = np.zeros((n, c + lo + hi) + x.shape[2:], dtype=np.float32)
+    sq = np.zeros((n, c + lo + hi) + x.shape[2:], dtype=dtype)
     np.multiply(x, x, out=sq[:, lo:lo + c])
     acc = sq[:, 0:c].copy()
     for t in range(1, size):
         acc += sq[:, t:t + c]
-    acc *= np.float32(alpha)
-    acc += np.float32(k)
+    acc *= np.asarray(alpha, dtype)
+    acc += np.asarray(k, dtype)
+    return acc
+
+
+def lrn(x: np.ndarray, *, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """AlexNet local response normalisation across channels (α not divided by size)."""
+    acc = _lrn_denominator(x, size, alpha, k, np.float32)
     np.power(acc, np.float32(-beta), out=acc)
     acc *= x
     return acc
