@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from .ir.cost import node_cost, peak_with_plan, peak_without_plan
 from .ir.graph import Graph
-from .ir.ops import Op, record
+from .ir.ops import Op, record, updated_roles
 from .ir.receptive import Field, Window, receptive_fields, window
 from .ir.shapes import fmt
 from .source import Span
@@ -167,8 +167,10 @@ class _Model:
         specs = self.graph.info.param_specs
         seen: dict[str, bool] = {}
         for name in names:
-            for role, param in self.graph.node(name).params.items():
-                seen.setdefault(param, role not in ("mean", "var"))
+            node = self.graph.node(name)
+            updated = updated_roles(node.op)  # batch norm's running statistics: not trained
+            for role, param in node.params.items():
+                seen.setdefault(param, role not in updated)
         sizes = {p: math.prod(specs[p].shape) for p in seen}
         return sum(sizes.values()), sum(size for p, size in sizes.items() if seen[p])
 

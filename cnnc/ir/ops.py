@@ -158,6 +158,10 @@ class Grad:
     a sized op), plus `in_shapes=` (each data input's shape without the batch dimension) when
     `in_shapes`, and `need_input=` when `need_input`: the training step skips the gradient of a
     network input (the first conv's dx would cost as much as its weight gradient).
+
+    `updates` are the parameter roles the training forward updates in place instead of being
+    trained (batch norm's running statistics): they get no gradient, and they are not counted
+    as trainable.
     """
 
     kernel: str
@@ -165,6 +169,7 @@ class Grad:
     train_forward: str | None = None  # the forward kernel in training mode: returns (y, context)
     in_shapes: bool = False
     need_input: bool = False
+    updates: tuple[str, ...] = ()
 
 
 ShapeRule = Callable[[Any, list[Shape]], Shape]
@@ -1111,8 +1116,14 @@ RECORDS: dict[Op, OpRecord] = {
 
 
 def _grad(kernel: str, *saves: str, in_shapes: bool = False, need_input: bool = False,
-          train_forward: str | None = None) -> Grad:
-    return Grad(kernel, tuple(saves), train_forward, in_shapes, need_input)
+          train_forward: str | None = None, updates: tuple[str, ...] = ()) -> Grad:
+    return Grad(kernel, tuple(saves), train_forward, in_shapes, need_input, updates)
+
+
+def updated_roles(op: Op) -> tuple[str, ...]:
+    """The op's parameter roles that training updates in place rather than trains (Grad.updates)."""
+    grad = record(op).grad
+    return grad.updates if grad is not None else ()
 
 
 # Gradient rules (Grad): what each op's backward kernel reads. They join the records below, so a
@@ -1125,7 +1136,7 @@ _GRADS: dict[Op, Grad] = {
     Op.DENSE: _grad("dense_backward", "inputs", need_input=True),
     Op.FLATTEN: _grad("flatten_backward", in_shapes=True),
     Op.RESHAPE: _grad("reshape_backward", in_shapes=True),
-    Op.BATCH_NORM: _grad("batch_norm_backward", train_forward="batch_norm_train"),
+    Op.BATCH_NORM: _grad("batch_norm_backward", train_forward="batch_norm_train", updates=("mean", "var")),
     Op.RELU: _grad("relu_backward", "output"),
     Op.LEAKY_RELU: _grad("leaky_relu_backward", "inputs"),
     Op.RELU6: _grad("relu6_backward", "inputs"),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CnncError
 from ..ir.graph import Graph
-from ..ir.ops import Grad, Op, kernel_call, record
+from ..ir.ops import Grad, Op, kernel_call, record, updated_roles
 from ..source import source_location
 
 # loss kind → (kernel in cnnc/kernels/backward.py, what its target holds)
@@ -105,11 +105,6 @@ class TrainingStep:
     state: list[str] = field(default_factory=list)  # parameters the forward updates (BN running stats)
 
 
-def _where(graph: Graph, name: str) -> str:
-    spans = graph.spans(name)
-    return f"{source_location(spans)} " if spans else ""
-
-
 def frozen_params(graph: Graph, patterns: tuple[str, ...]) -> set[str]:
     """The parameters whose names match a glob in `patterns` (`conv1.*`, `layer[12].*`); a
     pattern that matches nothing is an error (a typo would otherwise train everything)."""
@@ -133,13 +128,11 @@ def differentiate(graph: Graph, losses: list[LossTerm], frozen: AbstractSet[str]
     for loss in placed:
         needed |= _ancestors(graph, loss.node)
     order = [n for n in graph.topo_order() if n in needed]
-    state_roles = {Op.BATCH_NORM: ("mean", "var")}
     # A node "carries" a gradient when a trainable parameter reaches it.
     carries: set[str] = set()
     for name in order:
-        params = graph.params_of(name)
-        own = any(p not in frozen and role not in state_roles.get(graph.op(name), ())
-                  for role, p in params.items())
+        updated = updated_roles(graph.op(name))
+        own = any(p not in frozen and role not in updated for role, p in graph.params_of(name).items())
         if own or any(i in carries for i in graph.inputs_of(name)):
             carries.add(name)
     trainable: list[str] = []
@@ -150,8 +143,7 @@ def differentiate(graph: Graph, losses: list[LossTerm], frozen: AbstractSet[str]
         grad = record(graph.op(name)).grad
         if grad is not None and grad.train_forward is not None:
             train_mode.add(name)
-            for role in state_roles.get(graph.op(name), ()):
-                state.append(graph.params_of(name)[role])
+            state += [graph.params_of(name)[role] for role in grad.updates]
     for name in reversed(order):
         if name not in carries or graph.op(name) == Op.INPUT:
             continue
@@ -160,12 +152,12 @@ def differentiate(graph: Graph, losses: list[LossTerm], frozen: AbstractSet[str]
         if grad is None:
             raise CnncTrainError(f"layer '{name}' ({node.op}) has no gradient, and it lies between the "
                                  f"parameters and the loss; train an output that does not pass through it",
-                                 where=f"{_where(graph, name)}".strip() or name)
+                                 where=source_location(node.spans) if node.spans else name)
         inputs = graph.inputs_of(name)
         roles = record(node.op).roles
         node_params = node.params
         param_grads = tuple(node_params[r] if r in node_params and node_params[r] not in frozen
-                            and r not in state_roles.get(node.op, ()) else None for r in roles)
+                            and r not in grad.updates else None for r in roles)
         trainable += [p for p in param_grads if p is not None]
         saved = (tuple(inputs) if "inputs" in grad.saves else ()) + ((name,) if "output" in grad.saves else ())
         _, kwargs = kernel_call(node.op, node.attrs, list(inputs), dict(node_params), str, node.shape)
@@ -178,7 +170,8 @@ def differentiate(graph: Graph, losses: list[LossTerm], frozen: AbstractSet[str]
                                   kwargs))
     if not trainable:
         raise CnncTrainError("nothing to train: every parameter the losses depend on is frozen", where="--freeze")
-    ordered = [p for p in graph.info.param_specs if p in set(trainable)]
+    chosen = set(trainable)
+    ordered = [p for p in graph.info.param_specs if p in chosen]
     forward = [n for n in order if graph.op(n) != Op.INPUT]
     return TrainingStep(graph, forward, placed, steps, ordered, train_mode, state)
 
