@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..ir.graph import Graph, Node
-from ..ir.ops import record
+from ..ir.ops import kernel_call, record
 from ..ir.shapes import fmt
 from ..source import safe_comment, source_location
 
@@ -38,6 +38,19 @@ def statement(target: str, kernel: str | None, args: list[str], comment: str, wi
         current += piece
     lines.append(current)
     return lines
+
+
+def kernel_arguments(graph: Graph, name: str, name_of: Callable[[str], str]) -> list[str]:
+    """The arguments of the node's kernel call as generated code writes them: its inputs
+    (`name_of` each), `params[...]` lookups (None for an absent optional one), then the
+    keyword arguments, keyword inputs by variable and the rest by `repr`."""
+    node = graph.node(name)
+    info = record(node.op)
+    inputs = [name_of(i) for i in graph.inputs_of(name)]
+    positional, keywords = kernel_call(node.op, node.attrs, inputs, graph.params_of(name),
+                                       lambda p: f"params[{p!r}]", node.shape)
+    args = ["None" if a is None else a for a in positional]
+    return args + [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
 
 
 def return_statement(graph: Graph, name_of: Callable[[str], str]) -> str:

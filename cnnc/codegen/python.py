@@ -7,12 +7,13 @@ Output is deterministic: the same graph always gives the same text.
 from __future__ import annotations
 
 from ..ir.graph import Graph
-from ..ir.ops import Op, kernel_call, record
+from ..ir.ops import Op, record
 from ..kernels import numpy_kernels
 from ..passes.memory import current_plan
 from .common import (
     docstring,
     interface_tables,
+    kernel_arguments,
     kernels_used,
     load_params_function,
     return_statement,
@@ -29,17 +30,12 @@ _RESERVED = {"np", "math", "params", "forward", "load_params", "run", "INPUTS", 
 def _call(graph: Graph, name: str, ns: Namespace, in_place: bool = False) -> tuple[str | None, list[str]]:
     """The kernel and arguments computing `name` (None and the input for dropout, which has no
     kernel); `in_place`: write into the first input (`out=`)."""
-    node = graph.node(name)
-    op, info = node.op, record(node.op)
-    inputs = [ns.name(i) for i in graph.inputs_of(name)]
+    info = record(graph.op(name))
     if info.kernel is None:  # dropout
-        return None, inputs[:1]
-    positional, keywords = kernel_call(op, node.attrs, inputs, graph.params_of(name), lambda p: f"params[{p!r}]",
-                                       node.shape)
-    args = ["None" if a is None else a for a in positional]  # input names and params[...] lookups
-    args += [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
+        return None, [ns.name(graph.inputs_of(name)[0])]
+    args = kernel_arguments(graph, name, ns.name)
     if in_place:
-        args.append(f"out={inputs[0]}")
+        args.append(f"out={ns.name(graph.inputs_of(name)[0])}")
     return info.kernel, args
 
 

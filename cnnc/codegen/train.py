@@ -20,7 +20,7 @@ from ..ir.ops import Op, kernel_call, record
 from ..ir.shapes import fmt
 from ..kernels import backward, backward_windows, numpy_kernels
 from ..training.autodiff import LOSSES, TrainingStep
-from .common import docstring, statement, statement_comment
+from .common import docstring, kernel_arguments, statement, statement_comment
 from .kernel_source import function_names, kernel_sources
 from .namespace import Namespace
 
@@ -71,10 +71,7 @@ def generate_training(step: TrainingStep) -> str:
         node = graph.node(name)
         info = record(node.op)
         args_in = [ns.name(i) for i in graph.inputs_of(name)]
-        positional, keywords = kernel_call(node.op, node.attrs, args_in, graph.params_of(name),
-                                           lambda p: f"params[{p!r}]", node.shape)
-        args = ["None" if a is None else a for a in positional]
-        args += [f"{k}={v if k in info.keyword_inputs else repr(v)}" for k, v in keywords.items()]
+        args = kernel_arguments(graph, name, ns.name)
         target = ns.name(name)
         if name in step.train_mode:
             assert info.grad is not None and info.grad.train_forward is not None
@@ -102,6 +99,7 @@ def generate_training(step: TrainingStep) -> str:
     for loss in step.losses:
         readers[loss.node] += 1
     loss_terms: list[str] = []
+    loss_values: set[str] = set()
     for loss in step.losses:
         term = loss.term
         value = ns.name(f"loss_{term.output}")
@@ -116,7 +114,8 @@ def generate_training(step: TrainingStep) -> str:
         if term.weight != 1.0:
             program.add([f"    {part} *= {term.weight!r}  # the term's weight"], {part}, {part})
         loss_terms.append(value if term.weight == 1.0 else f"{term.weight!r} * {value}")
-    program.add([f"    loss = {' + '.join(loss_terms)}"], {"loss"}, {v.split(' * ')[-1] for v in loss_terms})
+        loss_values.add(value)
+    program.add([f"    loss = {' + '.join(loss_terms)}"], {"loss"}, loss_values)
     program.add(["    grads = {}"], {"grads"}, set())
 
     # ---- backward, in reverse topological order ----
@@ -156,7 +155,7 @@ def generate_training(step: TrainingStep) -> str:
 
     # Arguments and the loss floats are left alone: deleting them frees nothing.
     keep = {"loss", "grads", *(ns.name(loss.node) for loss in step.losses), *(ns.name(n) for n in inputs),
-            *targets.values(), *(ns.name(f"loss_{loss.term.output}") for loss in step.losses)}
+            *targets.values(), *loss_values}
     values = ", ".join(f"{loss.term.output!r}: {ns.name(loss.node)}" for loss in step.losses)
     signature = ", ".join([*(ns.name(n) for n in inputs), *targets.values()])
     lines = [
