@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ir.ops import Op
 from ..runtime.loader import load_module
-from .autodiff import LOSSES, CnncTrainError, LossTerm, TrainingStep, differentiate, frozen_params
+from .autodiff import CnncTrainError, LossTerm, TrainingStep, differentiate, frozen_params
 from .data import Augment, Dataset, batch_count, batches
 from .optim import Optimizer, Schedule
 
@@ -117,6 +116,8 @@ class Trainer:
                                  f"{len(self.graph.info.inputs)})", where=self.graph.info.source_name)
         self.terms = loss_terms(config, list(self.graph.info.outputs))
         self.plan = differentiate(self.graph, self.terms, frozen_params(self.graph, config.freeze))
+        # the output whose accuracy is reported: the first cross-entropy one (None without one)
+        self.scored = next((t.output for t in self.terms if t.kind == "cross_entropy"), None)
         self.source = generate_training(self.plan)
         self._train_step: Callable = load_module(self.source, f"{self.graph.info.source_name} (train)")["train_step"]
         self.network = cnnc.compile(source, seed=config.seed, params=params, input_shapes=input_shapes)
@@ -166,11 +167,11 @@ class Trainer:
         per_epoch = batch_count(train, config.batch, shuffled=True)  # checks the batch size too
         schedule = Schedule(config.schedule, per_epoch * config.epochs, per_epoch,
                             int(round(config.warmup * per_epoch)), config.step_size, config.gamma)
-        scored = next((t.output for t in self.terms if t.kind == "cross_entropy"), None)
+        scored = self.scored
         while self.epoch < config.epochs:
             epoch = self.epoch + 1
             start, seen = time.perf_counter(), 0
-            sums = self._partial or {"loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0.0}
+            sums = self._partial or {"loss": 0.0, "correct": 0.0, "count": 0.0}
             order = np.random.default_rng([config.seed, epoch])
             if progress is not None:
                 progress.start_epoch(epoch, config.epochs, per_epoch, self.position)
@@ -192,7 +193,6 @@ class Trainer:
                     self.optimizer.step(self.params, grads, lr)
                     sums["loss"] += loss * len(x)
                     sums["count"] += len(x)
-                    sums["steps"] += 1
                     if scored is not None:
                         sums["correct"] += _correct(values[scored], targets[scored])
                     seen += len(x)
@@ -231,18 +231,20 @@ class Trainer:
         from ..kernels import backward as kernels
 
         total, correct, count = 0.0, 0.0, 0
-        scored = next((t.output for t in self.terms if t.kind == "cross_entropy"), None)
+        scored = self.scored
         for start in range(0, len(data), batch):
             x = data.x[start:start + batch]
             outputs = net.run(x)  # type: ignore[attr-defined]
-            for term in self.terms:
+            for placed in self.plan.losses:
+                term = placed.term
                 value, target = outputs[term.output], data.targets[term.output][start:start + batch]
-                if term.kind == "cross_entropy" and self.graph.op(self.graph.info.outputs[term.output]) == Op.SOFTMAX:
+                if term.kind == "cross_entropy" and placed.node != self.graph.info.outputs[term.output]:
+                    # training read the softmax's logits; the network outputs its probabilities
                     picked = np.take_along_axis(value.reshape(len(x), value.shape[1], -1),
                                                 target.reshape(len(x), 1, -1), axis=1)
                     loss = float(-np.log(np.maximum(picked, 1e-30)).mean())
                 else:
-                    loss = float(getattr(kernels, LOSSES[term.kind][0])(value, target)[0])
+                    loss = float(getattr(kernels, placed.kernel)(value, target)[0])
                 total += term.weight * loss * len(x)
             if scored is not None:
                 correct += _correct(outputs[scored], data.targets[scored][start:start + batch])
