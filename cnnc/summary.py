@@ -33,8 +33,9 @@ from fractions import Fraction
 from typing import IO, Any
 
 from .ir.cost import node_cost, peak_with_plan, peak_without_plan
+from .ir.fused import SHORT_NAMES, absorbed_ops
 from .ir.graph import Graph
-from .ir.ops import Op, record, updated_roles
+from .ir.ops import updated_roles
 from .ir.receptive import Field, Window, receptive_fields, window
 from .ir.shapes import fmt
 from .source import Span
@@ -66,7 +67,6 @@ _HEADERS = {"layer": "Layer", "op": "Op", "output_shape": "Output shape", "param
             "activation_memory": "Act. memory"}
 _RIGHT = frozenset({"params", "macs", "activation_memory"})
 _WRAPPING = frozenset({"layer", "op", "connected_to"})  # may break across lines before the others must
-_SHORT_OPS = {"batch_norm": "bn"}  # in fused labels: conv+bn+relu
 _STATISTICS = (".mean", ".var")  # batch norm's running statistics: parameters that are not trained
 
 
@@ -181,15 +181,7 @@ class _Model:
         if self.span_ops is not None:  # the source layers whose spans it kept
             parts += [self.span_ops[s] for s in node.spans[1:] if s in self.span_ops]
         else:  # no source graph to ask: what its parameters and attrs say
-            rec = record(node.op)
-            folded = node.op not in (Op.BATCH_NORM, Op.CHANNEL_AFFINE)  # not a batch norm itself
-            if folded and any(_from_batch_norm(graph, p) for p in node.params.values()):
-                parts.append("batch_norm")
-            if "residual" in rec.keyword_inputs and len(graph.inputs_of(name)) > 1:
-                parts.append("add")
-            activation = getattr(node.attrs, "activation", "none")
-            if activation != "none":
-                parts.append(activation)
+            parts += absorbed_ops(graph, name)
         return tuple(dict.fromkeys(parts))
 
     def layer_row(self, name: str) -> Row:
@@ -199,7 +191,7 @@ class _Model:
         params, trainable = self._params([name])
         return Row(name=name, kind="layer", level=len(parts) - 1,
                    parent=".".join(parts[:-1]) or None, children=(),
-                   op="+".join(_SHORT_OPS.get(o, o) if i else o for i, o in enumerate(ops)), ops=ops,
+                   op="+".join(SHORT_NAMES.get(o, o) if i else o for i, o in enumerate(ops)), ops=ops,
                    output_shape=tuple(graph.shape(name)), params=params, trainable_params=trainable,
                    macs=cost.macs, window=window(graph, name), inputs=tuple(graph.inputs_of(name)),
                    field=self.fields[name], activation_bytes=cost.activation_bytes, layers=1)
@@ -222,14 +214,6 @@ class _Model:
                    macs=sum(self.costs[m].macs for m in members), window=None, inputs=tuple(inputs),
                    field=self.fields[last], activation_bytes=sum(self.costs[m].activation_bytes for m in members),
                    layers=count)
-
-
-def _from_batch_norm(graph: Graph, param: str) -> bool:
-    """Whether a derived parameter comes from a folded batch norm (its derivations' rules)."""
-    derivation = graph.info.derived.get(param)
-    if derivation is None:
-        return False
-    return derivation.rule.startswith("bn_") or any(_from_batch_norm(graph, p) for p in derivation.inputs)
 
 
 # ---- totals ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .errors import CnncError
 from .ir.cost import node_cost
+from .ir.fused import SHORT_NAMES, absorbed_ops
 from .ir.graph import Graph
 from .ir.ops import Op, attrs_dict
 from .ir.shapes import fmt
@@ -77,18 +78,8 @@ def _family(op: Op) -> str:
 
 
 def absorbed(graph: Graph, name: str) -> list[str]:
-    """What fusion folded into the node: a batch norm (its weight is derived `~bn`), an
-    activation epilogue, a residual add."""
-    node = graph.node(name)
-    found = []
-    if any(p.endswith("~bn") for p in node.params.values()):
-        found.append("bn")
-    if len(graph.inputs_of(name)) > 1 and node.op in (Op.CONV, Op.WINOGRAD_CONV):
-        found.append("add")  # the epilogue is act(y + residual): the add comes first
-    activation = getattr(node.attrs, "activation", "none")
-    if activation not in ("none", None):
-        found.append(activation)
-    return found
+    """What fusion folded into the node, by short name (`bn`, `add`, `relu`): cnnc.ir.fused."""
+    return [SHORT_NAMES.get(op, op) for op in absorbed_ops(graph, name)]
 
 
 def describe_node(graph: Graph, name: str) -> str:
