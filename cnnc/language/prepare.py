@@ -43,16 +43,12 @@ def preparation_from_text(text: str, shape: tuple, option: str = "--prepare") ->
     source = SourceFile(option, text, None)
     calls = parse_preparation(source)
 
-    def evaluate(node: t.Expr) -> object:  # literals and bare words only: no file, no constants
-        if isinstance(node, t.Literal):
-            return node.value
-        if isinstance(node, t.Var):
-            return Symbol(node.name)
-        if isinstance(node, t.TupleExpr):
-            return tuple(evaluate(item) for item in node.items)
-        if isinstance(node, t.Unary) and node.op == "-" and isinstance(node.operand, t.Literal):
-            return -node.operand.value  # type: ignore[operator]
-        raise CnncTypeError("expected a number, a size like 224x224, a tuple or a word", node.span)
+    from .elaborate import Elaborator  # elaborate imports this module
+
+    elaborator = Elaborator()  # the language's own evaluation, with no names bound: words stay words
+
+    def evaluate(node: t.Expr) -> object:
+        return elaborator.eval(node, {})
 
     return bind_steps(calls, shape, evaluate, calls[0].span if calls else Span(source, 1, 1, 1, 1))
 
