@@ -174,3 +174,9 @@ def placement(steps: tuple[Step, ...], size: tuple[int, int], target: tuple[int,
             left, top = crop_box((w, h), crop)
             ox, oy, w, h = ox - left, oy - top, crop[1], crop[0]
     return Placement((sx, sy), (ox, oy))
+
+
+def default_placement(shape: tuple, size: tuple[int, int]) -> Placement:
+    """Where an image of (w, h) `size` lands in an input of `shape` [N, C, H, W] prepared by the
+    default steps (squashed to H×W): for pictures of images read without a known preparation."""
+    return placement(default_steps(shape), size, (int(shape[2]), int(shape[3])))

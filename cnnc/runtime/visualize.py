@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import CnncError, CnncInputError
 from ..ir.graph import Graph
 from ..ir.ops import Op
-from ..ir.preprocess import Placement
+from ..ir.preprocess import Placement, default_placement
 from ..ir.shapes import fmt
 from .files import atomic_write
 from .report import is_classifier
@@ -170,8 +170,8 @@ def draw_boxes(graph: Graph, plan: DrawPlan, outputs: dict[str, np.ndarray], pla
     image = _open_image(image_path, "--draw")
     shape = graph.shape(graph.info.inputs[0])
     input_size = (int(shape[2]), int(shape[3]))
-    if placement is None:  # not read through a preparation: the input squashed onto the image
-        placement = Placement((input_size[1] / image.size[0], input_size[0] / image.size[1]), (0.0, 0.0))
+    if placement is None:  # not read through a preparation: the default one's (a squash)
+        placement = default_placement(shape, image.size)
     boxes = _boxes_to_draw(plan, outputs, graph, placement, input_size)
     canvas = ImageDraw.Draw(image)
     line = max(2, round(min(image.size) / 200))
@@ -206,8 +206,8 @@ def write_mask(scores: np.ndarray, image_path: str | None, out_path: str,
     if image_path is not None:
         width, height = _open_image(image_path, "--mask").size
         h, w = classes.shape
-        if placement is None:
-            placement = Placement((w / width, h / height), (0.0, 0.0))
+        if placement is None:  # the default preparation's (a squash to the mask's size)
+            placement = default_placement(scores.shape, (width, height))
         # the input pixel under each image pixel's centre (nearest), as the mask is drawn back
         xs = np.floor((np.arange(width) + 0.5) * placement.scale[0] + placement.offset[0]).astype(np.int64)
         ys = np.floor((np.arange(height) + 0.5) * placement.scale[1] + placement.offset[1]).astype(np.int64)
