@@ -597,9 +597,6 @@ class Importer:
             copy.input[i] = moved
         return copy
 
-    def _users(self, out: str) -> list[tuple[int, Any]]:
-        return [(i, self.nodes[i]) for i in self.consumers.get(out, []) if i not in self.done]
-
     def _decomposed_layer_norm(self) -> bool:
         """LayerNormalization over the last axis as exporters before opset 17 write it, from this
         ReduceMean: m = mean(v); d = v − m; s = sqrt(mean(d^2) + eps); (d / s)·γ + β (γ, β
@@ -607,10 +604,8 @@ class Importer:
         node, v = self.node, self.node.input[0]
 
         def one(out: str, op_type: str, inputs: int = 2) -> tuple[int, Any] | None:
-            users = self._users(out)
-            if len(users) != 1 or out in self.graph_outputs or users[0][1].op_type != op_type:
-                return None
-            return users[0] if len(users[0][1].input) == inputs else None
+            found = self._user(out, op_type)  # the only reader, attributes allowed
+            return found if found is not None and len(found[1].input) == inputs else None
 
         def last_axis(reduce: Any) -> bool:
             axes = [list(a.ints) for a in reduce.attribute if a.name == "axes"]
@@ -626,8 +621,9 @@ class Importer:
         if not last_axis(node) or sub is None or list(sub[1].input) != [v, m]:
             return False
         d = sub[1].output[0]
-        d_users = {n.op_type: (i, n) for i, n in self._users(d)}
-        if set(d_users) != {"Pow", "Div"} or len(self._users(d)) != 2:
+        readers = self.consumers.get(d, [])
+        d_users = {self.nodes[i].op_type: (i, self.nodes[i]) for i in readers}
+        if set(d_users) != {"Pow", "Div"} or len(readers) != 2 or d in self.graph_outputs:
             return False
         power, div = d_users["Pow"], d_users["Div"]
         if list(power[1].input)[0] != d or scalar(power[1].input[1]) != 2.0:
@@ -670,14 +666,10 @@ class Importer:
         filters = int(b.shape[1])
         weight = np.ascontiguousarray(b.T.reshape(filters, -1, 1, 1))
         bias, out, note = None, None, ""
-        user = self._sole_user(self.node.output[0], "Add")
-        if user is not None:
-            other = [n for n in user[1].input if n != self.node.output[0]]
-            if len(other) == 1 and other[0] in self.consts:
-                bias = self._vector(self.consts[other[0]], filters)
-                if bias is not None:
-                    self.done.add(user[0])
-                    out, note = user[1].output[0], f"with Add {safe_comment(repr(user[1].name))[:80]} as the bias"
+        found = self._bias_add(filters)
+        if found is not None:
+            bias, add = found
+            out, note = add.output[0], f"with Add {safe_comment(repr(add.name))[:80]} as the bias"
         attrs = o.ConvAttrs(filters, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, bias is not None)
         self.emit(Op.CONV, attrs, [x], "conv", [str(filters), "1x1"], [] if bias is not None else [("bias", "false")],
                   {"weight": weight, "bias": bias}, out=out,
@@ -1225,20 +1217,31 @@ class Importer:
                       "with a constant B (dense)")
         weight = np.ascontiguousarray(b.T)
         # MatMul followed by Add of a constant vector (the bias) is one dense layer.
+        found = self._bias_add(weight.shape[0])
+        if found is not None:
+            bias, add = found
+            self.dense(a, weight, bias, f"with Add {safe_comment(repr(add.name))[:80]} as the bias", out=add.output[0])
+            return
+        self.dense(a, weight, None)
+
+    def _bias_add(self, units: int) -> tuple[np.ndarray, Any] | None:
+        """(bias, the Add node) when this node's only reader adds a constant vector of `units`
+        values to it (a MatMul's bias); the Add is then taken (marked done)."""
         out = self.node.output[0]
         users = self.consumers.get(out, [])
-        if len(users) == 1 and out not in self.graph_outputs:
-            add = self.nodes[users[0]]
-            if add.op_type == "Add" and add.domain in ("", "ai.onnx") and len(add.input) == 2:
-                other = add.input[1] if add.input[0] == out else add.input[0]
-                if other in self.consts and other != out:
-                    bias = self._vector(self.consts[other], weight.shape[0])
-                    if bias is not None:
-                        self.done.add(users[0])
-                        self.dense(a, weight, bias, f"with Add {safe_comment(repr(add.name))[:80]} as the bias",
-                                   out=add.output[0])
-                        return
-        self.dense(a, weight, None)
+        if len(users) != 1 or out in self.graph_outputs:
+            return None
+        add = self.nodes[users[0]]
+        if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2:
+            return None
+        other = add.input[1] if add.input[0] == out else add.input[0]
+        if other not in self.consts or other == out:
+            return None
+        bias = self._vector(self.consts[other], units)
+        if bias is None:
+            return None
+        self.done.add(users[0])
+        return bias, add
 
     def flatten(self) -> None:
         self.check_attrs({"axis"})
