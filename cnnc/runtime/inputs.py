@@ -14,8 +14,9 @@ from ..errors import CnncInputError
 from ..ir.preprocess import Placement, Step, crop_box, default_steps, final_size, placement, resized
 from ..ir.shapes import fmt
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-INPUT_SUFFIXES = frozenset(_IMAGE_SUFFIXES | {".npy"})  # what a folder contributes to a run
+# What reads as an image (cnnc run --input, image folders of cnnc train).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+INPUT_SUFFIXES = frozenset(IMAGE_SUFFIXES | {".npy"})  # what a folder contributes to a run
 _GLOB_CHARACTERS = frozenset("*?[")
 
 
@@ -109,7 +110,7 @@ def load_input_sized(path: str, shape: tuple,
         if array.ndim == len(shape) - 1:
             array = array[None]  # a single example without its batch axis
         return array.astype(np.float32), None
-    if file.suffix.lower() in _IMAGE_SUFFIXES:
+    if file.suffix.lower() in IMAGE_SUFFIXES:
         return load_image_sized(file, shape, steps)
     raise CnncInputError("expected a .npy array or an image (.jpg, .png, ...)", where=path)
 

@@ -29,8 +29,6 @@ from ..ir.preprocess import Step
 from ..ir.shapes import fmt
 from .autodiff import CnncTrainError
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
 
 @dataclass
 class Dataset:
@@ -141,7 +139,7 @@ def _check_classes(target: np.ndarray, shape: tuple, output: str, where: str) ->
 
 def _image_folder(folder: Path, input_shape: tuple, output: str, output_shape: tuple,
                   declared: tuple[str, ...], steps: tuple[Step, ...] | None) -> Dataset:
-    from ..runtime.inputs import load_image
+    from ..runtime.inputs import IMAGE_SUFFIXES, load_image
 
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -160,7 +158,7 @@ def _image_folder(folder: Path, input_shape: tuple, output: str, output_shape: t
     images, labels = [], []
     for name in classes:
         for path in files[name]:
-            if path.suffix.lower() not in _IMAGE_SUFFIXES:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise CnncTrainError("not an image (expected .png, .jpg, ...): remove it or move it out of the "
                                      "data folder", where=str(path))
             try:
