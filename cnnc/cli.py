@@ -355,10 +355,10 @@ def _cmd_check(args: argparse.Namespace) -> None:
     ins = ", ".join(f"{n} {fmt(graph.shape(n))}" for n in graph.info.inputs)
     outs = ", ".join(f"{o} {fmt(graph.shape(n))}" for o, n in graph.info.outputs.items())
     print(f"{args.file}: ok — {len(graph)} nodes; inputs: {ins}; outputs: {outs}")
-    from .ir.preprocess import describe
+    from .ir.preprocess import describe, image_input
 
     for name in graph.info.inputs:
-        if len(graph.shape(name)) == 4 and graph.shape(name)[1] in (1, 3):
+        if image_input(graph.shape(name)):
             declared = name in graph.info.preprocess
             print(f"  images become '{name}' by: {describe(steps_for(graph, name))}"
                   f"{'' if declared else ' (the default; declare yours with `prepare`)'}")

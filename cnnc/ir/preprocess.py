@@ -83,10 +83,15 @@ def default_steps(shape: tuple) -> tuple[Step, ...]:
     return (squash,)
 
 
+def image_input(shape: tuple) -> bool:
+    """Whether an input of `shape` can take images: [N, 1 or 3, H, W]."""
+    return len(shape) == 4 and shape[1] in (1, 3)
+
+
 def check(steps: tuple[Step, ...], shape: tuple) -> tuple[int, str] | None:
     """(index of the offending step, what is wrong) for steps that cannot prepare an image of the
     input `shape` [N, C, H, W]; None when they can."""
-    if len(shape) != 4 or shape[1] not in (1, 3):
+    if not image_input(shape):
         return 0, f"only an image input [N, 1 or 3, H, W] can be prepared, this one is {list(shape)}"
     channels, target = int(shape[1]), (int(shape[2]), int(shape[3]))
     last_geometry = None

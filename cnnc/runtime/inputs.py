@@ -11,7 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CnncInputError
-from ..ir.preprocess import Placement, Step, crop_box, default_steps, final_size, placement, resized
+from ..ir.preprocess import (
+    Placement,
+    Step,
+    crop_box,
+    default_steps,
+    final_size,
+    image_input,
+    placement,
+    resized,
+)
 from ..ir.shapes import fmt
 
 # What reads as an image (cnnc run --input, image folders of cnnc train).
@@ -147,7 +156,7 @@ def load_image(path: Path, shape: tuple, steps: tuple[Step, ...] | None = None) 
 
 def load_image_sized(path: Path, shape: tuple, steps: tuple[Step, ...] | None = None) -> tuple[np.ndarray, Placement]:
     """`load_image`'s array and where the image's pixels landed in it."""
-    if len(shape) != 4 or shape[1] not in (1, 3):
+    if not image_input(shape):
         raise CnncInputError(f"an image needs a [N, 1 or 3, H, W] input, the network's is {fmt(shape)}",
                              where=str(path))
     try:
