@@ -2,6 +2,9 @@
 pads, dilation, groups, depthwise multipliers, fused epilogues, chunked workspaces, in-place
 calls, broadcasting), shared by the CuPy kernel tests on the GPU (tests/test_gpu.py) and on the
 CPU emulator (tests/test_cupy_emulated.py). Each case is checked against the NumPy kernel.
+
+Also shared by those two: how the detection networks' NMS outputs are checked (`PROBES`,
+`check_detections`).
 """
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from cnnc.ir.ops import Op
 from cnnc.ir.shapes import pool_out
+from cnnc.kernels import numpy_kernels
 
 
 @dataclass
@@ -33,6 +38,23 @@ def _boxes(rng, shape, center=False):
     else:
         b[..., 2:] = b[..., :2] + rng.uniform(-2, 10, shape[:-1] + (2,))  # some inverted (empty) boxes
     return b
+
+
+def _detections(rng, n, prototypes):
+    """nms rows [n, 8, 6 + prototypes] for instance_masks on a 7x9 grid of stride (3, 2) (input
+    21x18) or smaller: boxes inside, partly outside, inverted, edges on pixel centres (x1 ≤ x <
+    x2 keeps the first, drops the last), a nan corner, a score of exactly 0 (kept), then padding
+    rows (0, 0, 0, 0, −1, 0, 0…)."""
+    rows = np.zeros((n, 8, 6 + prototypes), dtype=np.float32)
+    rows[..., 4] = -1.0
+    boxes = [(2.0, 1.5, 12.0, 16.0), (-5.0, -4.0, 7.5, 30.0), (9.0, 12.0, 3.0, 20.0), (3.0, 4.5, 9.0, 13.5),
+             (float("nan"), 0.0, 10.0, 10.0), (0.0, 0.0, 18.0, 21.0)]
+    for i, box in enumerate(boxes):
+        rows[:, i, :4] = box
+        rows[:, i, 4] = 0.0 if i == 5 else rng.uniform(0.3, 1.0)
+        rows[:, i, 5] = i % 3
+        rows[:, i, 6:] = rng.standard_normal((n, prototypes))
+    return rows
 
 
 def cases(seed: int = 0) -> list[Case]:
@@ -162,8 +184,19 @@ def cases(seed: int = 0) -> list[Case]:
           for fmt in ("corners", "center")),
         Case("nms", "nms", (_boxes(rng, (2, 30, 4)), rng.uniform(0, 1, (2, 30, 3)).astype(np.float32)),
              dict(iou_threshold=0.4, score_threshold=0.2, max_boxes=12, format="corners")),
+        Case("nms_extras", "nms", (_boxes(rng, (2, 30, 4)), rng.uniform(0, 1, (2, 30, 3)).astype(np.float32),
+                                   _n(rng, 2, 30, 5)),
+             dict(iou_threshold=0.4, score_threshold=0.6, max_boxes=40, format="corners")),  # padding rows too
         Case("yolo_decode", "yolo_decode", (_n(rng, 2, 3 * 7, 4, 5),),
              dict(anchors=((10.0, 14.0), (23.0, 27.0), (37.0, 58.0)), classes=2, stride=(16, 8))),
+        Case("yolo_decode_extras", "yolo_decode", (_n(rng, 2, 3 * (5 + 2 + 4), 3, 5),),
+             dict(anchors=((10.0, 14.0), (23.0, 27.0), (37.0, 58.0)), classes=2, stride=(16, 8), extras=4)),
+        Case("yolo_decode_one_class_extras", "yolo_decode", (_n(rng, 1, 1 * (5 + 1 + 3), 5, 3),),
+             dict(anchors=((12.0, 9.0),), classes=1, stride=(4, 6), extras=3)),
+        Case("instance_masks", "instance_masks", (_n(rng, 2, 5, 7, 9), _detections(rng, 2, 5)),
+             {"stride": (3, 2)}),
+        Case("instance_masks_square_stride", "instance_masks", (_n(rng, 1, 3, 5, 5), _detections(rng, 1, 3)),
+             {"stride": (4, 4)}),
         Case("reduce_mean_hw", "reduce", (x,), {"mode": "mean", "axes": (2, 3), "keepdims": True}),
         Case("reduce_max_hw", "reduce", (x,), {"mode": "max", "axes": (-2, -1), "keepdims": False}),
         Case("reduce_mean_channels", "reduce", (x,), {"mode": "mean", "axes": (1,), "keepdims": True}),
@@ -192,3 +225,72 @@ def _sized(case: Case) -> Case:
 def tolerance(case: Case) -> tuple[float, float]:
     """(rtol, atol relative to the reference's scale): float32 sums in another order."""
     return (1e-4, 1e-5) if case.kernel not in ("lrn",) else (2e-4, 2e-5)
+
+
+# ---- networks with NMS ---------------------------------------------------------------------------
+
+# NMS is discontinuous (a last-bit difference in a score can change which boxes survive), so a
+# detection network is checked through extra outputs, its "probes": the NMS inputs are compared
+# like any output, then NMS, and the masks built from its rows, are recomputed by the NumPy
+# kernels from the backend's own probes and detections.
+PROBES = {"yolo_tiny.cnn": ("candidates",), "yolo_tiny_seg.cnn": ("candidates", "protos")}
+
+
+def with_probes(name: str, text: str) -> str:
+    """The example's source with its probes declared as outputs."""
+    return text + "".join(f"\noutput {probe}\n" for probe in PROBES.get(name, ()))
+
+
+def anchor_sized_boxes(net) -> None:
+    """Make the random yolo heads of `net` predict boxes of about their anchors' size: the rows of
+    the tw and th channels of each head conv scaled by 0.05, their biases 0 (so e^tw ≈ 1). Random
+    He weights give |tw| of several units, mostly boxes far smaller than a prototype pixel, whose
+    masks are empty; these cover many pixels and cross the image's edges."""
+    graph = net.graph
+    for node in (n for n in graph.nodes if graph.op(n) == Op.YOLO_DECODE):
+        attrs = graph.attrs(node)
+        roles = graph.params_of(graph.inputs_of(node)[0])
+        weight, bias = net.params[roles["weight"]].copy(), net.params[roles["bias"]].copy()
+        fields = 5 + attrs.classes + attrs.extras
+        rows = [a * fields + f for a in range(len(attrs.anchors)) for f in (2, 3)]
+        weight[rows] *= np.float32(0.05)
+        bias[rows] = 0.0
+        net.params[roles["weight"]] = weight
+        net.params[roles["bias"]] = bias
+
+
+def check_detections(graph, got: dict, rtol: float, atol_scale: float) -> set:
+    """Check the outputs of `graph`'s nms and instance_masks nodes in `got` (host arrays, with the
+    probes) against the NumPy kernels run on the probes; returns the output names checked.
+
+    NMS's inputs are the candidates' columns as yolo_decode lays them out (4 corners, the class
+    scores, then the extras, which yolo_tiny_seg squashes with tanh before NMS). The boxes,
+    scores and classes must be equal; the carried extras, computed by the backend's own tanh,
+    agree to a few ulps. The masks come from the backend's detections and prototypes (so both
+    crop alike), compared with (rtol, atol_scale × max|mask|)."""
+    outputs = {graph.op(value): name for name, value in graph.info.outputs.items()}
+    if Op.NMS not in outputs:
+        return set()
+    decode = graph.attrs(next(n for n in graph.nodes if graph.op(n) == Op.YOLO_DECODE))
+    attrs = graph.attrs(graph.info.outputs[outputs[Op.NMS]])
+    candidates = got["candidates"]
+    first_extra = 4 + decode.classes
+    extras = None
+    if decode.extras:
+        extras = numpy_kernels.tanh(np.ascontiguousarray(candidates[..., first_extra:first_extra + decode.extras]))
+    want = numpy_kernels.nms(candidates[..., :4], candidates[..., 4:first_extra], extras,
+                             iou_threshold=attrs.iou_threshold, score_threshold=attrs.score_threshold,
+                             max_boxes=attrs.max_boxes, format=attrs.format)
+    detections = got[outputs[Op.NMS]]
+    assert detections.shape == want.shape and detections.dtype == np.float32
+    np.testing.assert_array_equal(detections[..., :6], want[..., :6])
+    np.testing.assert_allclose(detections[..., 6:], want[..., 6:], rtol=1e-5, atol=1e-6)
+    checked = {outputs[Op.NMS]}
+    if Op.INSTANCE_MASKS in outputs:
+        name = outputs[Op.INSTANCE_MASKS]
+        stride = graph.attrs(graph.info.outputs[name]).stride
+        masks = numpy_kernels.instance_masks(got["protos"], detections, stride=stride)
+        assert got[name].shape == masks.shape and got[name].dtype == np.float32
+        np.testing.assert_allclose(got[name], masks, rtol=rtol, atol=atol_scale * max(float(masks.max()), 1e-6))
+        checked.add(name)
+    return checked

@@ -190,6 +190,7 @@ LAUNCHES = {
     "global_avg_pool": {"_CU_REDUCE_ROWS"}, "global_max_pool": {"_CU_REDUCE_ROWS"}, "reduce": {"_CU_REDUCE_ROWS"},
     "upsample": {"_EW_UPSAMPLE_NEAREST", "_EW_UPSAMPLE_BILINEAR"}, "pad": {"_EW_PAD"},
     "iou": {"_EW_BOX_IOU"}, "yolo_decode": {"_EW_YOLO_DECODE"}, "nms": {"_host_nms"},
+    "instance_masks": {"_gemm", "_EW_INSTANCE_MASKS"},
     "softmax": set(), "depthwise_pool": set(), "add": set(), "mul": set(), "concat": set(), "crop": set(),
     "slice_axis": set(), "flatten": set(), "reshape": set(),
     "layer_norm": set(), "group_norm": set(), "layer_scale": set(), "clip": set(), "adaptive_pool": set(),
@@ -225,7 +226,7 @@ def test_cuda_sources_are_self_contained():
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 def test_cuda_sources_compile_with_nvcc(tmp_path):
     """Every RawKernel source and every ElementwiseKernel operation (in a stand-in for CuPy's
-    wrapper) compiles for sm_90 with warnings as errors: 6 raw kernels, 33 elementwise ones."""
+    wrapper) compiles for sm_90 with warnings as errors: one PTX entry for each."""
     (tmp_path / "kernels.cu").write_text("template <typename T> struct cnnc_raw { T* p; __device__ T& operator[]"
                                          "(long long j) const { return p[j]; } };\n" + emulator.translation_unit())
     result = subprocess.run(["nvcc", "-ptx", "-arch=compute_90", "-Werror", "all-warnings", "-o",
@@ -264,10 +265,12 @@ def _launches():
 
 def test_every_launch_passes_the_declared_arguments_with_their_c_types():
     """Arity and scalar types of each launch against the kernel's declaration: np.int32 for int,
-    np.float32 for float, an array for a pointer (a mismatch would only show on a GPU)."""
+    np.float32 for float, np.float64 for double, an array for a pointer (a mismatch would only
+    show on a GPU)."""
     launches = _launches()
     assert {k for _, k, _, _ in launches} >= {"cnnc_im2col", "cnnc_depthwise_conv", "cnnc_col2im", "cnnc_max_pool",
-                                              "cnnc_avg_pool", "cnnc_reduce_rows", "cnnc_lrn", "cnnc_yolo_decode"}
+                                              "cnnc_avg_pool", "cnnc_reduce_rows", "cnnc_lrn", "cnnc_yolo_decode",
+                                              "cnnc_instance_masks"}
     for function, kernel, declaration, args in launches:
         if isinstance(declaration, str):
             types_ = emulator.kernel_params(declaration, kernel)
@@ -281,11 +284,12 @@ def test_every_launch_passes_the_declared_arguments_with_their_c_types():
         assert len(args) == len(types_), f"{function} launches {kernel} with {len(args)} arguments, not {len(types_)}"
         for arg, ctype in zip(args, types_):
             scalar = isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute) and arg.func.attr in (
-                "int32", "float32")
+                "int32", "float32", "float64")
             if "*" in ctype:
                 assert not scalar, f"{function} -> {kernel}: a scalar where a pointer is declared"
             else:
-                expected = {"int": "int32", "float": "float32"}[ctype.replace("const", "").strip()]
+                numpy_type = {"int": "int32", "float": "float32", "double": "float64"}
+                expected = numpy_type[ctype.replace("const", "").strip()]
                 assert scalar and arg.func.attr == expected, f"{function} -> {kernel}: {ast.unparse(arg)} for {ctype}"
 
 
@@ -411,6 +415,29 @@ def test_host_nms_copy_equals_the_numpy_kernel(monkeypatch, rng):
     np.testing.assert_array_equal(namespace["_host_nms"](boxes, scores, **kwargs),
                                   numpy_kernels.nms(boxes, scores, **kwargs))
     assert namespace["CUDA_GRAPH_BLOCKERS"] == ("nms1: nms runs on the host",)
+
+
+def test_instance_segmentation_statements_and_host_nms_with_extras(monkeypatch, rng):
+    """yolo_tiny_seg: yolo_decode passes extras= (only there: yolo_tiny's call has none), nms
+    takes the coefficients as a third input on the host, instance_masks runs on the device."""
+    source = cupy_codegen.generate(_graph("yolo_tiny_seg.cnn"))
+    assert "classes=20, stride=(32, 32), extras=32, out=" in source
+    assert "extras=" not in next(line for line in cupy_codegen.generate(_graph("yolo_tiny.cnn")).splitlines()
+                                 if "= yolo_decode(" in line)
+    assert re.search(r"nms1 = nms\(slice1, slice2, tanh1, iou_threshold=0\.45, .*, on the host$", source, re.M)
+    assert re.search(r"instance_masks1 = instance_masks\(\w+, nms1, stride=\(4, 4\), out=out\['instance_masks1'\]\)"
+                     r".*, slot \d+$", source, re.M)
+    assert "_EW_INSTANCE_MASKS = " in source and "def _gemm(" in source
+    namespace = _load_generated(source, monkeypatch)
+    assert namespace["CUDA_GRAPH_BLOCKERS"] == ("nms1: nms runs on the host",)
+    boxes = rng.uniform(0, 50, (2, 40, 4)).astype(np.float32)
+    boxes[..., 2:] += boxes[..., :2]
+    scores = rng.uniform(0, 1, (2, 40, 3)).astype(np.float32)
+    extras = rng.standard_normal((2, 40, 5)).astype(np.float32)
+    kwargs = {"iou_threshold": 0.4, "score_threshold": 0.7, "max_boxes": 50, "format": "corners"}  # some padding
+    got = namespace["_host_nms"](boxes, scores, extras, **kwargs)
+    np.testing.assert_array_equal(got, numpy_kernels.nms(boxes, scores, extras, **kwargs))
+    assert got.shape == (2, 50, 11) and (got[..., 4] < 0).any()
 
 
 # ---- errors without CuPy or a GPU ---------------------------------------------------------------

@@ -16,7 +16,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import EXAMPLES, ROOT, example_networks, randomize
-from kernel_cases import cases, tolerance
+from kernel_cases import PROBES, anchor_sized_boxes, cases, check_detections, tolerance, with_probes
 
 import cnnc
 from cnnc.codegen.cupy import generate
@@ -77,6 +77,7 @@ def test_out_must_fit(cp):
 QUICK = {  # example -> input shape (None: as declared, batch 2)
     "tiny.cnn": None, "lenet5.cnn": None, "classify_localize.cnn": (2, 3, 64, 64), "segmentation.cnn": (1, 3, 64, 64),
     "mobilenet_v2.cnn": (2, 3, 64, 64), "resnet18.cnn": (1, 3, 64, 64), "yolo_tiny.cnn": (1, 3, 128, 128),
+    "yolo_tiny_seg.cnn": (1, 3, 128, 128),
     "shufflenet_v2_x1_0.cnn": (1, 3, 64, 64), "deep_plain.cnn": None, "deep_residual.cnn": None,
 }
 SLOW = {"alexnet.cnn": (1, 3, 227, 227), "se_resnet50.cnn": (1, 3, 32, 32), "googlenet.cnn": (1, 3, 224, 224),
@@ -94,11 +95,13 @@ def _run_network(name, shape, cp, level=2):
     fixed = shape is not None and name not in ("alexnet.cnn", "alexnet_torchvision.cnn", "googlenet.cnn",
                                                "googlenet_torchvision.cnn")  # dense layers fix their size
     source = path
-    if name == "yolo_tiny.cnn":  # NMS is discontinuous: compare its input, then NMS on the same input
-        source = path.read_text(encoding="utf-8") + "\noutput candidates\n"
+    if name in PROBES:  # NMS is discontinuous: compare its inputs, then NMS (and masks) on the same inputs
+        source = with_probes(name, path.read_text(encoding="utf-8"))
     net = cnnc.compile(source, input_shapes={"image": shape} if fixed else None, optimize=level,
                        name=path.name)
     randomize(net, seed=len(name))
+    if name == "yolo_tiny_seg.cnn":  # boxes larger than a prototype pixel, so that masks are not empty
+        anchor_sized_boxes(net)
     rng = np.random.default_rng(7)
     inputs = {}
     for n in net.input_names:
@@ -111,21 +114,18 @@ def _run_network(name, shape, cp, level=2):
     device_inputs = [cp.asarray(inputs[n]) for n in net.input_names]
     buffers = namespace["allocate"](device_inputs[0].shape[0])
     got = namespace["forward"](params, *device_inputs, buffers=buffers)
-    assert set(got) == set(want)
-    for key in want:
-        if key == "detections":
-            candidates = np.asarray(got["candidates"])
-            expected = numpy_kernels.nms(candidates[..., :4], candidates[..., 4:], iou_threshold=0.45,
-                                         score_threshold=0.25, max_boxes=100, format="corners")
-            np.testing.assert_array_equal(np.asarray(got[key]), expected)
-        else:
-            _close(got[key], want[key], 1e-3, 1e-4)
+    _compare(net.graph, got, want)
     # the same buffers again, another input: nothing stale survives between calls
     again = {n: rng.standard_normal(x.shape).astype(np.float32) for n, x in inputs.items()}
     got = namespace["forward"](params, *[cp.asarray(again[n]) for n in net.input_names], buffers=buffers)
-    for key, value in net.run(**again).items():
-        if key != "detections":
-            _close(got[key], value, 1e-3, 1e-4)
+    _compare(net.graph, got, net.run(**again))
+
+
+def _compare(graph, got, want):
+    assert set(got) == set(want)
+    checked = check_detections(graph, {k: np.asarray(v) for k, v in got.items()}, 1e-3, 1e-4)
+    for key in set(want) - checked:
+        _close(got[key], want[key], 1e-3, 1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(QUICK))
@@ -222,9 +222,10 @@ def test_runner_falls_back_to_eager_when_capture_fails(cp, monkeypatch):
     assert status.startswith("eager (capture failed: RuntimeError: cudaErrorStreamCaptureUnsupported")
 
 
-def test_runner_keeps_networks_with_host_steps_eager(cp):
-    source = (EXAMPLES / "yolo_tiny.cnn").read_text(encoding="utf-8")
-    gpu = cnnc.compile(source, input_shapes={"image": (1, 3, 64, 64)}, name="yolo_tiny.cnn").to("gpu")
+@pytest.mark.parametrize("name", ["yolo_tiny.cnn", "yolo_tiny_seg.cnn"])
+def test_runner_keeps_networks_with_host_steps_eager(name, cp):
+    source = (EXAMPLES / name).read_text(encoding="utf-8")
+    gpu = cnnc.compile(source, input_shapes={"image": (1, 3, 64, 64)}, name=name).to("gpu")
     x = np.random.default_rng(4).standard_normal((1, 3, 64, 64)).astype(np.float32)
     gpu(x)
     gpu(x)

@@ -1,4 +1,5 @@
-"""Detection ops: iou, nms, yolo_decode and slice — both kernel modules against plain loops written
+"""Detection ops: iou, nms (with carried columns), yolo_decode (with extras), instance_masks and
+slice — both kernel modules against plain loops written
 straight from the formulas and against torchvision.ops' logic (box_iou, nms, batched_nms)
 rewritten here in torch (torchvision itself is not a dependency); their shape rules and
 arguments; and examples/yolo_tiny.cnn's generated code against the interpreter."""
@@ -47,10 +48,12 @@ def loop_box_iou(a, b, format):
     return out
 
 
-def loop_nms(boxes, scores, iou_threshold, score_threshold, max_boxes, format):
-    """Greedy class-wise NMS exactly as documented, one candidate at a time."""
+def loop_nms(boxes, scores, iou_threshold, score_threshold, max_boxes, format, extras=None):
+    """Greedy class-wise NMS exactly as documented, one candidate at a time; a kept row carries its
+    box's `extras` after the class."""
     n, k_count, c_count = scores.shape
-    out = np.zeros((n, max_boxes, 6))
+    e_count = 0 if extras is None else extras.shape[2]
+    out = np.zeros((n, max_boxes, 6 + e_count))
     out[:, :, 4] = -1.0
     for image in range(n):
         candidates = sorted((-float(scores[image, k, c]), k, c) for k in range(k_count) for c in range(c_count)
@@ -60,17 +63,19 @@ def loop_nms(boxes, scores, iou_threshold, score_threshold, max_boxes, format):
             if len(kept) == max_boxes:
                 break
             box = loop_corners(boxes[image, k], format)
-            if all(loop_iou(box, other) <= iou_threshold for other, other_class, _ in kept if other_class == c):
-                kept.append((box, c, -negative))
-        for row, (box, c, score) in enumerate(kept):
-            out[image, row] = (*box, score, c)
+            if all(loop_iou(box, other) <= iou_threshold for other, other_class, _, _ in kept if other_class == c):
+                kept.append((box, c, -negative, k))
+        for row, (box, c, score, k) in enumerate(kept):
+            carried = [] if extras is None else [float(v) for v in extras[image, k]]
+            out[image, row] = (*box, score, c, *carried)
     return out
 
 
-def loop_yolo_decode(x, anchors, classes, stride):
+def loop_yolo_decode(x, anchors, classes, stride, extras=0):
     n, _, h, w = x.shape
     count = len(anchors)
-    out = np.zeros((n, h * w * count, 4 + classes))
+    fields = 5 + classes + extras
+    out = np.zeros((n, h * w * count, 4 + classes + extras))
 
     def sig(v):
         return 1.0 / (1.0 + math.exp(-v))
@@ -79,12 +84,32 @@ def loop_yolo_decode(x, anchors, classes, stride):
         for i in range(h):
             for j in range(w):
                 for a, (anchor_w, anchor_h) in enumerate(anchors):
-                    t = [float(v) for v in x[b, a * (5 + classes):(a + 1) * (5 + classes), i, j]]
+                    t = [float(v) for v in x[b, a * fields:(a + 1) * fields, i, j]]
                     cx, cy = (sig(t[0]) + j) * stride[1], (sig(t[1]) + i) * stride[0]
                     bw, bh = anchor_w * math.exp(t[2]), anchor_h * math.exp(t[3])
                     row = (i * w + j) * count + a
                     out[b, row, :4] = (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
-                    out[b, row, 4:] = [sig(t[4]) * sig(t[5 + c]) for c in range(classes)]
+                    out[b, row, 4:4 + classes] = [sig(t[4]) * sig(t[5 + c]) for c in range(classes)]
+                    out[b, row, 4 + classes:] = t[5 + classes:]
+    return out
+
+
+def loop_instance_masks(protos, detections, stride):
+    """Each mask pixel from the documented formula: σ(Σ_p coefficient_p · prototype_p) where the
+    pixel's centre ((j + ½)·sw, (i + ½)·sh) is in the box (x1 ≤ x < x2, y1 ≤ y < y2), else 0."""
+    n, count, h, w = protos.shape
+    out = np.zeros((n, detections.shape[1], h, w))
+    for b in range(n):
+        for d in range(detections.shape[1]):
+            x1, y1, x2, y2, score = (float(v) for v in detections[b, d, :5])
+            if score < 0:
+                continue
+            for i in range(h):
+                for j in range(w):
+                    x, y = (j + 0.5) * stride[1], (i + 0.5) * stride[0]
+                    if x1 <= x < x2 and y1 <= y < y2:
+                        logit = sum(float(detections[b, d, 6 + p]) * float(protos[b, p, i, j]) for p in range(count))
+                        out[b, d, i, j] = 1.0 / (1.0 + math.exp(-logit))
     return out
 
 
@@ -317,6 +342,89 @@ def test_nms_many_candidates_is_quick():
     assert np.all(got[0, :, 4] > 0) and np.all(np.diff(got[0, :, 4]) <= 0)
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("case", NMS_CASES[:4])
+def test_nms_carries_extra_columns(kernels, case):
+    """The third input's columns follow their box: each kept row ends with its box's extras, the
+    padding rows with zeros, and the first six columns are those of nms without extras."""
+    iou_threshold, score_threshold, max_boxes, format, classes, count, quantized = case
+    rng = np.random.default_rng(count + classes + 1)
+    boxes = random_boxes(rng, (2, count), format, quantum=0.25 if quantized else None)
+    scores = random_scores(rng, (2, count, classes), quantum=0.05 if quantized else None)
+    extras = rng.standard_normal((2, count, 5)).astype(np.float32)
+    args = dict(iou_threshold=iou_threshold, score_threshold=score_threshold, max_boxes=max_boxes, format=format)
+    got = kernels.nms(boxes, scores, extras, **args)
+    assert got.dtype == np.float32 and got.shape == (2, max_boxes, 11)
+    np.testing.assert_array_equal(got, loop_nms(boxes, scores, **args, extras=extras).astype(np.float32))
+    np.testing.assert_array_equal(got[..., :6], kernels.nms(boxes, scores, **args))
+    assert np.all(got[got[..., 4] < 0][:, 6:] == 0)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_yolo_decode_passes_extras_through(kernels):
+    anchors, classes, extras = ((10.0, 14.0), (23.0, 27.0)), 3, 4
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((2, len(anchors) * (5 + classes + extras), 3, 5)) * 2).astype(np.float32)
+    got = kernels.yolo_decode(x, anchors=anchors, classes=classes, stride=(8, 16), extras=extras)
+    assert got.dtype == np.float32 and got.shape == (2, 3 * 5 * 2, 4 + classes + extras)
+    want = loop_yolo_decode(x, anchors, classes, (8, 16), extras)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+    np.testing.assert_array_equal(got[0, 1, 4 + classes:], x[0, 5 + classes + 5 + classes + extras:, 0, 0])
+
+
+def _detections(rng, count, prototypes, size):
+    """nms-like rows: boxes partly outside the input, inverted, empty, covering everything, and
+    padding rows (score −1)."""
+    h, w = size
+    x1 = rng.uniform(-0.3 * w, w, (2, count))
+    y1 = rng.uniform(-0.3 * h, h, (2, count))
+    x2, y2 = x1 + rng.uniform(-0.2 * w, 0.8 * w, (2, count)), y1 + rng.uniform(-0.2 * h, 0.8 * h, (2, count))
+    score = rng.uniform(0.05, 1.0, (2, count))
+    score[:, -2:] = -1.0  # padding
+    rows = np.stack([x1, y1, x2, y2, score, rng.integers(0, 5, (2, count))], axis=-1)
+    rows[0, 0, :4] = (-10, -10, 2 * w, 2 * h)  # the whole grid
+    rows[0, 1, :4] = (4.0, 4.0, 4.0, 9.0)  # zero width: empty
+    coefficients = np.tanh(rng.standard_normal((2, count, prototypes)) * 1.5)
+    return np.concatenate([rows, coefficients], axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("prototypes, size, stride", [(3, (5, 7), (4, 4)), (8, (6, 4), (2, 3)), (1, (1, 1), (16, 16))])
+def test_instance_masks_matches_plain_loop_and_torch(kernels, prototypes, size, stride):
+    rng = np.random.default_rng(prototypes)
+    protos = np.maximum(rng.standard_normal((2, prototypes, *size)), 0).astype(np.float32)
+    input_size = (size[0] * stride[0], size[1] * stride[1])
+    detections = _detections(rng, 9, prototypes, input_size)
+    got = kernels.instance_masks(protos, detections, stride=stride)
+    assert got.dtype == np.float32 and got.shape == (2, 9, *size)
+    want = loop_instance_masks(protos, detections, stride)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(got == 0, want == 0)  # the same pixels cropped
+    # YOLACT's assembly written in torch: sigmoid(C·Pᵀ), then the crop by pixel centres
+    p, d = torch.from_numpy(protos).double(), torch.from_numpy(detections).double()
+    masks = torch.sigmoid(torch.einsum("ndp,nphw->ndhw", d[..., 6:], p))
+    xs = (torch.arange(size[1], dtype=torch.float64) + 0.5) * stride[1]
+    ys = (torch.arange(size[0], dtype=torch.float64) + 0.5) * stride[0]
+    keep_x = (xs >= d[..., 0:1]) & (xs < d[..., 2:3])
+    keep_y = (ys >= d[..., 1:2]) & (ys < d[..., 3:4])
+    keep = keep_y[..., :, None] & keep_x[..., None, :] & (d[..., 4, None, None] >= 0)
+    np.testing.assert_allclose(got, (masks * keep).numpy(), rtol=1e-6, atol=1e-7)
+    assert np.all(got[0, 1] == 0) and np.all(got[:, -2:] == 0) and np.all(got[0, 0] > 0)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_instance_masks_edges(kernels):
+    """A centre on x1 is inside, one on x2 outside; a nan coefficient poisons only its box."""
+    protos = np.ones((1, 1, 2, 4), np.float32)
+    rows = np.array([[[2.0, 0.0, 6.0, 2.0, 0.9, 0.0, 0.0],      # centres x = 2, 6, 10, 14; y = 1, 3
+                      [1.0, 2.0, 16.0, 4.0, 0.5, 0.0, np.nan],  # second row of pixels (y = 3), nan
+                      [0.0, 0.0, 16.0, 4.0, -1.0, 0.0, 5.0]]], np.float32)  # padding
+    got = kernels.instance_masks(protos, rows, stride=(2, 4))
+    np.testing.assert_array_equal(got[0, 0], [[0.5, 0, 0, 0], [0, 0, 0, 0]])  # x = 2 in, x = 6 and y = 3 out
+    assert np.all(np.isnan(got[0, 1, 1])) and np.all(got[0, 1, 0] == 0)
+    assert np.all(got[0, 2] == 0)
+
+
 # ---------------------------------------------------------------- yolo_decode and slice
 
 
@@ -407,6 +515,20 @@ def test_ir_text_of_detection_ops():
      "nms: argument 'score_threshold': expected a non-negative number, got -0.1"),
     ("b = x |> slice(1, 0, 4) |> flatten |> reshape((-1, 4))\noutput y = nms(b, b, format=xyxy)",
      "nms: argument 'format': expected one of corners, center, got the undefined name 'xyxy'"),
+    ("b = x |> slice(1, 0, 4) |> flatten |> reshape((-1, 4))\noutput y = nms(b, b, b |> slice(1, 0, 9))",
+     "nms: the extra columns must be [N, count, E] like boxes [N, 169, 4], got [N, 9, 4] (layer 'nms1')"),
+    ("b = x |> slice(1, 0, 4) |> flatten |> reshape((-1, 4))\noutput y = nms(b)",
+     "nms takes boxes, scores and optionally per-box extra columns, got 1 inputs (layer 'nms1')"),
+    ("output y = x |> yolo_decode(((1, 2), (3, 4)), 20, 32, extras=-1)",
+     "yolo_decode: argument 'extras': expected a count of 0 or more, got -1"),
+    ("output y = x |> yolo_decode(((1, 2), (3, 4), (5, 6)), 20, 32, extras=1)",
+     "yolo_decode: 3 anchors × (5 + 20 classes + 1 extras) = 78 channels expected, the input has 75"),
+    ("b = x |> slice(1, 0, 4) |> flatten |> reshape((-1, 4))\nd = nms(b, b, b)\n"
+     "output y = instance_masks(x, d, stride=4)",
+     "instance_masks: 75 prototypes [N, 75, 13, 13] need detections rows of 6 + 75 = 81 columns "
+     "(nms(boxes, scores, coefficients)), got [N, 100, 10] (layer 'instance_masks1')"),
+    ("b = x |> slice(1, 0, 4) |> flatten |> reshape((-1, 4))\noutput y = instance_masks(b, b, stride=4)",
+     "instance_masks: prototypes must be [N, P, H, W], got [N, 169, 4] (layer 'instance_masks1')"),
 ])
 def test_errors(body, message):
     with pytest.raises(cnnc.CnncError) as caught:

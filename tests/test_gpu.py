@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import EXAMPLES, ROOT, example_networks, randomize
-from kernel_cases import cases, tolerance
+from kernel_cases import PROBES, anchor_sized_boxes, cases, check_detections, tolerance, with_probes
 
 import cnnc
 from cnnc.kernels import numpy_kernels
@@ -29,7 +29,7 @@ cp, REASON = cupy_status()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(cp is None, reason=f"needs CuPy and an NVIDIA GPU: {REASON}")]
 
 NETWORKS = example_networks()
-GEMM_KERNELS = ("conv", "conv_transpose", "dense")
+GEMM_KERNELS = ("conv", "conv_transpose", "dense", "instance_masks")
 
 
 @pytest.fixture
@@ -112,11 +112,13 @@ def test_tf32_changes_gemm_results(kernels):
 # ---- every example network -------------------------------------------------------------------
 
 
-def _network(name: str, *, extra_output: bool = False):
-    path = EXAMPLES / name  # an extra output (yolo's candidates) needs the text, which imports nothing
-    source = path.read_text(encoding="utf-8") + "\noutput candidates\n" if extra_output else path
+def _network(name: str, *, probes: bool = False):
+    path = EXAMPLES / name  # extra outputs (the yolos' NMS inputs) need the text, which imports nothing
+    source = with_probes(name, path.read_text(encoding="utf-8")) if probes else path
     net = cnnc.compile(source, name=name)
     randomize(net, seed=len(name))
+    if name == "yolo_tiny_seg.cnn":  # boxes larger than a prototype pixel, so that masks are not empty
+        anchor_sized_boxes(net)
     return net
 
 
@@ -125,26 +127,21 @@ def _inputs(net, batch: int, seed: int = 0) -> dict:
     return {n: rng.standard_normal((batch, *net.graph.shape(n)[1:])).astype(np.float32) for n in net.input_names}
 
 
-def _compare_outputs(got: dict, want: dict, rtol: float, atol: float):
+def _compare_outputs(graph, got: dict, want: dict, rtol: float, atol: float):
     assert set(got) == set(want)
-    for key, value in want.items():
-        if key == "detections":  # NMS is discontinuous: NMS on the GPU's own candidates
-            candidates = got["candidates"]
-            expected = numpy_kernels.nms(candidates[..., :4], candidates[..., 4:], iou_threshold=0.45,
-                                         score_threshold=0.25, max_boxes=100, format="corners")
-            np.testing.assert_array_equal(got[key], expected)
-        else:
-            _close(got[key], value, rtol, atol)
+    checked = check_detections(graph, got, rtol, atol)  # NMS is discontinuous: on the GPU's own NMS inputs
+    for key in set(want) - checked:
+        _close(got[key], want[key], rtol, atol)
 
 
 @pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32"])
 @pytest.mark.parametrize("name", NETWORKS)
 def test_network_matches_numpy_backend(name, tf32):
-    net = _network(name, extra_output=name == "yolo_tiny.cnn")
+    net = _network(name, probes=name in PROBES)
     inputs = _inputs(net, 2)
     want = net.run(**inputs)
     net.to("gpu", tf32=tf32, cuda_graph=False)
-    _compare_outputs(net.run(**inputs), want, 0.0 if tf32 else 1e-3, 5e-2 if tf32 else 1e-3)
+    _compare_outputs(net.graph, net.run(**inputs), want, 0.0 if tf32 else 1e-3, 5e-2 if tf32 else 1e-3)
 
 
 # ---- the runner: CUDA graphs, parameters, inputs and outputs --------------------------------------
@@ -185,8 +182,9 @@ def test_each_batch_size_gets_its_buffers_and_graph():
     assert gpu._gpu.status == {((1, 3, 224, 224),): "cuda graph", ((3, 3, 224, 224),): "cuda graph"}
 
 
-def test_host_nms_keeps_a_network_eager():
-    net = _network("yolo_tiny.cnn").to("gpu")
+@pytest.mark.parametrize("name", ["yolo_tiny.cnn", "yolo_tiny_seg.cnn"])
+def test_host_nms_keeps_a_network_eager(name):
+    net = _network(name).to("gpu")
     x = _inputs(net, 1)
     net.run(**x)
     net.run(**x)

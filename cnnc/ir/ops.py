@@ -77,6 +77,7 @@ class Op(str, Enum):
     IOU = "iou"
     NMS = "nms"
     YOLO_DECODE = "yolo_decode"
+    INSTANCE_MASKS = "instance_masks"
     # Produced by optimization passes only (no surface syntax):
     CHANNEL_AFFINE = "channel_affine"
     REDUCE = "reduce"
@@ -426,6 +427,12 @@ class YoloDecodeAttrs:
     anchors: tuple[tuple[float, float], ...]  # (width, height) of each anchor, in input pixels
     classes: int
     stride: Pair  # (height, width) of a grid cell, in input pixels
+    extras: int = 0  # raw channels per anchor after the class logits (mask coefficients), passed through
+
+
+@dataclass(frozen=True)
+class InstanceMasksAttrs:
+    stride: Pair  # (height, width) of a prototype pixel, in input pixels
 
 
 @dataclass(frozen=True)
@@ -1063,7 +1070,10 @@ def _iou(a: IouAttrs, shapes: list[Shape]) -> Shape:
 
 
 def _nms(a: NmsAttrs, shapes: list[Shape]) -> Shape:
-    boxes, scores = shapes
+    if len(shapes) not in (2, 3):
+        raise ShapeRuleError(f"nms takes boxes, scores and optionally per-box extra columns, got {len(shapes)} "
+                             "inputs")
+    boxes, scores = shapes[:2]
     _boxes(boxes, "nms", "boxes")
     if len(scores) != 3:
         raise ShapeRuleError(f"nms: scores must be [N, count, classes], got {fmt(scores)}")
@@ -1071,7 +1081,14 @@ def _nms(a: NmsAttrs, shapes: list[Shape]) -> Shape:
     if boxes[1] != scores[1]:
         raise ShapeRuleError(f"nms: boxes {fmt(boxes)} and scores {fmt(scores)} differ in the number "
                              f"of boxes: {boxes[1]} vs {scores[1]}")
-    return (boxes[0], a.max_boxes, 6)
+    extras = 0
+    if len(shapes) == 3:
+        carried = shapes[2]
+        if len(carried) != 3 or carried[:2] != boxes[:2]:
+            raise ShapeRuleError(f"nms: the extra columns must be [N, count, E] like boxes {fmt(boxes)}, "
+                                 f"got {fmt(carried)}")
+        extras = carried[2]
+    return (boxes[0], a.max_boxes, 6 + extras)
 
 
 def _yolo_decode(a: YoloDecodeAttrs, shapes: list[Shape]) -> Shape:
@@ -1079,10 +1096,30 @@ def _yolo_decode(a: YoloDecodeAttrs, shapes: list[Shape]) -> Shape:
     need_rank(x, (4,), "yolo_decode")
     n, c, h, w = x
     anchors = len(a.anchors)
-    if c != anchors * (5 + a.classes):
-        raise ShapeRuleError(f"yolo_decode: {anchors} anchors × (5 + {a.classes} classes) = "
-                             f"{anchors * (5 + a.classes)} channels expected, the input has {c}")
-    return (n, h * w * anchors, 4 + a.classes)
+    fields = 5 + a.classes + a.extras
+    if c != anchors * fields:
+        extras = f" + {a.extras} extras" if a.extras else ""
+        raise ShapeRuleError(f"yolo_decode: {anchors} anchors × (5 + {a.classes} classes{extras}) = "
+                             f"{anchors * fields} channels expected, the input has {c}")
+    return (n, h * w * anchors, 4 + a.classes + a.extras)
+
+
+def _instance_masks(a: InstanceMasksAttrs, shapes: list[Shape]) -> Shape:
+    protos, detections = shapes
+    if len(protos) != 4:
+        raise ShapeRuleError(f"instance_masks: prototypes must be [N, P, H, W], got {fmt(protos)}")
+    if len(detections) != 3:
+        raise ShapeRuleError(f"instance_masks: detections must be [N, D, 6 + prototypes], got {fmt(detections)}")
+    _same_batch(protos, detections, "instance_masks")
+    if detections[2] != 6 + protos[1]:
+        raise ShapeRuleError(f"instance_masks: {protos[1]} prototypes {fmt(protos)} need detections rows of "
+                             f"6 + {protos[1]} = {6 + protos[1]} columns (nms(boxes, scores, coefficients)), "
+                             f"got {fmt(detections)}")
+    return (protos[0], detections[1], protos[2], protos[3])
+
+
+def _instance_masks_macs(a: InstanceMasksAttrs, shapes: list[Shape], out: Shape) -> int:
+    return out[1] * shapes[0][1] * out[2] * out[3]
 
 
 _BOX_FORMAT = Arg("format", "choice", "corners", BOX_FORMATS)
@@ -1094,16 +1131,23 @@ _DETECTION = {
         "iou", ("format",), min_inputs=2, max_inputs=2),
     Op.NMS: OpRecord(
         NmsAttrs, _nms, Output.FRESH,
-        (Surface("nms", "class-wise non-maximum suppression to [N, max_boxes, 6] detections",
+        (Surface("nms", "class-wise non-maximum suppression to [N, max_boxes, 6 + E] detections (E: "
+                 "extra columns carried per box)",
                  (Arg("iou_threshold", "fraction", 0.5), Arg("score_threshold", "nonnegative_float", 0.05),
-                  Arg("max_boxes", "positive_int", 100), _BOX_FORMAT), inputs=2),),
-        "nms", ("iou_threshold", "score_threshold", "max_boxes", "format"), min_inputs=2, max_inputs=2,
+                  Arg("max_boxes", "positive_int", 100), _BOX_FORMAT), inputs=None),),
+        "nms", ("iou_threshold", "score_threshold", "max_boxes", "format"), min_inputs=2, max_inputs=3,
         on_host=True),
     Op.YOLO_DECODE: OpRecord(
         YoloDecodeAttrs, _yolo_decode, Output.FRESH,
-        (Surface("yolo_decode", "YOLO head → [N, H·W·anchors, 4 + classes] boxes and scores",
-                 (Arg("anchors", "anchors"), Arg("classes", "positive_int"), Arg("stride", "pair"))),),
-        "yolo_decode", ("anchors", "classes", "stride")),
+        (Surface("yolo_decode", "YOLO head → [N, H·W·anchors, 4 + classes + extras] boxes, scores, extras",
+                 (Arg("anchors", "anchors"), Arg("classes", "positive_int"), Arg("stride", "pair"),
+                  Arg("extras", "count", 0))),),
+        "yolo_decode", ("anchors", "classes", "stride", "extras"), kwarg_defaults=(("extras", 0),)),
+    Op.INSTANCE_MASKS: OpRecord(
+        InstanceMasksAttrs, _instance_masks, Output.FRESH,
+        (Surface("instance_masks", "one mask per detection: σ(coefficients · prototypes) inside its box",
+                 (Arg("stride", "pair"),), inputs=2),),
+        "instance_masks", ("stride",), min_inputs=2, max_inputs=2, macs=_instance_masks_macs),
 }
 
 

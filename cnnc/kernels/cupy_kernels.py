@@ -17,11 +17,15 @@ How each op runs (CuPy has no cuDNN):
 - conv_transpose: GEMM (W^T x per group) into columns, then a col2im RawKernel that gathers
   each output pixel's taps (no atomics, deterministic) and adds the bias.
 - bias + activation + residual after a GEMM, LRN, batch norm, channel_affine, activations,
-  upsample, pad, iou, yolo_decode: ElementwiseKernels (one pass each).
+  upsample, pad, iou, yolo_decode (its extra channels copied as they are): ElementwiseKernels
+  (one pass each).
+- instance_masks: one strided-batched GEMM (coefficients · prototypes per image, the
+  coefficients read in place from the nms rows), then one ElementwiseKernel in place on its
+  result: the sigmoid inside the row's box (compared in float64), 0 outside and for padding rows.
 - max/avg pooling: direct RawKernels; global pools and trailing-axis reductions: a thread per row.
-- nms: a host fallback (greedy NMS is sequential): both inputs are copied to the host, the NumPy
-  kernel runs, the result is copied back. It synchronizes, so a network with nms runs eagerly
-  (no CUDA graph).
+- nms: a host fallback (greedy NMS is sequential): the inputs (boxes, scores and the optional
+  extra columns) are copied to the host, the NumPy kernel runs, the result is copied back. It
+  synchronizes, so a network with nms runs eagerly (no CUDA graph).
 
 GEMMs call cuBLAS directly (cublasGemmStridedBatchedEx) with compute type CUBLAS_COMPUTE_32F,
 or CUBLAS_COMPUTE_32F_FAST_TF32 when TF32 is on (``set_tf32(True)``, or CUPY_TF32=1 in the
@@ -451,10 +455,11 @@ _EW_BOX_IOU = (
     """, "cnnc_box_iou")
 
 _EW_YOLO_DECODE = (
-    "raw float32 x, raw float32 anchors, int32 na, int32 classes, int32 h, int32 w, float32 sh, float32 sw",
+    "raw float32 x, raw float32 anchors, int32 na, int32 classes, int32 extras, int32 h, int32 w, float32 sh, "
+    "float32 sw",
     "float32 y",
     """
-    int fields = 4 + classes;
+    int fields = 4 + classes + extras;
     int f = (int)(i % fields);
     long long r = i / fields;       // row (cell_y * w + cell_x) * na + anchor of image n
     int a = (int)(r % na);
@@ -462,18 +467,35 @@ _EW_YOLO_DECODE = (
     long long n = r / ((long long)na * h * w);
     int cy = (int)(cell / w), cx = (int)(cell % w);
     long long plane = (long long)h * w;
-    long long base = ((n * na + a) * (5 + classes)) * plane + cell;  // field 0 of this anchor and cell
+    long long base = ((n * na + a) * (5 + classes + extras)) * plane + cell;  // field 0 of this anchor and cell
     if (f < 4) {
         int axis = f % 2;  // 0: x, 1: y
         float t = x[base + axis * plane];
         float centre = (0.5f * (1.0f + tanhf(0.5f * t)) + (axis ? cy : cx)) * (axis ? sh : sw);
         float half = expf(x[base + (2 + axis) * plane]) * (anchors[a * 2 + axis] / 2.0f);
         y = f < 2 ? centre - half : centre + half;
-    } else {  // sigmoid(objectness) * sigmoid(logit of class f - 4, field f + 1)
+    } else if (f < 4 + classes) {  // sigmoid(objectness) * sigmoid(logit of class f - 4, field f + 1)
         float obj = x[base + 4 * plane], logit = x[base + (f + 1) * plane];
         y = (0.5f * (1.0f + tanhf(0.5f * obj))) * (0.5f * (1.0f + tanhf(0.5f * logit)));
+    } else {  // extra value f - 4 - classes (field f + 1), as it is
+        y = x[base + (f + 1) * plane];
     }
     """, "cnnc_yolo_decode")
+
+# Instance masks, in place on the GEMM result y[n, d, i, j] = coefficients · prototypes: the
+# sigmoid where the pixel centre ((j + 0.5) sw, (i + 0.5) sh) lies in row d's box (x1 <= x < x2,
+# y1 <= y < y2, in double as the NumPy kernel) and the row's score is >= 0, else 0 (also for nan).
+_EW_INSTANCE_MASKS = (
+    "raw float32 det, int32 h, int32 w, int32 fields, float64 sh, float64 sw", "float32 y",
+    """
+    int j = (int)(i % w);
+    int row = (int)((i / w) % h);
+    long long p = (i / ((long long)h * w)) * fields;  // detection row n * D + d
+    double cx = (j + 0.5) * sw, cy = (row + 0.5) * sh;
+    bool inside = cx >= (double)det[p] && cx < (double)det[p + 2] && cy >= (double)det[p + 1]
+        && cy < (double)det[p + 3] && det[p + 4] >= 0.0f;
+    y = inside ? 0.5f * (1.0f + tanhf(0.5f * y)) : 0.0f
+    """, "cnnc_instance_masks")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1257,22 +1279,25 @@ def iou(a, b, *, format: str, out=None):
     return y
 
 
-def nms(boxes, scores, *, iou_threshold: float, score_threshold: float, max_boxes: int, format: str, out=None):
-    """Class-wise greedy NMS on the host (the NumPy kernel): greedy NMS is sequential, so both
-    inputs are copied to the host and the result back. This synchronizes the stream: a network
-    with nms runs eagerly, without a CUDA graph."""
-    result = _host_nms(cp.asnumpy(boxes), cp.asnumpy(scores), iou_threshold=iou_threshold,
-                       score_threshold=score_threshold, max_boxes=max_boxes, format=format)
+def nms(boxes, scores, extras=None, *, iou_threshold: float, score_threshold: float, max_boxes: int,
+        format: str, out=None):
+    """Class-wise greedy NMS on the host (the NumPy kernel): greedy NMS is sequential, so the
+    inputs (boxes, scores and, when given, the extra columns [N, K, E] each kept row carries) are
+    copied to the host and the result [N, max_boxes, 6 + E] back. This synchronizes the stream: a
+    network with nms runs eagerly, without a CUDA graph."""
+    result = _host_nms(cp.asnumpy(boxes), cp.asnumpy(scores), None if extras is None else cp.asnumpy(extras),
+                       iou_threshold=iou_threshold, score_threshold=score_threshold, max_boxes=max_boxes,
+                       format=format)
     if out is None:
         return cp.asarray(result)
     _output(out, result.shape).set(result)
     return out
 
 
-def yolo_decode(x, *, anchors, classes: int, stride, out=None):
-    """YOLOv3 decoding [N, A·(5+C), H, W] → [N, H·W·A, 4+C], one thread per output value. The
-    anchors are uploaded once per distinct set (before any CUDA-graph capture: the first call
-    runs eagerly)."""
+def yolo_decode(x, *, anchors, classes: int, stride, extras: int = 0, out=None):
+    """YOLOv3 decoding [N, A·(5+C+E), H, W] → [N, H·W·A, 4+C+E] (the E extra channels copied as
+    they are), one thread per output value. The anchors are uploaded once per distinct set
+    (before any CUDA-graph capture: the first call runs eagerly)."""
     x = _f32(x)
     n, _, h, w = x.shape
     count = len(anchors)
@@ -1280,9 +1305,29 @@ def yolo_decode(x, *, anchors, classes: int, stride, out=None):
     table = _CACHE.get(key)
     if table is None:
         table = _CACHE[key] = cp.asarray(np.asarray(anchors, dtype=np.float32).reshape(-1))
-    y = _output(out, (n, h * w * count, 4 + classes))
-    _elementwise(_EW_YOLO_DECODE)(x, table, np.int32(count), np.int32(classes), np.int32(h), np.int32(w),
-                                  np.float32(stride[0]), np.float32(stride[1]), y)
+    y = _output(out, (n, h * w * count, 4 + classes + extras))
+    _elementwise(_EW_YOLO_DECODE)(x, table, np.int32(count), np.int32(classes), np.int32(extras), np.int32(h),
+                                  np.int32(w), np.float32(stride[0]), np.float32(stride[1]), y)
+    return y
+
+
+def instance_masks(protos, detections, *, stride, out=None):
+    """YOLACT's masks [N, D, H, W] from prototypes [N, P, H, W] and nms rows [N, D, 6 + P]: one
+    strided-batched GEMM coefficients · prototypes per image (the coefficients read in place
+    from the rows, leading dimension 6 + P), then one elementwise pass in place: σ where the
+    pixel centre lies in the row's box (compared in float64, as the NumPy kernel), else 0; padding
+    rows (score < 0) give empty masks."""
+    protos = _f32(protos)
+    detections = _f32(detections)
+    n, count, h, w = protos.shape
+    rows, fields = detections.shape[1], detections.shape[2]
+    y = _output(out, (n, rows, h, w))
+    _check_index(protos, detections, y)
+    hw = h * w
+    _gemm(detections[:, :, 6:], protos, y, rows, hw, count, lda=fields, ldb=hw, ldc=hw, stride_a=rows * fields,
+          stride_b=count * hw, stride_c=rows * hw, batch=n)
+    _elementwise(_EW_INSTANCE_MASKS)(detections, np.int32(h), np.int32(w), np.int32(fields),
+                                     np.float64(stride[0]), np.float64(stride[1]), y)
     return y
 
 

@@ -981,19 +981,22 @@ def iou(a: np.ndarray, b: np.ndarray, *, format: str) -> np.ndarray:
     return _iou_matrix(_corners(a, format), _corners(b, format)).astype(np.float32)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, score_threshold: float,
+def nms(boxes: np.ndarray, scores: np.ndarray, extras=None, *, iou_threshold: float, score_threshold: float,
         max_boxes: int, format: str) -> np.ndarray:
-    """Class-wise greedy NMS: ``[N, K, 4]`` boxes, ``[N, K, C]`` scores → ``[N, max_boxes, 6]``.
+    """Class-wise greedy NMS: ``[N, K, 4]`` boxes, ``[N, K, C]`` scores (and ``extras [N, K, E]``)
+    → ``[N, max_boxes, 6 + E]``.
 
     Candidates (box k, class c) with score > score_threshold, by descending score (ties: k, then
     c); each kept one removes the later candidates of its class whose IoU with it exceeds
-    iou_threshold. Rows (x1, y1, x2, y2, score, c), then padding (0, 0, 0, 0, -1, 0). Greedy
-    NMS is sequential: the Python loop runs over the images and the candidates in order (a
-    suppressed one costs a test; a kept one, at most max_boxes per image, one vector operation).
+    iou_threshold. Rows (x1, y1, x2, y2, score, c, extras[k]…), then padding (0, 0, 0, 0, -1, 0,
+    0…). Greedy NMS is sequential: the Python loop runs over the images and the candidates in
+    order (a suppressed one costs a test; a kept one, at most max_boxes per image, one vector
+    operation).
     """
     corners = _corners(boxes, format)
     s = scores.astype(np.float64)
-    out = np.zeros((s.shape[0], max_boxes, 6), dtype=np.float32)
+    count_extras = 0 if extras is None else extras.shape[2]
+    out = np.zeros((s.shape[0], max_boxes, 6 + count_extras), dtype=np.float32)
     out[:, :, 4] = -1.0
     for image in range(s.shape[0]):
         ks, cs = np.nonzero(s[image] > score_threshold)  # in (k, c) order
@@ -1008,6 +1011,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, score_th
             out[image, count, 0:4] = cand[j]
             out[image, count, 4] = s[image, ks[j], cs[j]]
             out[image, count, 5] = cs[j]
+            if extras is not None:
+                out[image, count, 6:] = extras[image, ks[j]]
             count += 1
             if count == max_boxes:
                 break
@@ -1017,29 +1022,53 @@ def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, score_th
     return out
 
 
-def yolo_decode(x: np.ndarray, *, anchors, classes: int, stride) -> np.ndarray:
-    """YOLOv3 decoding ``[N, A·(5+C), H, W]`` → ``[N, H·W·A, 4+C]``: row (i·W + j)·A + a is cell
-    (i, j) and anchor a: corners of cx = (σ(tx) + j)·sw, cy = (σ(ty) + i)·sh, w = anchor_w·e^tw,
-    h = anchor_h·e^th (input pixels), then σ(objectness)·σ(class logit) for each class."""
+def yolo_decode(x: np.ndarray, *, anchors, classes: int, stride, extras: int = 0) -> np.ndarray:
+    """YOLOv3 decoding ``[N, A·(5+C+E), H, W]`` → ``[N, H·W·A, 4+C+E]``: row (i·W + j)·A + a is
+    cell (i, j) and anchor a: corners of cx = (σ(tx) + j)·sw, cy = (σ(ty) + i)·sh, w =
+    anchor_w·e^tw, h = anchor_h·e^th (input pixels), then σ(objectness)·σ(class logit) for each
+    class, then the E extra channels as they are (mask coefficients)."""
     n, _, h, w = x.shape
     a = len(anchors)
     sh, sw = stride
-    t = np.ascontiguousarray(x.reshape(n, a, 5 + classes, h, w).transpose(0, 3, 4, 1, 2), dtype=np.float32)
+    fields = 5 + classes + extras
+    t = np.ascontiguousarray(x.reshape(n, a, fields, h, w).transpose(0, 3, 4, 1, 2), dtype=np.float32)
     with np.errstate(over="ignore"):
         half = np.exp(t[..., 2:4]) * (np.asarray(anchors, dtype=np.float32) / np.float32(2.0))  # [N, H, W, A, 2]
-    p = np.multiply(t, np.float32(0.5))  # σ(v) = 0.5·(1 + tanh(v/2)) of every field
+    p = np.multiply(t[..., :5 + classes], np.float32(0.5))  # σ(v) = 0.5·(1 + tanh(v/2)) of every field
     np.tanh(p, out=p)
     p += np.float32(1.0)
     p *= np.float32(0.5)
     cx = (p[..., 0] + np.arange(w, dtype=np.float32)[:, None]) * np.float32(sw)  # [N, H, W, A]
     cy = (p[..., 1] + np.arange(h, dtype=np.float32)[:, None, None]) * np.float32(sh)
-    out = np.empty((n, h, w, a, 4 + classes), dtype=np.float32)
+    out = np.empty((n, h, w, a, 4 + classes + extras), dtype=np.float32)
     np.subtract(cx, half[..., 0], out=out[..., 0])
     np.subtract(cy, half[..., 1], out=out[..., 1])
     np.add(cx, half[..., 0], out=out[..., 2])
     np.add(cy, half[..., 1], out=out[..., 3])
-    np.multiply(p[..., 4:5], p[..., 5:], out=out[..., 4:])
-    return out.reshape(n, h * w * a, 4 + classes)
+    np.multiply(p[..., 4:5], p[..., 5:], out=out[..., 4:4 + classes])
+    out[..., 4 + classes:] = t[..., 5 + classes:]
+    return out.reshape(n, h * w * a, 4 + classes + extras)
+
+
+def instance_masks(protos: np.ndarray, detections: np.ndarray, *, stride) -> np.ndarray:
+    """YOLACT's masks ``[N, D, H, W]`` from prototypes ``[N, P, H, W]`` and nms rows ``[N, D, 6 +
+    P]`` (their extras the coefficients): σ(coefficients · prototypes) where the prototype pixel's
+    centre ((j + ½)·sw, (i + ½)·sh) lies in the row's box (x1 ≤ x < x2, y1 ≤ y < y2), else 0;
+    padding rows (score < 0) give empty masks. One batched GEMM, then the sigmoid and the crop
+    in place."""
+    n, count, h, w = protos.shape
+    sh, sw = stride
+    d = detections.astype(np.float32, copy=False)
+    y = np.matmul(d[..., 6:], protos.reshape(n, count, h * w).astype(np.float32, copy=False))  # [N, D, H·W]
+    masks = sigmoid(y, out=y).reshape(n, d.shape[1], h, w)
+    xs = (np.arange(w, dtype=np.float64) + 0.5) * sw
+    ys = (np.arange(h, dtype=np.float64) + 0.5) * sh
+    box = d[..., :5].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        columns = (xs >= box[..., 0:1]) & (xs < box[..., 2:3]) & (box[..., 4:5] >= 0)  # [N, D, W]
+        rows = (ys >= box[..., 1:2]) & (ys < box[..., 3:4])  # [N, D, H]
+    np.copyto(masks, np.float32(0.0), where=~(rows[..., :, None] & columns[..., None, :]))  # also a nan's
+    return masks
 
 
 def _epilogue(y: np.ndarray, activation: str, slope: float, residual) -> np.ndarray:

@@ -568,22 +568,25 @@ def iou(a: np.ndarray, b: np.ndarray, *, format: str) -> np.ndarray:
     return _out(_iou_matrix(_box_corners(a, format), _box_corners(b, format)))
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, score_threshold: float,
-        max_boxes: int, format: str) -> np.ndarray:
-    """Class-wise greedy non-maximum suppression: ``[N, K, 4]``, ``[N, K, C]`` → ``[N, max_boxes, 6]``.
+def nms(boxes: np.ndarray, scores: np.ndarray, extras: np.ndarray | None = None, *, iou_threshold: float,
+        score_threshold: float, max_boxes: int, format: str) -> np.ndarray:
+    """Class-wise greedy non-maximum suppression: ``[N, K, 4]``, ``[N, K, C]`` (and ``extras [N, K, E]``)
+    → ``[N, max_boxes, 6 + E]``.
 
     For each image, the candidates are the pairs (box k, class c) with scores[k, c] >
     score_threshold, taken in order of descending score, equal scores by k, then by c. A
     candidate is kept when its IoU with every kept candidate of the same class is at most
-    iou_threshold. The first ``max_boxes`` kept candidates are the rows (x1, y1, x2, y2, score, c),
-    corners whatever ``format`` the input has; the remaining rows are (0, 0, 0, 0, −1, 0).
+    iou_threshold. The first ``max_boxes`` kept candidates are the rows (x1, y1, x2, y2, score, c,
+    extras[k]…), corners whatever ``format`` the input has; the remaining rows are (0, 0, 0, 0, −1,
+    0, 0…). The extra columns (a YOLACT detection's mask coefficients) ride along with their box.
 
     Greedy NMS is sequential: unlike the other kernels this loops over the images and over the
     candidates in order (with an early stop at ``max_boxes``).
     """
     corners = _box_corners(boxes, format)
     s = _f64(scores)
-    out = np.zeros((s.shape[0], max_boxes, 6))
+    carried = np.zeros(s.shape[:2] + (0,)) if extras is None else _f64(extras)
+    out = np.zeros((s.shape[0], max_boxes, 6 + carried.shape[2]))
     out[:, :, 4] = -1.0
     for image in range(s.shape[0]):
         ks, cs = np.nonzero(s[image] > score_threshold)
@@ -599,37 +602,61 @@ def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, score_th
             if same_class and np.any(_iou_matrix(box[None], np.array(same_class))[0] > iou_threshold):
                 continue
             kept.setdefault(c, []).append(box)
-            rows.append([*box, s[image, k, c], c])
+            rows.append([*box, s[image, k, c], c, *carried[image, k]])
         if rows:
             out[image, : len(rows)] = rows
     return _out(out)
 
 
 def yolo_decode(x: np.ndarray, *, anchors: tuple[tuple[float, float], ...], classes: int,
-                stride: Pair) -> np.ndarray:
-    """YOLOv3 decoding of a head ``[N, A·(5 + C), H, W]`` → ``[N, H·W·A, 4 + C]``.
+                stride: Pair, extras: int = 0) -> np.ndarray:
+    """YOLOv3 decoding of a head ``[N, A·(5 + C + E), H, W]`` → ``[N, H·W·A, 4 + C + E]``.
 
-    Channel a·(5 + C) + f holds field f of anchor a: tx, ty, tw, th, objectness, C class logits.
-    Row (i·W + j)·A + a of the result belongs to grid cell (row i, column j) and anchor a =
-    (anchor_w, anchor_h) in input pixels; with σ the logistic function and ``stride = (sh, sw)``:
-    cx = (σ(tx) + j)·sw, cy = (σ(ty) + i)·sh, w = anchor_w·e^tw, h = anchor_h·e^th; the row is
-    (cx − w/2, cy − h/2, cx + w/2, cy + h/2, σ(objectness)·σ(logit_1), …, σ(objectness)·σ(logit_C)).
+    Channel a·(5 + C + E) + f holds field f of anchor a: tx, ty, tw, th, objectness, C class
+    logits, then E extra values (YOLACT's mask coefficients). Row (i·W + j)·A + a of the result
+    belongs to grid cell (row i, column j) and anchor a = (anchor_w, anchor_h) in input pixels;
+    with σ the logistic function and ``stride = (sh, sw)``: cx = (σ(tx) + j)·sw, cy = (σ(ty) +
+    i)·sh, w = anchor_w·e^tw, h = anchor_h·e^th; the row is (cx − w/2, cy − h/2, cx + w/2, cy +
+    h/2, σ(objectness)·σ(logit_1), …, σ(objectness)·σ(logit_C), extra_1, …, extra_E), the extras
+    as they are.
     """
     n, _, h, w = x.shape
     sh, sw = stride
+    fields = 5 + classes + extras
     xf = _f64(x)
     rows, cols = np.arange(h).reshape(1, h, 1), np.arange(w).reshape(1, 1, w)
     per_anchor = []
     for a, (anchor_w, anchor_h) in enumerate(anchors):
-        t = xf[:, a * (5 + classes) : (a + 1) * (5 + classes)]  # [N, 5 + C, H, W]
+        t = xf[:, a * fields : (a + 1) * fields]  # [N, 5 + C + E, H, W]
         cx = (_logistic(t[:, 0]) + cols) * sw
         cy = (_logistic(t[:, 1]) + rows) * sh
         with np.errstate(over="ignore"):
             bw, bh = anchor_w * np.exp(t[:, 2]), anchor_h * np.exp(t[:, 3])
         box = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
-        per_anchor.append(np.concatenate([box, _logistic(t[:, 4:5]) * _logistic(t[:, 5:])], axis=1))
-    y = np.stack(per_anchor, axis=-1)  # [N, 4 + C, H, W, A]
-    return _out(y.reshape(n, 4 + classes, h * w * len(anchors)).transpose(0, 2, 1))
+        scores = _logistic(t[:, 4:5]) * _logistic(t[:, 5 : 5 + classes])
+        per_anchor.append(np.concatenate([box, scores, t[:, 5 + classes :]], axis=1))
+    y = np.stack(per_anchor, axis=-1)  # [N, 4 + C + E, H, W, A]
+    return _out(y.reshape(n, 4 + classes + extras, h * w * len(anchors)).transpose(0, 2, 1))
+
+
+def instance_masks(protos: np.ndarray, detections: np.ndarray, *, stride: Pair) -> np.ndarray:
+    """YOLACT's assembly: prototypes ``[N, P, H, W]`` and detections ``[N, D, 6 + P]`` (nms rows
+    whose extra columns are P mask coefficients) → masks ``[N, D, H, W]``.
+
+    Mask d is σ(Σ_p coefficient_p · prototype_p) at the prototype pixels whose centre lies in
+    detection d's box, 0 elsewhere: pixel (i, j) has its centre at ((j + ½)·sw, (i + ½)·sh)
+    input pixels (``stride = (sh, sw)``) and lies in (x1, y1, x2, y2) when x1 ≤ x < x2 and y1 ≤
+    y < y2. A padding row (score < 0) has an empty mask.
+    """
+    p, d = _f64(protos), _f64(detections)
+    _, _, h, w = p.shape
+    sh, sw = stride
+    x = ((np.arange(w) + 0.5) * sw).reshape(1, 1, 1, w)
+    y = ((np.arange(h) + 0.5) * sh).reshape(1, 1, h, 1)
+    x1, y1, x2, y2, score = (d[..., f, None, None] for f in range(5))
+    inside = (x >= x1) & (x < x2) & (y >= y1) & (y < y2) & (score >= 0)
+    logits = np.einsum("ndp,nphw->ndhw", d[..., 6:], p)
+    return _out(np.where(inside, _logistic(logits), 0.0))
 
 
 # ---------------------------------------------------------------- fused epilogues and lowered forms

@@ -48,6 +48,16 @@ def to_positive_int(value: object) -> int:
     return number
 
 
+def to_count(value: object) -> int:
+    """A count that may be zero (extra columns carried along): from 0 to MAX_SIZE."""
+    number = to_int(value)
+    if number < 0:
+        raise ArgError(f"expected a count of 0 or more, got {number}")
+    if number > MAX_SIZE:
+        raise ArgError(f"expected a count of at most {MAX_SIZE}, got {number}")
+    return number
+
+
 def to_float(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArgError(f"expected a number, got {describe(value)}")

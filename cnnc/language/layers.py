@@ -149,7 +149,7 @@ def _optional_pair(value: object) -> tuple[int, int] | None:
 
 # Converter kinds a record's Arg may name.
 CONVERTERS: dict[str, a.Converter] = {
-    "int": a.to_int, "positive_int": a.to_positive_int, "float": a.to_float, "bool": a.to_bool,
+    "int": a.to_int, "positive_int": a.to_positive_int, "count": a.to_count, "float": a.to_float, "bool": a.to_bool,
     "probability": a.to_probability, "fraction": a.to_fraction, "nonnegative_float": a.to_nonnegative_float,
     "pair": a.to_pair, "optional_pair": _optional_pair, "nonnegative_pair": a.to_nonnegative_pair,
     "padding": a.to_padding, "size": a.to_size, "int_tuple": a.to_int_tuple, "anchors": a.to_anchors,
