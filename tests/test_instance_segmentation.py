@@ -183,3 +183,18 @@ def test_yolo_tiny_seg_shapes_and_parameters():
     model = YoloTinySeg()
     assert sum(p.numel() for p in model.parameters()) == sum(
         int(np.prod(s.shape)) for n, s in graph.info.param_specs.items() if not n.endswith((".mean", ".var")))
+
+
+def test_results_rows_list_the_detections_of_an_nms_with_coefficients():
+    """`cnnc run --output` writes the boxes of an nms output whatever columns its rows carry."""
+    from cnnc.runtime import results
+
+    graph = cnnc.parse(EXAMPLES / "yolo_tiny_seg.cnn")
+    assert results.output_kinds(graph) == {"detections": "detections", "masks": "tensor"}
+    rows = np.zeros((1, 100, 38), np.float32)
+    rows[0, :, 4] = -1.0
+    rows[0, 0, :6] = (10, 20, 30, 40, 0.9, 14)
+    rows[0, 0, 6:] = 0.5  # coefficients: not listed
+    got = results.prediction_rows(graph, {"detections": rows}, [results.Source(None)], batch=0)
+    assert got[0]["boxes"] == [[10.0, 20.0, 30.0, 40.0]] and got[0]["labels"] == [14]
+    assert got[0]["names"] == ["person"] and got[0]["scores"] == [pytest.approx(0.9)]

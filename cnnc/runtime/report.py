@@ -14,6 +14,13 @@ def is_classifier(graph: Graph, node: str) -> bool:
     return len(shape) == 2 and shape[1] > 4 and record(graph.op(node)).scores
 
 
+def is_detections(graph: Graph, node: str) -> bool:
+    """Rows (x1, y1, x2, y2, score, class, …) per example: an `nms` result (its extra columns, such
+    as mask coefficients, after the sixth), or any [N, K, 6] value."""
+    shape = graph.shape(node)
+    return graph.op(node) == Op.NMS or (len(shape) == 3 and shape[2] == 6)
+
+
 def class_probabilities(graph: Graph, node: str, value: np.ndarray) -> np.ndarray:
     """A classifier output's [N, classes] values as probabilities: a softmax's as they are, logits
     through a stable softmax (row by row)."""

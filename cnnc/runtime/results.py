@@ -11,7 +11,7 @@ in the order the examples ran, plus one row per input file that could not be rea
   class indices best first, and `scores`, their probabilities (softmax of the logits unless the
   output is a softmax); `names`, their class names, when the output has a label set;
 - `"detections"` (an output `[N, K, 6]` of rows x1, y1, x2, y2, score, class, as `nms` gives
-  them): `boxes` `[[x1, y1, x2, y2], ...]`, `scores` and `labels`, padding rows (negative
+  them, or an `nms` output whose rows carry more columns after these six): `boxes` `[[x1, y1, x2, y2], ...]`, `scores` and `labels`, padding rows (negative
   score) left out; coordinates in the input image's own pixels (the network input's pixels for
   an .npy or a random input);
 - `"tensor"` (any other output): `shape` of one example's value, `min`, `max`, `mean`, `std`,
@@ -43,7 +43,7 @@ from ..errors import CnncInputError
 from ..ir.graph import Graph
 from ..ir.preprocess import Placement
 from .files import atomic_write
-from .report import class_probabilities, is_classifier
+from .report import class_probabilities, is_classifier, is_detections
 
 SCHEMA_VERSION = 1
 MAX_VALUES = 64  # a tensor output's example with at most this many elements is written out
@@ -78,10 +78,9 @@ def output_kinds(graph: Graph) -> dict[str, str]:
     """Each output's row kind: "classes", "detections" or "tensor" (see the module docstring)."""
     kinds = {}
     for out, node in graph.info.outputs.items():
-        shape = graph.shape(node)
         if is_classifier(graph, node):
             kinds[out] = "classes"
-        elif len(shape) == 3 and shape[2] == 6:
+        elif is_detections(graph, node):
             kinds[out] = "detections"
         else:
             kinds[out] = "tensor"
@@ -146,7 +145,7 @@ def _detections(rows: np.ndarray, placement: Placement | None) -> Row:
         return placement.to_image(x, y) if placement is not None else (x, y)
 
     boxes, scores, labels = [], [], []
-    for x1, y1, x2, y2, score, cls in rows.astype(np.float64):
+    for x1, y1, x2, y2, score, cls in rows[:, :6].astype(np.float64):  # carried columns are not listed
         if not score >= 0:  # padding (score -1); NaN is no detection either
             continue
         boxes.append(_numbers((*point(x1, y1), *point(x2, y2))))
