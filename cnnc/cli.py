@@ -185,7 +185,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--draw", metavar="OUT.png",
                      help="draw the detected boxes (an [N, K, 6] output, or a [N, 4] box) on the --input image")
     run.add_argument("--mask", metavar="OUT.png",
-                     help="write the colour mask of a segmentation output [N, C, H, W] (image-sized with --input)")
+                     help="picture a segmentation output: instance masks (from instance_masks) coloured on the "
+                          "--input image, with their boxes and labels; or the colour mask of a score map "
+                          "[N, C, H, W] (image-sized with --input)")
     run.add_argument("--max-memory", type=_gib_option, metavar="GIB",
                      help="refuse to run when the estimated memory exceeds this many GiB (default: the "
                           "machine's memory)")
@@ -472,7 +474,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 raise CnncInputError(f"{flag} works with one input file, and --input names "
                                      f"{len(found.files) if found else 0}; --output preds.jsonl writes the "
                                      f"results of every file", where=flag)
-    draw_plan = mask_output = None
+    draw_plan = mask_plan = None
     if args.draw or args.mask:  # is there something to draw? (before the network runs)
         from .runtime import visualize
 
@@ -483,7 +485,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                      where="--draw")
             visualize.image_format(args.draw, "--draw")
         if args.mask:
-            mask_output = visualize.plan_mask(graph)
+            mask_plan = visualize.plan_mask(graph)
+            if mask_plan.kind == "instances" and (found is None or Path(found.files[0]).suffix.lower() == ".npy"):
+                raise CnncInputError("--mask colours the instances on the input image: give one with --input "
+                                     "photo.jpg", where="--mask")
             visualize.image_format(args.mask, "--mask")
     examples = None
     if found is not None and not several:  # one file: read before the parameters; a bad one is an error
@@ -552,11 +557,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         assert found is not None
         count = visualize.draw_boxes(graph, draw_plan, outputs, sources[0].placement, found.files[0], args.draw)
         print(f"wrote {args.draw}: {count} box{'es' if count != 1 else ''} from '{draw_plan.boxes}'")
-    if mask_output is not None:
+    if mask_plan is not None and mask_plan.kind == "instances":
+        assert found is not None
+        count = visualize.write_instances(graph, mask_plan, outputs, sources[0].placement, found.files[0], args.mask)
+        print(f"wrote {args.mask}: {count} instance{'s' if count != 1 else ''} from '{mask_plan.masks}'")
+    elif mask_plan is not None:
         image = found.files[0] if found and Path(found.files[0]).suffix.lower() != ".npy" else None
-        width, height = visualize.write_mask(outputs[mask_output], image, args.mask,
+        width, height = visualize.write_mask(outputs[mask_plan.masks], image, args.mask,
                                              sources[0].placement if image is not None else None)
-        print(f"wrote {args.mask}: {width}x{height} mask of '{mask_output}'")
+        print(f"wrote {args.mask}: {width}x{height} mask of '{mask_plan.masks}'")
     return 0
 
 

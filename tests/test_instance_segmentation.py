@@ -198,3 +198,19 @@ def test_results_rows_list_the_detections_of_an_nms_with_coefficients():
     got = results.prediction_rows(graph, {"detections": rows}, [results.Source(None)], batch=0)
     assert got[0]["boxes"] == [[10.0, 20.0, 30.0, 40.0]] and got[0]["labels"] == [14]
     assert got[0]["names"] == ["person"] and got[0]["scores"] == [pytest.approx(0.9)]
+
+
+def test_draw_takes_the_detections_of_an_nms_with_coefficients():
+    from cnnc.ir.preprocess import default_placement
+    from cnnc.runtime import visualize
+
+    graph = cnnc.parse(EXAMPLES / "yolo_tiny_seg.cnn")
+    plan = visualize.plan_draw(graph)
+    assert (plan.kind, plan.boxes) == ("detections", "detections")
+    rows = np.zeros((1, 100, 38), np.float32)
+    rows[0, :, 4] = -1.0
+    rows[0, 0, :6] = (10, 20, 30, 40, 0.9, 14)
+    rows[0, 0, 6:] = 7.0
+    placement = default_placement(graph.shape(graph.info.inputs[0]), (416, 416))
+    drawn = visualize._boxes_to_draw(plan, {"detections": rows}, graph, placement, (416, 416))
+    assert drawn == [(10.0, 20.0, 30.0, 40.0, 14, "person 0.90")]

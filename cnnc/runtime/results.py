@@ -11,9 +11,10 @@ in the order the examples ran, plus one row per input file that could not be rea
   class indices best first, and `scores`, their probabilities (softmax of the logits unless the
   output is a softmax); `names`, their class names, when the output has a label set;
 - `"detections"` (an output `[N, K, 6]` of rows x1, y1, x2, y2, score, class, as `nms` gives
-  them, or an `nms` output whose rows carry more columns after these six): `boxes` `[[x1, y1, x2, y2], ...]`, `scores` and `labels`, padding rows (negative
-  score) left out; coordinates in the input image's own pixels (the network input's pixels for
-  an .npy or a random input);
+  them, or an `nms` output whose rows carry more columns after these six): `boxes`
+  `[[x1, y1, x2, y2], ...]`, `scores` and `labels`, padding rows (negative score) left out;
+  coordinates in the input image's own pixels (the network input's pixels for an .npy or a
+  random input);
 - `"tensor"` (any other output): `shape` of one example's value, `min`, `max`, `mean`, `std`,
   and `values` (nested lists) when the value has at most `MAX_VALUES` elements;
 - `"error"` (an input file that could not be read; `output` and `batch` null): `error`, why.
