@@ -538,6 +538,39 @@ output z = a |> gelu as g |> conv(4, 1x1) as c3 |> gelu(approximate=tanh) as gt
             np.testing.assert_allclose(value, other, rtol=1e-5, atol=1e-6)
 
 
+def test_export_instance_masks_as_a_local_function_runs_and_round_trips():
+    """instance_masks → one `ai.cnnc.InstanceMasks` node defined by a model-local function of
+    standard ops (Slice, MatMul, Sigmoid, comparisons, Where): ONNX Runtime runs the function and
+    agrees, on boxes partly outside the grid, inverted ones and padding rows; the importer reads the
+    op back whole. (Its detections come from nms, which has no ONNX export, so a network that
+    feeds it the detections as an input is what can travel.)"""
+    from test_detection import _detections
+
+    source = """
+input protos: [N, 4, 5, 7]
+input detections: [N, 9, 10]
+output masks = instance_masks(protos, detections, stride=(3, 2))
+"""
+    net = cnnc.compile(source)
+    m = export_onnx(net)
+    assert [(n.domain, n.op_type) for n in m.graph.node] == [("ai.cnnc", "InstanceMasks")]
+    assert [f.name for f in m.functions] == ["InstanceMasks"]
+    rng = np.random.default_rng(1)
+    protos = np.maximum(rng.standard_normal((2, 4, 5, 7)), 0).astype(np.float32)
+    detections = _detections(rng, 9, 4, (15, 14))
+    ours = net.run(protos=protos, detections=detections)["masks"]
+    (theirs,) = ort_run(m, {"protos": protos, "detections": detections})
+    assert np.array_equal(ours == 0, theirs == 0) and 0.03 < (ours > 0).mean() < 0.9
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    text, params = import_onnx(m)
+    assert "masks = protos |> instance_masks(detections, stride=(3, 2)) as instance_masks1" in text, text
+    again = cnnc.compile(text, params=params).run(protos=protos, detections=detections)["masks"]
+    np.testing.assert_array_equal(again, ours)
+    m.graph.node[0].attribute[0].ints[:] = [3, 3]  # constants no longer of the stride: refused by name
+    with pytest.raises(CnncError, match=r"InstanceMasks.*not those of stride \(3, 3\) on a 5x7 grid"):
+        import_onnx(m)
+
+
 def test_export_refuses_bad_params():
     net = cnnc.compile(EXAMPLES / "lenet5.cnn")
     with pytest.raises(CnncError, match="missing parameter"):

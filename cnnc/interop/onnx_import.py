@@ -49,6 +49,7 @@ from ..language import builtins as language_builtins
 from ..language.layers import LAYER_OPS, same_pads
 from ..names import unique
 from ..source import safe_comment
+from .onnx_export import CNNC_DOMAIN
 from .onnx_fold import FOLDERS, fold, node_where
 
 # Words an identifier must never be: the cnn language's keywords, Python's (the generated code
@@ -526,6 +527,9 @@ class Importer:
 
     # ---- dispatch -----------------------------------------------------------------------------
     def _import_node(self, node: Any) -> None:
+        if node.domain == CNNC_DOMAIN and node.op_type in CNNC_HANDLERS:  # cnnc's own, as its exporter writes them
+            CNNC_HANDLERS[node.op_type](self)
+            return
         if node.domain not in ("", "ai.onnx"):
             self.fail(f"op type '{safe_comment(node.domain)[:40]}.{safe_comment(node.op_type)[:40]}' "
                       "from a custom domain is not supported")
@@ -1207,6 +1211,24 @@ class Importer:
                  if v != 1.0 and (n == "alpha" or c is not None)]
         self.dense(a, weight, bias, "; ".join(notes))
 
+    def instance_masks(self) -> None:
+        """`ai.cnnc.InstanceMasks` (cnnc's exporter): the op back whole; the pixel-centre constants
+        that its function reads must be those of its `stride`."""
+        self.check_attrs({"stride"})
+        stride = self.attr("stride")
+        if stride is None or len(stride) != 2 or any(int(v) < 1 for v in stride):
+            self.fail("attribute 'stride' must be two positive integers (sh, sw)")
+        sh, sw = (int(v) for v in stride)
+        protos, detections = self.data(0), self.data(1)
+        self.need_rank(protos, (4,), "the prototypes")
+        h, w = protos.shape[2], protos.shape[3]
+        xs, ys = self.const(2, "pixel centres along x"), self.const(3, "pixel centres along y")
+        if not (np.array_equal(xs.reshape(-1), (np.arange(w) + 0.5) * sw)
+                and np.array_equal(ys.reshape(-1), (np.arange(h) + 0.5) * sh)):
+            self.fail(f"its pixel centres are not those of stride ({sh}, {sw}) on a {h}x{w} grid")
+        self.emit(Op.INSTANCE_MASKS, o.InstanceMasksAttrs((sh, sw)), [protos, detections], "instance_masks",
+                  keywords=[("stride", f"({sh}, {sw})")])
+
     def matmul(self) -> None:
         self.check_attrs(set())
         a = self.data(0)
@@ -1790,6 +1812,9 @@ HANDLERS: dict[str, Callable[[Importer], None]] = {
     "Identity": Importer.identity,
 }
 # Inputs that hold a layer's parameters (their names give the layer's name), and PyTorch's leaf names.
+# Ops of cnnc's own domain (cnnc/interop/onnx_export.py, CNNC_DOMAIN) that the importer reads back.
+CNNC_HANDLERS: dict[str, Callable[[Importer], None]] = {"InstanceMasks": Importer.instance_masks}
+
 PARAM_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,),
                 "BatchNormalization": (1, 2, 3, 4)}
 PARAM_LEAVES = frozenset({"weight", "bias", "running_mean", "running_var"})
