@@ -567,8 +567,96 @@ output masks = instance_masks(protos, detections, stride=(3, 2))
     again = cnnc.compile(text, params=params).run(protos=protos, detections=detections)["masks"]
     np.testing.assert_array_equal(again, ours)
     m.graph.node[0].attribute[0].ints[:] = [3, 3]  # constants no longer of the stride: refused by name
-    with pytest.raises(CnncError, match=r"InstanceMasks.*not those of stride \(3, 3\) on a 5x7 grid"):
+    with pytest.raises(CnncError, match=r"InstanceMasks.*constant input 2 .* is not the one its attributes give"):
         import_onnx(m)
+
+
+NMS_EXPORT_CASES = [  # format, classes, boxes, max_boxes, extras, quantized scores (ties)
+    ("corners", 3, 40, 20, 0, False), ("center", 4, 30, 50, 3, True), ("corners", 2, 5, 30, 2, False),
+    ("center", 1, 60, 10, 0, True),
+]
+
+
+@pytest.mark.parametrize("case", NMS_EXPORT_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_export_nms_runs_in_onnxruntime_and_round_trips(case):
+    """nms → an `ai.cnnc.Nms…` node whose function is ONNX NonMaxSuppression per class, then TopK
+    across classes: ONNX Runtime keeps the same rows in the same order (ties included: equal
+    scores by box, then class), with the same carried columns and padding, also when the boxes
+    and classes are fewer than max_boxes; imported back it is nms again. (Boxes with positive
+    sizes: ONNX Runtime swaps inverted corners where cnnc counts the box empty.)"""
+    format, classes, count, max_boxes, extras, quantized = case
+    rng = np.random.default_rng(count)
+    xy, wh = rng.uniform(0, 100, (2, count, 2)), rng.uniform(5, 40, (2, count, 2))
+    boxes = np.concatenate([xy, wh if format == "center" else xy + wh], -1).astype(np.float32)
+    scores = rng.uniform(0, 1, (2, count, classes))
+    scores = (np.round(scores * 20) / 20 if quantized else scores).astype(np.float32)
+    carried = rng.standard_normal((2, count, extras)).astype(np.float32)
+    source = f"""
+input boxes: [N, {count}, 4]
+input scores: [N, {count}, {classes}]
+{f"input extras: [N, {count}, {extras}]" if extras else ""}
+output detections = nms(boxes, scores, {"extras, " if extras else ""}iou_threshold=0.45, score_threshold=0.3,
+                        max_boxes={max_boxes}, format={format})
+"""
+    net = cnnc.compile(source)
+    feeds = {"boxes": boxes, "scores": scores, **({"extras": carried} if extras else {})}
+    ours = net.run(**feeds)["detections"]
+    m = export_onnx(net)
+    assert [n.domain for n in m.graph.node] == ["ai.cnnc"]
+    (theirs,) = ort_run(m, feeds)
+    np.testing.assert_array_equal(ours[..., 4:6], theirs[..., 4:6])  # the same rows, scores and classes
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-5)  # corners from centres in float32 there
+    assert (ours[..., 4] >= 0).sum() > 2 and ((ours[..., 4] < 0).any() or count * classes > max_boxes)
+    text, params = import_onnx(m)
+    assert f"iou_threshold=0.45, score_threshold=0.3, max_boxes={max_boxes}, format={format}" in text, text
+    np.testing.assert_array_equal(cnnc.compile(text, params=params).run(**feeds)["detections"], ours)
+
+
+@pytest.mark.parametrize("anchors, classes, extras, size", [
+    (((10, 14), (23, 27), (37, 58)), 4, 0, (3, 5)), (((1.5, 2.0),), 1, 3, (4, 2)),
+    (((81, 82), (135, 169)), 2, 5, (1, 1)),
+])
+def test_export_yolo_decode_runs_in_onnxruntime_and_round_trips(anchors, classes, extras, size):
+    count = len(anchors) if isinstance(anchors[0], tuple) else 1
+    fields = 5 + classes + extras
+    anchor_text = repr(anchors[0] if count == 1 else anchors)
+    source = f"""
+input x: [N, {count * fields}, {size[0]}, {size[1]}]
+output y = x |> yolo_decode({anchor_text}, {classes}, (8, 16), extras={extras})
+"""
+    net = cnnc.compile(source)
+    x = rand(2, count * fields, *size, scale=2)
+    ours = net.run(x=x)["y"]
+    m = export_onnx(net)
+    (theirs,) = ort_run(m, {"x": x})
+    np.testing.assert_allclose(ours, theirs, rtol=2e-6, atol=2e-6 * np.abs(ours).max())
+    text, params = import_onnx(m)
+    np.testing.assert_array_equal(cnnc.compile(text, params=params).run(x=x)["y"], ours)
+
+
+@pytest.mark.parametrize("example", ["yolo_tiny.cnn", "yolo_tiny_seg.cnn"])
+def test_detection_examples_export_run_in_onnxruntime_and_import_back(example):
+    """The YOLO examples whole: ONNX Runtime gives the same candidates (float32 rounding), the
+    same detections (NMS decides alike: same rows, classes and order) and masks; the model
+    imported back computes exactly what the original does at -O2."""
+    text = (EXAMPLES / example).read_text(encoding="utf-8") + "\noutput candidates\n"
+    net = cnnc.compile(text, name=example, input_shapes={"image": (2, 3, 160, 160)})
+    randomize(net, seed=3)
+    for head in ("yolo1.conv1.weight", "yolo2.conv1.weight"):  # trained-like logits: no saturation
+        net.params[head] = net.params[head] * 0.05
+    x = np.random.default_rng(0).uniform(0, 1, (2, 3, 160, 160)).astype(np.float32)
+    ours = net.run(image=x)
+    m = export_onnx(net)
+    theirs = dict(zip(net.output_names, ort_run(m, {"image": x})))
+    for name, value in ours.items():
+        scale = float(np.abs(value).max())
+        np.testing.assert_allclose(theirs[name], value, rtol=0, atol=2e-6 * scale, err_msg=name)
+    np.testing.assert_array_equal(theirs["detections"][..., 5], ours["detections"][..., 5])
+    assert (ours["detections"][..., 4] >= 0).sum() > 10
+    imported = import_onnx(m)
+    again = imported.compile(optimize=2).run(image=x)
+    for name, value in ours.items():
+        np.testing.assert_array_equal(again[name], value, err_msg=name)
 
 
 def test_export_refuses_bad_params():

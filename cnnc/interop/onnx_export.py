@@ -21,11 +21,8 @@ from ..ir import ops as o
 from ..ir.graph import Graph
 from ..ir.ops import Op
 from ..names import unique
+from . import onnx_functions
 
-# cnnc's own ops with no single ONNX equivalent are exported as nodes of this domain, each defined
-# by a model-local function of standard ops (which a runtime such as ONNX Runtime inlines), so the
-# model runs anywhere and the importer reads the op back whole.
-CNNC_DOMAIN = "ai.cnnc"
 OPSET = 17  # unless a node needs a later one: gelu (ONNX's Gelu) needs 20
 # The IR version of the ONNX release that introduced each opset (1.12: 17, 1.15: 20), so that
 # older runtimes read what they can.
@@ -59,7 +56,7 @@ class Exporter:
         self.taken: set[str] = set(graph.info.param_specs)
         self.value_names: dict[str, str] = {}
         self.opset = OPSET  # raised by the handlers of ops that need a later one
-        self.functions: dict[str, Any] = {}  # model-local functions (domain CNNC_DOMAIN), by name
+        self.functions: dict[str, onnx_functions.LocalOp] = {}  # the model-local functions its nodes call
         # Inputs and outputs keep their names (they are what users feed and read); an output
         # names its node's value directly unless that node is an input or another output's.
         for node in graph.info.inputs:
@@ -142,9 +139,10 @@ class Exporter:
             tensor.raw_data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
         opsets = [helper.make_opsetid("", self.opset)]
         if self.functions:
-            opsets.append(helper.make_opsetid(CNNC_DOMAIN, 1))
+            opsets.append(helper.make_opsetid(onnx_functions.DOMAIN, 1))
+        functions = [local.body(helper, self.onnx, self.opset) for local in self.functions.values()]
         model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="cnnc",
-                                  doc_string=f"exported by cnnc from {name}", functions=list(self.functions.values()))
+                                  doc_string=f"exported by cnnc from {name}", functions=functions)
         model.ir_version = IR_VERSIONS[self.opset]
         self.onnx.checker.check_model(model)
         return model
@@ -362,17 +360,16 @@ class Exporter:
     def permute(self, node: str, a: o.PermuteAttrs, inputs: list[str]) -> None:
         self.add("Transpose", inputs, node, self.value(node), perm=list(a.order))
 
-    def instance_masks(self, node: str, a: o.InstanceMasksAttrs, inputs: list[str]) -> None:
-        """`ai.cnnc.InstanceMasks(protos, detections, x_centres, y_centres)` with a `stride`
-        attribute for the importer; its function computes the masks from the pixel centres
-        ((j + ½)·sw in a [W] constant, (i + ½)·sh in an [H, 1] one, exact in float32)."""
-        _, _, h, w = self.graph.shape(self.graph.inputs_of(node)[0])
-        xs = ((np.arange(w, dtype=np.float64) + 0.5) * a.stride[1]).astype(np.float32)
-        ys = ((np.arange(h, dtype=np.float64) + 0.5) * a.stride[0]).astype(np.float32).reshape(h, 1)
-        self.functions.setdefault("InstanceMasks", _instance_masks_function(self.helper, self.onnx, self.opset))
-        self.nodes.append(self.helper.make_node(
-            "InstanceMasks", [*inputs, self.constant(f"{node}:x_centres", xs), self.constant(f"{node}:y_centres", ys)],
-            [self.value(node)], name=node, domain=CNNC_DOMAIN, stride=list(a.stride)))
+    def local_function(self, node: str, attrs: object, inputs: list[str]) -> None:
+        """A detection op as one `ai.cnnc` node of a model-local function (cnnc/interop/onnx_functions.py)."""
+        local = onnx_functions.local_op(self.graph.op(node), attrs, len(inputs))
+        assert local is not None
+        shapes = [self.graph.shape(i) for i in self.graph.inputs_of(node)]
+        constants = [self.constant(f"{node}:{local.name.lower()}{i}", value)
+                     for i, value in enumerate(local.constants(attrs, shapes))]
+        self.functions[local.name] = local  # its function is written with the model's final opset
+        self.nodes.append(self.helper.make_node(local.name, [*inputs, *constants], [self.value(node)], name=node,
+                                                domain=onnx_functions.DOMAIN, **local.attributes(attrs)))
 
     def reduce(self, node: str, a: o.ReduceAttrs, inputs: list[str]) -> None:
         op_type = {"mean": "ReduceMean", "max": "ReduceMax", "sum": "ReduceSum"}[a.mode]
@@ -385,48 +382,6 @@ class Exporter:
 
 # An op's exporter: (exporter, IR node name, the node's attrs, its input value names).
 Handler = Callable[[Exporter, str, Any, list[str]], None]
-
-
-def _instance_masks_function(helper: Any, onnx: Any, opset: int) -> Any:
-    """InstanceMasks(protos [N, P, H, W], detections [N, D, 6 + P], xs [W], ys [H, 1]) → [N, D, H, W]:
-    σ(coefficients · prototypes) where xs[j] and ys[i] lie in the row's box, and the row's score ≥ 0."""
-    def ints(name: str, values: list[int]) -> Any:
-        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, onnx.TensorProto.INT64,
-                                                                                   [len(values)], values))
-
-    def field(index: int, name: str) -> list[Any]:  # column `index` of every row, as [N, D, 1, 1]
-        return [ints(f"{name}_start", [index]), ints(f"{name}_end", [index + 1]),
-                helper.make_node("Slice", ["detections", f"{name}_start", f"{name}_end", "axis2"], [f"{name}_3"]),
-                helper.make_node("Unsqueeze", [f"{name}_3", "axis3"], [name])]
-
-    zero = helper.make_tensor("zero", onnx.TensorProto.FLOAT, [], [0.0])
-    nodes = [ints("axis2", [2]), ints("axis3", [3]), ints("six", [6]), ints("end", [2**62]), ints("flat", [0, 0, -1]),
-             ints("zero_one", [0]), ints("two", [2]), ints("four", [4]),
-             helper.make_node("Constant", [], ["zero"], value=zero),
-             *field(0, "x1"), *field(1, "y1"), *field(2, "x2"), *field(3, "y2"), *field(4, "score"),
-             helper.make_node("Slice", ["detections", "six", "end", "axis2"], ["coefficients"]),
-             helper.make_node("Reshape", ["protos", "flat"], ["protos_flat"]),
-             helper.make_node("MatMul", ["coefficients", "protos_flat"], ["logits"]),
-             helper.make_node("Sigmoid", ["logits"], ["probabilities"]),
-             helper.make_node("Shape", ["detections"], ["detections_shape"]),
-             helper.make_node("Shape", ["protos"], ["protos_shape"]),
-             helper.make_node("Slice", ["detections_shape", "zero_one", "two"], ["n_d"]),
-             helper.make_node("Slice", ["protos_shape", "two", "four"], ["h_w"]),
-             helper.make_node("Concat", ["n_d", "h_w"], ["mask_shape"], axis=0),
-             helper.make_node("Reshape", ["probabilities", "mask_shape"], ["masks_all"]),
-             helper.make_node("GreaterOrEqual", ["xs", "x1"], ["right_of_x1"]),
-             helper.make_node("Less", ["xs", "x2"], ["left_of_x2"]),
-             helper.make_node("GreaterOrEqual", ["ys", "y1"], ["below_y1"]),
-             helper.make_node("Less", ["ys", "y2"], ["above_y2"]),
-             helper.make_node("GreaterOrEqual", ["score", "zero"], ["detected"]),
-             helper.make_node("And", ["right_of_x1", "left_of_x2"], ["in_columns"]),
-             helper.make_node("And", ["below_y1", "above_y2"], ["in_rows"]),
-             helper.make_node("And", ["in_rows", "in_columns"], ["in_box"]),
-             helper.make_node("And", ["in_box", "detected"], ["inside"]),
-             helper.make_node("Where", ["inside", "masks_all", "zero"], ["masks"])]
-    return helper.make_function(CNNC_DOMAIN, "InstanceMasks", ["protos", "detections", "xs", "ys"], ["masks"], nodes,
-                                [helper.make_opsetid("", opset)], attributes=["stride"],
-                                doc_string="cnnc's instance_masks (docs/language.md)")
 
 
 def _simple(op_type: str) -> Handler:
@@ -482,7 +437,9 @@ _HANDLERS: dict[Op, Handler] = {
     Op.PERMUTE: Exporter.permute,
     Op.MATMUL: _simple("MatMul"),
     Op.REDUCE: Exporter.reduce,
-    Op.INSTANCE_MASKS: Exporter.instance_masks,
+    Op.NMS: Exporter.local_function,
+    Op.YOLO_DECODE: Exporter.local_function,
+    Op.INSTANCE_MASKS: Exporter.local_function,
 }
 
 

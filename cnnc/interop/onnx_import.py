@@ -49,7 +49,7 @@ from ..language import builtins as language_builtins
 from ..language.layers import LAYER_OPS, same_pads
 from ..names import unique
 from ..source import safe_comment
-from .onnx_export import CNNC_DOMAIN
+from . import onnx_functions
 from .onnx_fold import FOLDERS, fold, node_where
 
 # Words an identifier must never be: the cnn language's keywords, Python's (the generated code
@@ -527,8 +527,8 @@ class Importer:
 
     # ---- dispatch -----------------------------------------------------------------------------
     def _import_node(self, node: Any) -> None:
-        if node.domain == CNNC_DOMAIN and node.op_type in CNNC_HANDLERS:  # cnnc's own, as its exporter writes them
-            CNNC_HANDLERS[node.op_type](self)
+        if node.domain == onnx_functions.DOMAIN and node.op_type in onnx_functions.BY_NAME:
+            self.local_function()  # cnnc's own, as its exporter writes them
             return
         if node.domain not in ("", "ai.onnx"):
             self.fail(f"op type '{safe_comment(node.domain)[:40]}.{safe_comment(node.op_type)[:40]}' "
@@ -1211,23 +1211,25 @@ class Importer:
                  if v != 1.0 and (n == "alpha" or c is not None)]
         self.dense(a, weight, bias, "; ".join(notes))
 
-    def instance_masks(self) -> None:
-        """`ai.cnnc.InstanceMasks` (cnnc's exporter): the op back whole; the pixel-centre constants
-        that its function reads must be those of its `stride`."""
-        self.check_attrs({"stride"})
-        stride = self.attr("stride")
-        if stride is None or len(stride) != 2 or any(int(v) < 1 for v in stride):
-            self.fail("attribute 'stride' must be two positive integers (sh, sw)")
-        sh, sw = (int(v) for v in stride)
-        protos, detections = self.data(0), self.data(1)
-        self.need_rank(protos, (4,), "the prototypes")
-        h, w = protos.shape[2], protos.shape[3]
-        xs, ys = self.const(2, "pixel centres along x"), self.const(3, "pixel centres along y")
-        if not (np.array_equal(xs.reshape(-1), (np.arange(w) + 0.5) * sw)
-                and np.array_equal(ys.reshape(-1), (np.arange(h) + 0.5) * sh)):
-            self.fail(f"its pixel centres are not those of stride ({sh}, {sw}) on a {h}x{w} grid")
-        self.emit(Op.INSTANCE_MASKS, o.InstanceMasksAttrs((sh, sw)), [protos, detections], "instance_masks",
-                  keywords=[("stride", f"({sh}, {sw})")])
+    def local_function(self) -> None:
+        """An `ai.cnnc` node (cnnc/interop/onnx_functions.py) back as its op, read from its
+        attributes; its constant inputs must be those the attributes give, so that the op imported
+        is the one the model's function computes."""
+        op, word, count, local = onnx_functions.BY_NAME[self.node.op_type]
+        try:
+            attrs = local.from_attributes({a.name: self.attr(a.name) for a in self.node.attribute})
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            self.fail(f"its attributes do not describe cnnc's {word} ({type(error).__name__}: {error})")
+        inputs = [self.data(i) for i in range(count)]
+        expected = local.constants(attrs, [v.shape for v in inputs])
+        if len(self.node.input) != count + len(expected):
+            self.fail(f"it has {len(self.node.input)} inputs; cnnc's exporter writes {count + len(expected)}")
+        for i, want in enumerate(expected, count):
+            got = self.const(i, f"constant {i}")
+            if got.shape != want.shape or not np.array_equal(got, want):
+                self.fail(f"its constant input {i} ({self.node.input[i]!r}) is not the one its attributes give")
+        positional, keywords = local.keywords(attrs)
+        self.emit(op, attrs, inputs, word, positional, keywords)
 
     def matmul(self) -> None:
         self.check_attrs(set())
@@ -1451,10 +1453,12 @@ class Importer:
         return True
 
     def slice(self) -> None:
-        """Slice of the spatial axes with step 1 is crop."""
+        """Slice with step 1: of the spatial axes of an image, crop; of one other axis, slice."""
         self.check_attrs({"starts", "ends", "axes"})
         x = self.data(0)
-        self.need_rank(x, (4,))
+        rank = len(x.shape)
+        if rank < 2:
+            self.fail(f"its input is {fmt(x.shape)}; cnnc slices tensors with a batch axis and more")
         if self.opset < 10:
             starts, ends = self.attr("starts") or [], self.attr("ends") or []
             axes, steps = self.attr("axes"), None
@@ -1464,12 +1468,12 @@ class Importer:
             axes = None if given is None else np.reshape(given, -1).tolist()
             given = self.const(4, "steps", required=False)
             steps = None if given is None else np.reshape(given, -1).tolist()
-        axes = list(range(len(starts))) if axes is None else [int(a) % 4 for a in axes]
+        axes = list(range(len(starts))) if axes is None else [int(a) % rank for a in axes]
         if steps is not None and any(int(v) != 1 for v in steps):
             self.fail(f"steps {steps} are not supported (only 1)")
         if not len(starts) == len(ends) == len(axes):
             self.fail("starts, ends and axes differ in length")
-        begin, stop = [0, 0, 0, 0], list(x.shape)
+        begin, stop = [0] * rank, list(x.shape)
         for axis, start, end in zip(axes, starts, ends):
             dim = x.shape[axis]
             if isinstance(dim, str):
@@ -1480,6 +1484,16 @@ class Importer:
             begin[axis], stop[axis] = start, end
         if begin[0] != 0:
             self.fail("slicing the batch axis is not supported")
+        if rank != 4:  # one axis cut: slice
+            cut = [axis for axis in range(1, rank) if (begin[axis], stop[axis]) != (0, x.shape[axis])]
+            if len(cut) > 1:
+                self.fail(f"a Slice of {len(cut)} axes at once is not supported of a {rank}-D tensor (one axis)")
+            axis = cut[0] if cut else 1
+            if stop[axis] <= begin[axis]:
+                self.fail("the slice is empty")
+            self.emit(Op.SLICE, o.SliceAttrs(axis, begin[axis], stop[axis]), [x], "slice",
+                      [str(axis), str(begin[axis]), str(stop[axis])])
+            return
         if begin[1] != 0 or stop[1] != x.shape[1]:  # the channels: slice, when they are the only axis cut
             if begin[2:] != [0, 0] or stop[2:] != list(x.shape[2:]):
                 self.fail("a Slice of the channels and of H or W at once is not supported")
@@ -1812,9 +1826,6 @@ HANDLERS: dict[str, Callable[[Importer], None]] = {
     "Identity": Importer.identity,
 }
 # Inputs that hold a layer's parameters (their names give the layer's name), and PyTorch's leaf names.
-# Ops of cnnc's own domain (cnnc/interop/onnx_export.py, CNNC_DOMAIN) that the importer reads back.
-CNNC_HANDLERS: dict[str, Callable[[Importer], None]] = {"InstanceMasks": Importer.instance_masks}
-
 PARAM_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,),
                 "BatchNormalization": (1, 2, 3, 4)}
 PARAM_LEAVES = frozenset({"weight", "bias", "running_mean", "running_var"})
