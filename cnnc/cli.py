@@ -393,7 +393,7 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     from .codegen.python import generate
     from .ir.printer import print_graph
     from .passes.derived import materialize
-    from .runtime.params import ParamStore, init_params, read_npz
+    from .runtime.params import ParamStore, read_npz
 
     if args.tf32 and args.target != "cupy":
         raise CnncInputError("--tf32 applies to --target cupy", where="--tf32")
@@ -415,7 +415,7 @@ def _cmd_compile(args: argparse.Namespace) -> None:
             handle.write(text)
         return
     specs = graph.info.user_param_specs()
-    store = ParamStore(specs, init_params(specs, args.seed))
+    store = ParamStore.seeded(specs, args.seed)
     if args.params:
         store.update_from(read_npz(args.params), args.params)
     module = output if output.suffix == ".py" else output.with_suffix(".py")

@@ -121,3 +121,61 @@ def test_compiled_network_params_are_the_seeded_ones():
         np.testing.assert_array_equal(net.params[name], want[name])
     net.params["fc.bias"] = np.ones(5)  # assignment still works (and bumps the version)
     assert (net.params["fc.bias"] == 1).all()
+
+
+def test_seeded_store_draws_on_first_read_and_only_then(monkeypatch):
+    """compile draws no weights: names, shapes, len and repr need none; the first read draws all of
+    them, once, with the documented values; replacing them all first never draws them."""
+    calls = []
+    real = P.init_params
+    monkeypatch.setattr(P, "init_params", lambda specs, seed: calls.append(seed) or real(specs, seed))
+    net = cnnc.compile(SMALL, seed=5)
+    store = net.params
+    assert not store.drawn and len(store) == len(store.specs) and list(store) == list(store.specs)
+    assert "c1.weight" in store and "nope" not in store and "fc.weight" in repr(store)
+    assert calls == []
+    want = documented(store.specs, 5)
+    np.testing.assert_array_equal(store["c1.weight"], want["c1.weight"])
+    assert store.drawn and calls == [5]
+    for name in want:
+        np.testing.assert_array_equal(store[name], want[name])
+        assert not store[name].flags.writeable
+    assert calls == [5]
+
+    calls.clear()
+    other = cnnc.compile(SMALL, seed=6)
+    other.params.update_from({n: np.zeros(s.shape) for n, s in other.params.specs.items()}, "zeros")
+    x = np.ones((2, 3, 8, 8), np.float32)
+    assert (other(x) == 0).all() and calls == []  # the user's weights: the seeded ones never drawn
+
+    partial = cnnc.compile(SMALL, seed=7)
+    partial.params["fc.bias"] = np.ones(5)  # one assigned: the others are drawn first, as documented
+    assert calls == [7] and (partial.params["fc.bias"] == 1).all()
+    np.testing.assert_array_equal(partial.params["fc.weight"], documented(partial.params.specs, 7)["fc.weight"])
+
+
+def test_seeded_store_draws_once_under_concurrent_reads(monkeypatch):
+    import threading
+
+    calls = []
+    real = P.init_params
+    barrier = threading.Barrier(4)
+
+    def slow(specs, seed):
+        calls.append(seed)
+        return real(specs, seed)
+
+    monkeypatch.setattr(P, "init_params", slow)
+    net = cnnc.compile(SMALL, seed=1)
+    seen = []
+
+    def read():
+        barrier.wait()
+        seen.append(net.params["fc.weight"])
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [1] and all(value is seen[0] for value in seen)

@@ -225,8 +225,11 @@ class Graph(nx.MultiDiGraph):
 
     def inputs_of(self, name: str) -> list[str]:
         """The node's inputs in slot order."""
-        edges = sorted(self.in_edges(name, keys=True), key=lambda edge: edge[2])
-        return [source for source, _, _ in edges]
+        # networkx's own adjacency (source → {slot: data}) rather than an in_edges view: this is
+        # the IR's most frequent query, and the view costs several times the lookup.
+        slots = [(slot, source) for source, keyed in self._pred[name].items() for slot in keyed]
+        slots.sort()
+        return [source for _, source in slots]
 
     def users(self, name: str) -> list[tuple[str, int]]:
         """(user, slot) for every use of the node's value, outputs not included."""

@@ -17,7 +17,7 @@ from ..ir.graph import Graph
 from ..ir.shapes import fmt
 from ..passes.derived import materialize
 from .loader import is_generated, load_forward
-from .params import ParamStore, init_params
+from .params import ParamStore
 
 
 class CompiledNetwork:
@@ -36,9 +36,9 @@ class CompiledNetwork:
         self.output_names: list[str] = list(graph.info.outputs)
         self._forward = load_forward(source, graph.info.source_name)
         specs = graph.info.user_param_specs()
-        # Given parameters replace the seeded initialization, which is then not computed at all
-        # (it is most of VGG-16's compile time).
-        self.params = (ParamStore(specs, init_params(specs, seed)) if params is None
+        # The seeded initialization is drawn when a value is first read (a run, or net.params[...]),
+        # and never when the user's parameters are given here or replace them all before.
+        self.params = (ParamStore.seeded(specs, seed) if params is None
                        else ParamStore.from_values(specs, params, "params"))
         self._runtime: tuple[int, dict[str, np.ndarray]] = (-1, {})
         self._lock = threading.Lock()

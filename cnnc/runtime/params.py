@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import threading
 import warnings
 import zipfile
 import zlib
@@ -167,32 +168,73 @@ def _suggestion(key: str, known: list[str]) -> str:
 
 
 class ParamStore(MutableMapping):
-    """The network's parameters by name; every assignment is checked against the network."""
+    """The network's parameters by name; every assignment is checked against the network.
+
+    `ParamStore(specs, values)` holds `values`; `ParamStore.seeded(specs, seed)` holds
+    `init_params(specs, seed)`, drawn when a value is first read (ResNet-152's 60 M weights are
+    most of its compile time, and wasted when the user's weights replace them all: `update_from`
+    and `load` on a store nothing has read never draw them). Names, shapes and `len` need no values.
+    """
 
     def __init__(self, specs: Mapping[str, ParamSpec], values: Mapping[str, np.ndarray]):
         self.specs = dict(specs)
-        self.data: dict[str, np.ndarray] = {}
         self.version = 0  # bumped on every change, so derived (folded) parameters are recomputed
+        self._seed: int | None = None  # a seeded store not yet drawn: the seed to draw with
+        self._draw_lock = threading.Lock()
+        self._data: dict[str, np.ndarray] = {}
+        self._take(values)
+
+    @classmethod
+    def seeded(cls, specs: Mapping[str, ParamSpec], seed: int = 0) -> ParamStore:
+        """The seeded initialization (`init_params`), drawn on first read."""
+        store = cls({}, {})
+        store.specs = dict(specs)
+        store._seed = seed
+        store.version = 1  # as if drawn: what derives from it is computed after the draw
+        return store
+
+    def _take(self, values: Mapping[str, np.ndarray]) -> None:
         for name in self.specs:
             fresh = values.fresh(name) if isinstance(values, _Initialized) else None
             if fresh is not None and fresh.shape == tuple(self.specs[name].shape):
                 # One of init_params's own arrays: valid by construction, so taken over instead of
                 # copied and checked (for ResNet-152's 60 M values that is a tenth of a second or more).
                 fresh.flags.writeable = False
-                self.data[name] = fresh
+                self._data[name] = fresh
                 self.version += 1
             else:
                 self[name] = values[name]
+
+    @property
+    def data(self) -> dict[str, np.ndarray]:
+        """Every parameter by name (a seeded store draws its values here, once)."""
+        if self._seed is not None:
+            with self._draw_lock:  # two threads reading at once draw once
+                if self._seed is not None:
+                    drawn = init_params(self.specs, self._seed)  # fresh arrays, valid by construction
+                    for values in drawn.values():
+                        values.flags.writeable = False
+                    self._data, self._seed = dict(drawn), None  # the values it stood for all along
+        return self._data
+
+    @data.setter
+    def data(self, values: dict[str, np.ndarray]) -> None:
+        self._data, self._seed = values, None
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the values exist (False: a seeded store that nothing has read yet)."""
+        return self._seed is None
 
     def __getitem__(self, name: str) -> np.ndarray:
         try:
             return self.data[name]
         except (KeyError, TypeError):  # TypeError: an unhashable key (a list, say)
-            raise UnknownParamError(name, list(self.data)) from None
+            raise UnknownParamError(name, list(self.specs)) from None
 
     def __contains__(self, name: object) -> bool:  # without building an error for every miss
         try:
-            return name in self.data
+            return name in self.specs
         except TypeError:
             return False
 
@@ -220,23 +262,23 @@ class ParamStore(MutableMapping):
         # Our own read-only copy: editing a value in place would bypass the version counter and
         # leave folded parameters stale, so changes go through assignment.
         array.flags.writeable = False
-        self.data[name] = array
+        self.data[name] = array  # a seeded store draws the others first
         self.version += 1
 
     def __delitem__(self, name: str) -> None:
         raise CnncParamError("parameters cannot be deleted; assign new values instead", where=name)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.data)
+        return iter(self.specs)
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.specs)
 
     SHOWN = 8  # of more than SHOWN + 4 names, __repr__ lists the first SHOWN and the last two
 
     def __repr__(self) -> str:
-        values = sum(math.prod(array.shape) for array in self.data.values())
-        names = list(self.data)
+        values = sum(math.prod(spec.shape) for spec in self.specs.values())
+        names = list(self.specs)
         width = min(max((len(n) for n in names), default=0), 40)
         shown = names if len(names) <= self.SHOWN + 4 else [*names[:self.SHOWN], None, *names[-2:]]
         lines = [f"ParamStore: {len(names)} parameter{'s' if len(names) != 1 else ''}, {values:,} values "
@@ -245,7 +287,7 @@ class ParamStore(MutableMapping):
             if name is None:
                 lines.append(f"  ... {len(names) - self.SHOWN - 2} more (list(params) names them all)")
             else:
-                lines.append(f"  {name.ljust(width)}  {fmt(self.data[name].shape)}")
+                lines.append(f"  {name.ljust(width)}  {fmt(tuple(self.specs[name].shape))}")
         return "\n".join(lines)
 
     @classmethod
