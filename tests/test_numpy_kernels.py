@@ -117,6 +117,23 @@ def test_conv2d_shifted_gemm_path(groups, dilation, pads, bias):
     check(got, torch_conv(x, w, b, (1, 1), pads, dilation, groups))
 
 
+@pytest.mark.parametrize("n,c,h,wd,o,kh,kw,stride,pads,dilation,groups,bias", [
+    (3, 5, 9, 11, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, True),     # batch columns: odd sizes
+    (2, 4, 15, 13, 6, 3, 2, (2, 1), (2, 0, 1, 3), (2, 1), 1, False),   # ... stride, dilation, asymmetric
+    (2, 3, 16, 16, 4, 1, 1, (1, 1), (1, 0, 0, 1), (1, 1), 1, True),    # ... a padded 1x1, 17x17 = 289 > 256
+    (2, 16, 130, 131, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, True),  # image by image: 19 MB of columns
+    (3, 12, 99, 97, 6, 5, 3, (2, 2), (2, 1, 2, 1), (1, 2), 2, False),   # ... groups 2, stride 2, dilation
+])
+def test_conv2d_batch_layouts(n, c, h, wd, o, kh, kw, stride, pads, dilation, groups, bias):
+    """At batch > 1, small outputs put the batch's columns in one GEMM and large columns run image
+    by image (_conv_im2col); both against torch."""
+    x, w = rand(n, c, h, wd), rand(o, c // groups, kh, kw, scale=0.2)
+    b = rand(o) if bias else None
+    want = torch_conv(x, w, b, stride, pads, dilation, groups)
+    got = K.conv(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups, out_size=want.shape[2:])
+    check(got, want)
+
+
 @pytest.mark.parametrize("n,c,h,wd,kh,kw,stride,pads,dilation", [
     (2, 3, 67, 70, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
     (1, 2, 71, 66, 5, 3, (2, 1), (2, 0, 1, 2), (1, 2)),
@@ -139,6 +156,7 @@ def test_depthwise_toeplitz_with_strides(n, c, h, wd, kh, kw, stride, pads, dila
     ((1, 8, 40, 40), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise_toeplitz"),
     ((1, 8, 40, 40), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), 8, "_conv_depthwise_nhwc"),
     ((1, 8, 40, 40), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise_nchw"),
+    ((3, 16, 7, 7), (8, 16, 3, 3), (1, 1), (1, 1, 1, 1), 1, "_conv_im2col_batch_columns"),  # ≤ 256 pixels
 ])
 def test_conv2d_dispatch(monkeypatch, shape_x, shape_w, stride, pads, groups, path):
     calls = []
