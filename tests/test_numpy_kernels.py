@@ -336,6 +336,22 @@ def test_max_pool2d(case, ceil_mode):
     check(got, ref)
 
 
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_pools_slab_by_slab(ceil_mode):
+    """Tensors past 512 KB are pooled in slabs of whole channels of one image (here 6 channels of
+    78 KB, then the last one alone): the same as torch, ceil_mode's overhang included."""
+    x = rand(2, 7, 130, 150)
+    ref = F.max_pool2d(t(x), 3, 2, 1, ceil_mode=ceil_mode)
+    got = K.max_pool(x, kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1), dilation=(1, 1), out_size=ref.shape[2:])
+    check(got, ref)
+    for include in (False, True):
+        ref = F.avg_pool2d(t(x), 3, 2, 1, ceil_mode=ceil_mode, count_include_pad=include)
+        got = K.avg_pool(x, kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1), count_include_pad=include,
+                         out_size=ref.shape[2:])
+        check(got, ref, tol=1e-5)
+    assert list(K._channel_slabs(x, 512 * 1024)) == [(0, 0, 6), (0, 6, 7), (1, 0, 6), (1, 6, 7)]
+
+
 @pytest.mark.parametrize("pads", [(0, 0, 1, 1), (1, 0, 0, 2), (2, 1, 1, 0)])
 def test_max_pool2d_asymmetric(pads):
     x = rand(2, 3, 9, 8)

@@ -416,11 +416,43 @@ def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
     return y
 
 
+def _channel_slabs(x: np.ndarray, slab_bytes: int):
+    """(image, first channel, last channel + 1) slabs of ``x`` ``[N, C, H, W]`` of at most
+    ``slab_bytes`` each (at least one channel): a kernel whose channels are independent makes its
+    passes over one slab while it is in cache, instead of over the whole tensor (max pooling
+    ResNet's 112x112 stem at batch 8: 1.4x, measured, docs/kernels.md)."""
+    n, c, h, wd = x.shape
+    per = max(1, slab_bytes // max(1, h * wd * 4))
+    for i in range(n):
+        for first in range(0, c, per):
+            yield i, first, min(c, first + per)
+
+
+def _by_slabs(compute, x: np.ndarray, out_size, **kwargs) -> np.ndarray:
+    """``compute(x, out_size=out_size, **kwargs)`` computed slab by slab (_channel_slabs, 512 KB:
+    half of this machine's L2, with room for the padded copy and the passes' temporaries) into one
+    ``[N, C, Ho, Wo]`` result; a tensor of one slab or less is computed whole."""
+    n, c, h, wd = x.shape
+    slab_bytes = 512 * 1024
+    if n * c * h * wd * 4 <= slab_bytes:
+        return compute(x, out_size=out_size, **kwargs)
+    out = np.empty((n, c, *out_size), dtype=np.float32)
+    for i, first, last in _channel_slabs(x, slab_bytes):
+        out[i:i + 1, first:last] = compute(x[i:i + 1, first:last], out_size=out_size, **kwargs)
+    return out
+
+
 def max_pool(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -> np.ndarray:
-    """Max pooling with −∞ padding to ``out_size`` (Ho, Wo); a loop over kernel taps.
+    """Max pooling with −∞ padding to ``out_size`` (Ho, Wo); a loop over kernel taps, slab by
+    slab (_by_slabs).
 
     Windows reaching past the bottom/right padding (a ceil_mode overhang) see −∞ there too.
     """
+    return _by_slabs(_max_pool_slab, x, out_size, kernel=kernel, stride=stride, pads=pads, dilation=dilation)
+
+
+def _max_pool_slab(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -> np.ndarray:
+    """max_pool of one slab: the padded copy, then the window's rows, then its columns."""
     _, _, h, wd = x.shape
     kh, kw = kernel
     sh, sw = stride
