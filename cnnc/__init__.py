@@ -29,7 +29,8 @@ def compile(source: SourceLike, *, input_shapes: dict[str, tuple] | None = None,
 
     Parameters start from a seeded He initialization (`seed`), drawn when a value is first read
     (never when `params` gives them all, or they are all replaced before); they keep the source
-    program's names whatever the passes do. `optimize` is the -O level (0, 1, 2); `passes` runs exactly the named passes instead; `disable_passes` skips some;
+    program's names whatever the passes do. `optimize` is the -O level (0, 1, 2); `passes` runs
+    exactly the named passes instead; `disable_passes` skips some;
     `fcn=True` turns dense layers into convolutions (it enables the level-0 pass `dense_to_conv`;
     then `input_shapes` may enlarge the input);
     `verify=True` checks every pass's output against the un-optimized graph. `target="cupy"`
