@@ -152,9 +152,9 @@ def test_depthwise_toeplitz_with_strides(n, c, h, wd, kh, kw, stride, pads, dila
     ((1, 128, 16, 16), (16, 128, 3, 3), (1, 1), (1, 1, 1, 1), 1, "_conv_im2col"),
     ((1, 8, 6, 6), (16, 8, 1, 1), (2, 2), (0, 0, 0, 0), 1, "_conv_1x1"),
     ((1, 8, 6, 6), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise"),
-    ((1, 8, 6, 6), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise_nhwc"),
+    ((1, 8, 6, 6), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_depthwise_channels_last"),
     ((1, 8, 40, 40), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise_toeplitz"),
-    ((1, 8, 40, 40), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), 8, "_conv_depthwise_nhwc"),
+    ((1, 8, 40, 40), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), 8, "_depthwise_channels_last"),
     ((1, 8, 40, 40), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise_nchw"),
     ((3, 16, 7, 7), (8, 16, 3, 3), (1, 1), (1, 1, 1, 1), 1, "_conv_im2col_batch_columns"),  # ≤ 256 pixels
 ])

@@ -12,7 +12,7 @@ from cnnc.passes.manager import PASSES, Pass, optimize, order_passes, pass_order
 
 PIPELINE = ["eliminate_identity", "dense_to_conv", "fold_batch_norm", "fold_constants", "lower_pooling",
             "fuse_conv_bias_activation", "eliminate_common_subexpressions", "eliminate_dead_code",
-            "winograd", "plan_memory"]
+            "winograd", "channels_last", "plan_memory"]
 O1 = ["eliminate_identity", "eliminate_common_subexpressions", "eliminate_dead_code"]
 
 

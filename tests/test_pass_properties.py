@@ -556,6 +556,7 @@ FOCUS = {
     "eliminate_common_subexpressions": ("unary", "global_pool", "add", "mul", "concat"),
     "eliminate_dead_code": (),
     "winograd": ("conv",),
+    "channels_last": ("conv", "depthwise_conv", "unary"),
     "plan_memory": ("unary", "add", "mul", "flatten", "crop", "upsample", "identity_reshape"),
 }
 

@@ -258,7 +258,11 @@ def _call(graph: Graph, name: str, ns: Namespace, plan: BufferPlan) -> tuple[str
 
 
 def generate(graph: Graph, *, tf32: bool = False) -> str:
-    """The generated CuPy module's source text."""
+    """The generated CuPy module's source text. Its kernels are NCHW only: the NumPy code's
+    channels-last values (passes/layout.py) are laid out NCHW again first."""
+    from ..passes.layout import nchw_everywhere
+
+    graph = nchw_everywhere(graph)
     plan = plan_buffers(graph)
     ns = Namespace(reserved_names())
     inputs = graph.info.inputs

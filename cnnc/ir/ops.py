@@ -239,6 +239,13 @@ class ConvAttrs:
     bias: bool
     activation: str = "none"
     slope: float = 0.0
+    # How the input and output arrays are laid out in memory (LAYOUTS); the shape stays the
+    # logical [N, C, H, W]. Only the channels_last pass sets "nhwc" (docs/passes.md).
+    layout_in: str = "nchw"
+    layout_out: str = "nchw"
+
+
+LAYOUTS = ("nchw", "nhwc")
 
 
 @dataclass(frozen=True)
@@ -607,8 +614,9 @@ _CONVOLUTIONS = {
                  builder="depthwise_conv"),
          Surface("separable_conv", "depthwise conv, then a 1x1 conv (Xception)",
                  (Arg("filters", "positive_int"), *_DEPTHWISE_ARGS), builder="separable_conv")),
-        "conv", ("stride", "pads", "dilation", "groups", "activation", "slope"), _conv_params,
-        ("weight", "bias"), sized=True, max_inputs=2, keyword_inputs=("residual",), kwarg_defaults=_EPILOGUE,
+        "conv", ("stride", "pads", "dilation", "groups", "activation", "slope", "layout_in", "layout_out"),
+        _conv_params, ("weight", "bias"), sized=True, max_inputs=2, keyword_inputs=("residual",),
+        kwarg_defaults=(*_EPILOGUE, ("layout_in", "nchw"), ("layout_out", "nchw")),
         macs=_conv_macs, fused_epilogue=True, scale_rule="scale_out_channels"),
     Op.WINOGRAD_CONV: OpRecord(
         WinogradConvAttrs, _winograd_conv, Output.FRESH, (), "winograd_conv", ("pads", "activation", "slope"),

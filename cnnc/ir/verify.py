@@ -19,6 +19,7 @@ def verify(graph: Graph) -> None:
     for name in graph.nodes:
         _check_node(graph, graph.node(name))
     _check_interface(graph)
+    _check_layouts(graph)
 
 
 def _check_storage(graph: Graph) -> None:
@@ -67,6 +68,26 @@ def _check_node(graph: Graph, node: Node) -> None:
         pname = node.params[role]
         if pname not in declared or tuple(declared[pname].shape) != tuple(spec.shape):
             raise CnncIRError(f"parameter {pname} missing or of the wrong shape", where=name)
+
+
+def _layouts(graph: Graph, name: str) -> tuple[str, str]:
+    attrs = graph.attrs(name)
+    return getattr(attrs, "layout_in", "nchw"), getattr(attrs, "layout_out", "nchw")
+
+
+def _check_layouts(graph: Graph) -> None:
+    """A channels-last array (passes/layout.py) goes from one conv to one conv: its producer has
+    no residual and it is no output; its one reader reads it as its data input, channels-last."""
+    for name in graph.nodes:
+        layout_in, layout_out = _layouts(graph, name)
+        if layout_out == "nhwc":
+            users = graph.users(name)
+            if graph.is_output(name) or len(graph.inputs_of(name)) != 1 or len(users) != 1 or users[0][1] != 0 \
+                    or _layouts(graph, users[0][0])[0] != "nhwc":
+                raise CnncIRError("a channels-last result must be one conv's channels-last data input, and no "
+                                  "output", where=name)
+        if layout_in == "nhwc" and _layouts(graph, graph.inputs_of(name)[0])[1] != "nhwc":
+            raise CnncIRError("reads its input channels-last, but it is not made channels-last", where=name)
 
 
 def _check_interface(graph: Graph) -> None:

@@ -690,10 +690,14 @@ def _epilogue_spec(has_bias: bool, has_residual: bool, activation: str):
 
 
 def conv(x, w, b, *, stride, pads, dilation, groups: int, out_size, activation: str = "none",
-           slope: float = 0.0, residual=None, out=None, workspace=None):
+           slope: float = 0.0, residual=None, out=None, workspace=None, layout_in: str = "nchw",
+           layout_out: str = "nchw"):
     """2-D convolution (NCHW, OIHW weights, bias [O] or None) to `out_size` (Ho, Wo) with the fused
     epilogue act(conv + bias + residual). See the module docstring for the three methods;
-    `workspace` (flat float32) holds the im2col columns of as many images as fit, at least one."""
+    `workspace` (flat float32) holds the im2col columns of as many images as fit, at least one.
+    NCHW only: the code generator lays channels-last values out NCHW again (passes/layout.py)."""
+    if layout_in != "nchw" or layout_out != "nchw":
+        raise ValueError(f"the CuPy conv reads and writes NCHW, got layouts {layout_in!r} → {layout_out!r}")
     x = _f32(x)
     w = _f32(w)
     n, c, h, wd = x.shape

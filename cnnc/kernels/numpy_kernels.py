@@ -87,7 +87,7 @@ def _conv_depthwise(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh:
     if m == 1 and ho * wo > 1024 and sh == sw == 1:
         return _conv_depthwise_toeplitz(x, w, b, sh, sw, pads, dh, dw, ho, wo)
     if m == 1:
-        return _conv_depthwise_nhwc(x, w, b, sh, sw, pads, dh, dw, ho, wo, hp, wp)
+        return _depthwise_channels_last(x, w, b, (sh, sw), pads, (dh, dw), (ho, wo), "nchw", "nchw")
     return _conv_depthwise_nchw(x, w, b, sh, sw, pads, dh, dw, ho, wo, hp, wp)
 
 
@@ -182,40 +182,6 @@ def _conv_depthwise_nchw(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads
     if b is not None:
         y += b.astype(np.float32, copy=False)[:, None, None]
     return y
-
-
-def _conv_depthwise_nhwc(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
-                         ho: int, wo: int, hp: int, wp: int) -> np.ndarray:
-    """Depthwise conv (multiplier 1) channels-last: the padded input is copied as [N, Hp, Wp, C],
-    so each tap's multiply-add runs over whole contiguous channel vectors, not over image rows of
-    Wo pixels (short for small images, strided for stride 2); the result is transposed back.
-    Faster than the NCHW tap loop for strided and small (≤ 32x32 output) layers (measured,
-    docs/kernels.md), slower for large stride-1 ones."""
-    n, c, h, wd = x.shape
-    _, _, kh, kw = w.shape
-    top, left = pads[0], pads[1]
-    xp = np.zeros((n, hp, wp, c), dtype=np.float32)
-    rows, cols = min(h, hp - top), min(wd, wp - left)
-    xp[:, top:top + rows, left:left + cols] = x[:, :, :rows, :cols].transpose(0, 2, 3, 1)
-    wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kh, kw, C]
-    y = np.empty((n, ho, wo, c), dtype=np.float32)
-    tmp = np.empty_like(y)
-    hs = (ho - 1) * sh + 1
-    ws = (wo - 1) * sw + 1
-    for u in range(kh):
-        for v in range(kw):
-            win = xp[:, u * dh:u * dh + hs:sh, v * dw:v * dw + ws:sw]
-            if u == 0 and v == 0:
-                np.multiply(win, wt[u, v], out=y)
-            else:
-                np.multiply(win, wt[u, v], out=tmp)
-                y += tmp
-    out = np.empty((n, c, ho, wo), dtype=np.float32)
-    if b is None:
-        np.copyto(out, y.transpose(0, 3, 1, 2))
-    else:
-        np.add(y.transpose(0, 3, 1, 2), b.astype(np.float32, copy=False)[:, None, None], out=out)
-    return out
 
 
 def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
@@ -321,12 +287,17 @@ def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, group
 
 
 def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int, out_size,
-           activation: str = "none", slope: float = 0.0, residual=None) -> np.ndarray:
+           activation: str = "none", slope: float = 0.0, residual=None, layout_in: str = "nchw",
+           layout_out: str = "nchw") -> np.ndarray:
     """2-D convolution, NCHW input, OIHW weights ``[O, C/groups, kh, kw]``, bias ``[O]`` or None;
     ``out_size`` (Ho, Wo) is the output's spatial size, as the shape rule decided it.
 
+    ``layout_in``/``layout_out`` "nhwc": the input is, or the output is to be, the array
+    ``[N, H, W, C]`` (the channels_last pass sets them on 1x1 and depthwise convs only, and never
+    ``layout_out`` with a residual): see _conv_channels_last.
+
     Dispatch: 1x1 unpadded convs are plain GEMMs; depthwise convs (groups == C) loop over
-    the kernel taps (channels-last when strided or small, see _conv_depthwise_nhwc);
+    the kernel taps (channels-last when strided or small, see _depthwise_channels_last);
     everything else uses im2col (strided view of the padded input + one
     batched GEMM per group), except stride-1 convs with many channels per group whose
     column matrix would exceed 64 MB: those use shifted GEMMs (same speed when measured,
@@ -335,6 +306,9 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     """
     x = x.astype(np.float32, copy=False)
     w = w.astype(np.float32, copy=False)
+    if layout_in != "nchw" or layout_out != "nchw":
+        y = _conv_channels_last(x, w, b, stride, pads, dilation, out_size, layout_in, layout_out)
+        return _epilogue(y, activation, slope, residual)
     n, c, h, wd = x.shape
     _, cg, kh, kw = w.shape
     sh, sw = stride
@@ -351,6 +325,85 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     else:
         y = _conv_im2col(x, w, b, sh, sw, pads, dh, dw, groups, ho, wo)
     return _epilogue(y, activation, slope, residual)
+
+
+def _conv_channels_last(x: np.ndarray, w: np.ndarray, b, stride, pads, dilation, out_size, layout_in: str,
+                        layout_out: str) -> np.ndarray:
+    """A 1x1 conv (stride 1, unpadded, one group) or a depthwise conv (multiplier 1) with a
+    channels-last input and/or output ``[N, H, W, C]`` (the channels_last pass; docs/passes.md).
+
+    1x1: one GEMM per image, whose operands BLAS reads transposed as they lie: ``[H·W, C]·[C, O]``
+    for a channels-last result, ``[O, C]·[C, H·W]`` for an NCHW one. Depthwise:
+    _depthwise_channels_last, with no transpose where the value is channels-last."""
+    o, cg, kh, kw = w.shape
+    if layout_in == "nhwc":
+        n, h, wd, c = x.shape
+    else:
+        n, c, h, wd = x.shape
+    ho, wo = out_size
+    if kh == kw == 1 and cg == c and stride == (1, 1) and not any(pads):
+        w2 = w.reshape(o, c)
+        pixels = x.reshape(n, h * wd, c) if layout_in == "nhwc" else x.reshape(n, c, h * wd).transpose(0, 2, 1)
+        if layout_out == "nhwc":
+            y = np.matmul(pixels, w2.T)  # [N, H·W, O]
+            if b is not None:
+                y += b.astype(np.float32, copy=False)
+            return y.reshape(n, h, wd, o)
+        y = np.matmul(w2, pixels.transpose(0, 2, 1))  # [N, O, H·W]
+        if b is not None:
+            y += b.astype(np.float32, copy=False)[:, None]
+        return y.reshape(n, o, h, wd)
+    if cg != 1 or o != c:
+        raise ValueError(f"channels-last conv: only 1x1 and depthwise convs, got weight {w.shape} for {c} channels")
+    return _depthwise_channels_last(x, w, b, stride, pads, dilation, out_size, layout_in, layout_out)
+
+
+def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, b, stride, pads, dilation, out_size, layout_in: str,
+                             layout_out: str) -> np.ndarray:
+    """Depthwise conv (multiplier 1) channels-last: the padded image is ``[Hp, Wp, C]``, so each
+    tap's multiply-add runs over whole contiguous channel vectors, not over image rows of Wo
+    pixels (short for small images, strided for stride 2). The input is read as it lies
+    (``layout_in`` "nhwc") or transposed once; the result is kept channels-last or transposed
+    once. An image's output rows go in bands of about 256 KB, so that each tap's multiply and
+    add run in L2 (1.3–1.5x on MobileNetV2's layers, docs/kernels.md)."""
+    o, cg, kh, kw = w.shape
+    if layout_in == "nhwc":
+        n, h, wd, c = x.shape
+    else:
+        n, c, h, wd = x.shape
+    ho, wo = out_size
+    sh, sw = stride
+    dh, dw = dilation
+    top, left, bottom, right = pads
+    hp = max(h + top + bottom, (ho - 1) * sh + dh * (kh - 1) + 1)
+    wp = max(wd + left + right, (wo - 1) * sw + dw * (kw - 1) + 1)
+    source = x if layout_in == "nhwc" else x.transpose(0, 2, 3, 1)
+    wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kh, kw, C]
+    y = np.empty((n, ho, wo, c), dtype=np.float32)
+    ws = (wo - 1) * sw + 1
+    band = max(2, 256 * 1024 // (wo * c * 4))  # output rows whose taps' passes stay in L2 (~256 KB)
+    tmp = np.empty((band, wo, c), dtype=np.float32)
+    for i in range(n):  # one image, then one band of its rows at a time
+        xp = np.zeros((hp, wp, c), dtype=np.float32)
+        rows, cols = min(h, hp - top), min(wd, wp - left)
+        xp[top:top + rows, left:left + cols] = source[i, :rows, :cols]
+        for first in range(0, ho, band):
+            count = min(band, ho - first)
+            yb, tb = y[i, first:first + count], tmp[:count]
+            for u in range(kh):
+                start = first * sh + u * dh
+                for v in range(kw):
+                    win = xp[start:start + (count - 1) * sh + 1:sh, v * dw:v * dw + ws:sw]
+                    if u == 0 and v == 0:
+                        np.multiply(win, wt[u, v], out=yb)
+                    else:
+                        np.multiply(win, wt[u, v], out=tb)
+                        yb += tb
+    if b is not None:
+        y += b.astype(np.float32, copy=False)
+    if layout_out == "nhwc":
+        return y
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
 
 
 def _workspace_elements(kernel: str, x_shape, out_shape, weight_shape=None, kwargs=None) -> int:

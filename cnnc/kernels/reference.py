@@ -83,13 +83,21 @@ def _window_taps(kernel: Pair, dilation: Pair) -> list[Pair]:
 
 def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride: Pair,
            pads: Pads, dilation: Pair, groups: int, out_size: Pair, activation: str = "none",
-           slope: float = 0.0, residual: np.ndarray | None = None) -> np.ndarray:
+           slope: float = 0.0, residual: np.ndarray | None = None, layout_in: str = "nchw",
+           layout_out: str = "nchw") -> np.ndarray:
     """Grouped, strided, dilated 2-D convolution (cross-correlation), with an optional epilogue.
 
     y[n,o,i,j] = b[o] + Σ_{c,u,v} xpad[n, g·C/G + c, i·sh + u·dh, j·sw + v·dw] · w[o,c,u,v]
     for (i, j) < ``out_size``, with g = o // (O/G), ``w: [O, C/G, kh, kw]`` and ``xpad``
-    zero-padded by ``pads``; then y = act(y + residual) (see `epilogue`).
+    zero-padded by ``pads``; then y = act(y + residual) (see `epilogue`). ``layout_in`` /
+    ``layout_out`` "nhwc": the input is, or the result is returned as, ``[N, H, W, C]``.
     """
+    if layout_in == "nhwc":
+        x = x.transpose(0, 3, 1, 2)
+    if layout_out == "nhwc":
+        y = conv(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups, out_size=out_size,
+                 activation=activation, slope=slope, residual=residual)
+        return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
     xpad = _spatial_pad(_f64(x), pads)
     o, _, kh, kw = w.shape
     ho, wo = out_size
