@@ -167,7 +167,8 @@ def _bwin_fold_pad(g: np.ndarray, axis: int, before: int, after: int, size: int,
 
 
 def conv_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int,
-                  out_size, activation: str = "none", slope: float = 0.0, need_input: bool = True):
+                  out_size, activation: str = "none", slope: float = 0.0, need_input: bool = True,
+                  layout_in: str = "nchw", layout_out: str = "nchw"):
     """Gradients ``(dx, dw, db)`` of ``conv`` (weights ``[O, C/groups, kh, kw]``).
 
     dw: im2col of the zero-padded input (a strided view, batch folded into the columns) and one
@@ -175,10 +176,13 @@ def conv_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, b, *, stride, pa
     col2im loop over the taps adds each into a strided slice of the padded input's gradient,
     which is then cropped; rows/columns of x that no window reaches (stride 2 with 'same' pads)
     get zero. Depthwise convs (groups == C) loop over the taps instead, with no column matrix
-    (kh·kw times the input). ``activation``/``slope`` are accepted because they are conv's
-    kwargs, but only "none" is differentiable here.
+    (kh·kw times the input). ``activation``/``slope`` and the layouts are accepted because they
+    are conv's kwargs, but only "none" and NCHW are differentiable here (training runs on the
+    un-optimized graph, where neither is ever set).
     """
     _bwin_no_epilogue("conv", activation)
+    if layout_in != "nchw" or layout_out != "nchw":
+        raise ValueError("conv_backward: channels-last layouts come from an inference pass; training is NCHW")
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     og = o // groups

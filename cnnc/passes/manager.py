@@ -154,7 +154,7 @@ def optimize(graph: Graph, level: int = DEFAULT_LEVEL, passes: list[str] | None 
         # A pass that changed nothing leaves the graph it was given, already verified (verifying
         # after every pass was half of -O2's time on ResNet-152); the final graph is verified
         # whatever the passes said, naming those that claimed no change.
-        if changed or name == names[-1]:
+        if changed or name == names[-1] or checker is not None:
             culprits = [name] if changed else [*quiet, name]
             try:
                 verify(result)
