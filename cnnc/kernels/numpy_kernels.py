@@ -327,6 +327,14 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     return _epilogue(y, activation, slope, residual)
 
 
+def _logical_shape(x: np.ndarray, layout: str) -> tuple:
+    """(N, C, H, W) of an image batch laid out as ``layout`` ("nchw" or "nhwc")."""
+    if layout == "nhwc":
+        n, h, wd, c = x.shape
+        return n, c, h, wd
+    return x.shape
+
+
 def _conv_channels_last(x: np.ndarray, w: np.ndarray, b, stride, pads, dilation, out_size, layout_in: str,
                         layout_out: str) -> np.ndarray:
     """A 1x1 conv (stride 1, unpadded, one group) or a depthwise conv (multiplier 1) with a
@@ -336,11 +344,7 @@ def _conv_channels_last(x: np.ndarray, w: np.ndarray, b, stride, pads, dilation,
     for a channels-last result, ``[O, C]·[C, H·W]`` for an NCHW one. Depthwise:
     _depthwise_channels_last, with no transpose where the value is channels-last."""
     o, cg, kh, kw = w.shape
-    if layout_in == "nhwc":
-        n, h, wd, c = x.shape
-    else:
-        n, c, h, wd = x.shape
-    ho, wo = out_size
+    n, c, h, wd = _logical_shape(x, layout_in)
     if kh == kw == 1 and cg == c and stride == (1, 1) and not any(pads):
         w2 = w.reshape(o, c)
         pixels = x.reshape(n, h * wd, c) if layout_in == "nhwc" else x.reshape(n, c, h * wd).transpose(0, 2, 1)
@@ -367,10 +371,7 @@ def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, b, stride, pads, dila
     once. An image's output rows go in bands of about 256 KB, so that each tap's multiply and
     add run in L2 (1.3–1.5x on MobileNetV2's layers, docs/kernels.md)."""
     o, cg, kh, kw = w.shape
-    if layout_in == "nhwc":
-        n, h, wd, c = x.shape
-    else:
-        n, c, h, wd = x.shape
+    n, c, h, wd = _logical_shape(x, layout_in)
     ho, wo = out_size
     sh, sw = stride
     dh, dw = dilation

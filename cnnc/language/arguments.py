@@ -40,21 +40,20 @@ def to_int(value: object) -> int:
 def to_positive_int(value: object) -> int:
     """A size, count, stride or dilation: from 1 to MAX_SIZE (NumPy's strided views multiply a
     stride by the bytes of a row, which must stay within 64 bits)."""
-    number = to_int(value)
-    if number < 1:
-        raise ArgError(f"expected a positive integer, got {number}")
-    if number > MAX_SIZE:
-        raise ArgError(f"expected a size of at most {MAX_SIZE}, got {number}")
-    return number
+    return _sized(value, 1, "a positive integer", "a size")
 
 
 def to_count(value: object) -> int:
     """A count that may be zero (extra columns carried along): from 0 to MAX_SIZE."""
+    return _sized(value, 0, "a count of 0 or more", "a count")
+
+
+def _sized(value: object, low: int, expected: str, what: str) -> int:
     number = to_int(value)
-    if number < 0:
-        raise ArgError(f"expected a count of 0 or more, got {number}")
+    if number < low:
+        raise ArgError(f"expected {expected}, got {number}")
     if number > MAX_SIZE:
-        raise ArgError(f"expected a count of at most {MAX_SIZE}, got {number}")
+        raise ArgError(f"expected {what} of at most {MAX_SIZE}, got {number}")
     return number
 
 
