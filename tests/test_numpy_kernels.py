@@ -72,7 +72,7 @@ CONV_CASES = [
     (1, 8, 9, 9, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 4, False),      # groups 4 stride 2
     (2, 6, 9, 8, 6, 3, 3, (2, 2), (0, 0, 1, 1), (1, 1), 6, True),       # depthwise (channels-last path)
     (1, 5, 11, 9, 5, 5, 3, (1, 1), (2, 0, 3, 1), (2, 1), 5, True),      # depthwise s1, small: channels-last
-    (2, 3, 36, 35, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3, True),     # depthwise s1, > 32x32: Toeplitz GEMMs
+    (2, 3, 36, 35, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3, True),     # depthwise s1, > 32x32: channels-last rows
     (1, 4, 40, 37, 4, 3, 3, (1, 1), (2, 1, 2, 3), (2, 2), 4, False),    # ... dilated, asymmetric pads
     (1, 2, 33, 64, 2, 5, 3, (1, 1), (2, 1, 2, 1), (1, 1), 2, True),     # ... 5x3, whole column blocks
     (1, 2, 36, 36, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2, True),     # multiplier 2, > 32x32: NCHW taps
@@ -134,26 +134,13 @@ def test_conv2d_batch_layouts(n, c, h, wd, o, kh, kw, stride, pads, dilation, gr
     check(got, want)
 
 
-@pytest.mark.parametrize("n,c,h,wd,kh,kw,stride,pads,dilation", [
-    (2, 3, 67, 70, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
-    (1, 2, 71, 66, 5, 3, (2, 1), (2, 0, 1, 2), (1, 2)),
-    (1, 2, 40, 41, 3, 3, (3, 3), (1, 1, 1, 1), (2, 1)),
-])
-def test_depthwise_toeplitz_with_strides(n, c, h, wd, kh, kw, stride, pads, dilation):
-    """The Toeplitz GEMMs handle any stride (the dispatcher uses them for stride 1 only)."""
-    x, w, b = rand(n, c, h, wd), rand(c, 1, kh, kw), rand(c)
-    want = torch_conv(x, w, b, stride, pads, dilation, c)
-    got = K._conv_depthwise_toeplitz(x, w, b, *stride, pads, *dilation, *want.shape[2:])
-    check(got, want)
-
-
 @pytest.mark.parametrize("shape_x,shape_w,stride,pads,groups,path", [
     ((4, 128, 64, 64), (16, 128, 3, 3), (1, 1), (1, 1, 1, 1), 1, "_conv_shifted"),  # cols > 64 MB
     ((1, 128, 16, 16), (16, 128, 3, 3), (1, 1), (1, 1, 1, 1), 1, "_conv_im2col"),
     ((1, 8, 6, 6), (16, 8, 1, 1), (2, 2), (0, 0, 0, 0), 1, "_conv_1x1"),
     ((1, 8, 6, 6), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise"),
     ((1, 8, 6, 6), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_depthwise_channels_last"),
-    ((1, 8, 40, 40), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise_toeplitz"),
+    ((1, 8, 40, 40), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_depthwise_channels_last"),
     ((1, 8, 40, 40), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), 8, "_depthwise_channels_last"),
     ((1, 8, 40, 40), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise_nchw"),
     ((3, 16, 7, 7), (8, 16, 3, 3), (1, 1), (1, 1, 1, 1), 1, "_conv_im2col_batch_columns"),  # ≤ 256 pixels

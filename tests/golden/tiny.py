@@ -122,69 +122,9 @@ def _conv_depthwise(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh:
     top, left, bottom, right = pads
     hp = max(h + top + bottom, (ho - 1) * sh + dh * (kh - 1) + 1)
     wp = max(wd + left + right, (wo - 1) * sw + dw * (kw - 1) + 1)
-    if m == 1 and ho * wo > 1024 and sh == sw == 1 and c <= 64:  # few, long rows: BLAS wins
-        return _conv_depthwise_toeplitz(x, w, b, sh, sw, pads, dh, dw, ho, wo)
     if m == 1:
         return _depthwise_channels_last(x, w, b, (sh, sw), pads, (dh, dw), (ho, wo), "nchw", "nchw")
     return _conv_depthwise_nchw(x, w, b, sh, sw, pads, dh, dw, ho, wo, hp, wp)
-
-
-def _conv_depthwise_toeplitz(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
-                             ho: int, wo: int) -> np.ndarray:
-    """Depthwise conv (multiplier 1) as GEMMs: each kernel row u is a banded (Toeplitz) matrix
-    T[c, u] of shape [width, block] applied to blocks of `block` output columns, which read
-    `width` = (block − 1)·sw + dw·(kw − 1) + 1 input columns.
-
-    The padded input is cut into column blocks laid out as the rows of one matrix per channel,
-    ``[blocks·Hp, width]``; kernel row u is then one batched GEMM over the channels, on the rows
-    u·dh, u·dh + sh, … of that matrix (Hp is a multiple of sh, so the row step is uniform). The
-    GEMMs do width/kw times the multiplies of a tap loop, but at BLAS speed over whole planes:
-    1.3–2x faster for stride-1 outputs above 32x32 and several times for stride 2 at batch 8
-    (MobileNetV2's 112x112 and 56x56 layers, measured, docs/kernels.md). Block rows past Ho
-    are junk and cropped.
-    """
-    n, c, h, wd = x.shape
-    _, _, kh, kw = w.shape
-    top, left = pads[0], pads[1]
-    block = 32 // sw
-    span = dw * (kw - 1) + 1
-    blocks = -(-wo // block)
-    width = (block - 1) * sw + span
-    need = max(h + top + pads[2], (ho - 1) * sh + dh * (kh - 1) + 1)
-    hp = -(-need // sh) * sh  # a multiple of the stride: row r·sh + u·dh of block b is uniform in r
-    xp = _pad_into(x, hp, (blocks * block - 1) * sw + span, top, left, 0.0)
-    s0, s1, s2, s3 = xp.strides
-    rows = np.lib.stride_tricks.as_strided(xp, (n, c, blocks, hp, width), (s0, s1, block * sw * s3, s2, s3),
-                                           writeable=False).reshape(n, c, blocks * hp, width)
-    toeplitz = np.zeros((c, kh, width, block), dtype=np.float32)
-    j = np.arange(block)
-    for v in range(kw):
-        toeplitz[:, :, j * sw + v * dw, j] = w[:, 0, :, v, None]
-    q = hp // sh  # output rows per block (those past Ho are junk)
-    m = (blocks * hp - 1 - dh * (kh - 1)) // sh + 1  # GEMM rows every kernel row's shift has
-    y = np.empty((n, c, blocks * q, block), dtype=np.float32)
-    y[:, :, m:] = 0.0  # junk rows past the last GEMM row
-    tmp = np.empty((n, c, m, block), dtype=np.float32)
-    for u in range(kh):
-        taps = rows[:, :, u * dh:u * dh + sh * (m - 1) + 1:sh]
-        if u == 0:
-            np.matmul(taps, toeplitz[:, 0], out=y[:, :, :m])
-        else:
-            np.matmul(taps, toeplitz[:, u], out=tmp)
-            y[:, :, :m] += tmp
-    planes = y.reshape(n, c, blocks, q, block)[:, :, :, :ho].transpose(0, 1, 3, 2, 4)
-    if wo == blocks * block:  # whole blocks: one pass into the output, seen as [N, C, Ho, blocks, block]
-        out = np.empty((n, c, ho, wo), dtype=np.float32)
-        target = out.reshape(n, c, ho, blocks, block)
-    else:  # gather the blocks' rows first, then crop the last block's junk columns
-        planes = planes.reshape(n, c, ho, blocks * block)[..., :wo]
-        out = target = np.empty((n, c, ho, wo), dtype=np.float32)
-    if b is None:
-        np.copyto(target, planes)
-    else:
-        bias = b.astype(np.float32, copy=False).reshape((c,) + (1,) * (target.ndim - 2))
-        np.add(planes, bias, out=target)
-    return out
 
 
 def _conv_depthwise_nchw(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
@@ -329,8 +269,9 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     ``[N, H, W, C]`` (the channels_last pass sets them on 1x1 and depthwise convs only, and never
     ``layout_out`` with a residual): see _conv_channels_last.
 
-    Dispatch: 1x1 unpadded convs are plain GEMMs; depthwise convs (groups == C) loop over
-    the kernel taps (channels-last when strided or small, see _depthwise_channels_last);
+    Dispatch: 1x1 unpadded convs are plain GEMMs; depthwise convs (groups == C) are one sum of
+    products over their taps channels-last (multiplier 1, _depthwise_channels_last) or a loop over
+    the taps in NCHW (multipliers > 1);
     everything else uses im2col (strided view of the padded input + one
     batched GEMM per group), except stride-1 convs with many channels per group whose
     column matrix would exceed 64 MB: those use shifted GEMMs (same speed when measured,
@@ -417,13 +358,24 @@ def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, b, stride, pads, dila
     y = np.empty((n, ho, wo, c), dtype=np.float32)
     xp = np.zeros((hp, wp, c), dtype=np.float32)
     rows, cols = min(h, hp - top), min(wd, wp - left)
+    # With unit column stride a tap's window row is one contiguous run of Wo·C values, so the sum
+    # of products can run over whole rows (the weights tiled along them): long inner loops where
+    # few channels would make short ones (c32 112x112: 2.9 → 0.75 ms); past ~192 channels the
+    # per-pixel form is as fast and needs no tiled weights.
+    rowwise = sw == 1 and c <= 192
+    tiled = np.tile(wt, (1, 1, wo)) if rowwise else wt  # [kh, kw, Wo·C] or [kh, kw, C]
     for i in range(n):  # one image at a time: its padded copy stays in cache
         xp[top:top + rows, left:left + cols] = source[i, :rows, :cols]
         s0, s1, s2 = xp.strides
-        taps = np.lib.stride_tricks.as_strided(xp, (ho, wo, kh, kw, c), (sh * s0, sw * s1, dh * s0, dw * s1, s2),
-                                               writeable=False)
-        # one sum-of-products loop over the taps per output vector: no temporaries, no pass per tap
-        np.einsum("hwuvc,uvc->hwc", taps, wt, out=y[i])
+        if rowwise:
+            taps = np.lib.stride_tricks.as_strided(xp, (ho, kh, kw, wo * c), (sh * s0, dh * s0, dw * s1, s2),
+                                                   writeable=False)
+            np.einsum("huvx,uvx->hx", taps, tiled, out=y[i].reshape(ho, wo * c))
+        else:
+            taps = np.lib.stride_tricks.as_strided(xp, (ho, wo, kh, kw, c), (sh * s0, sw * s1, dh * s0, dw * s1, s2),
+                                                   writeable=False)
+            # one sum-of-products loop over the taps per output vector: no temporaries, no pass per tap
+            np.einsum("hwuvc,uvc->hwc", taps, tiled, out=y[i])
     if b is not None:
         y += b.astype(np.float32, copy=False)
     if layout_out == "nhwc":
