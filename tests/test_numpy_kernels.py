@@ -323,6 +323,23 @@ def test_max_pool2d(case, ceil_mode):
     check(got, ref)
 
 
+@pytest.mark.parametrize("shape, kernel, pads, dilation", [
+    ((2, 5, 9, 11), (3, 3), (1, 1, 1, 1), (1, 1)),
+    ((1, 3, 8, 7), (3, 2), (2, 0, 1, 1), (2, 1)),      # asymmetric pads, dilation, a 3x2 window
+    ((2, 4, 6, 6), (2, 2), (0, 0, 0, 0), (1, 1)),      # no padding: the input itself, seen flat
+    ((1, 9, 130, 150), (3, 3), (1, 1, 1, 1), (1, 1)),  # slabs, each pooled flat
+])
+def test_max_pool_stride_1_flat(shape, kernel, pads, dilation):
+    """Stride-1 max pooling as shifted 1-D views of the padded tensor (_max_pool_flat): windows
+    that wrap past a row's end are left out; against torch with −∞ padding."""
+    x = rand(*shape)
+    top, left, bottom, right = pads
+    xp = F.pad(t(x), (left, right, top, bottom), value=-float("inf"))
+    ref = F.max_pool2d(xp, kernel, 1, 0, dilation)
+    got = K.max_pool(x, kernel=kernel, stride=(1, 1), pads=pads, dilation=dilation, out_size=ref.shape[2:])
+    check(got, ref)
+
+
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_pools_slab_by_slab(ceil_mode):
     """Tensors past 512 KB are pooled in slabs of whole channels of one image (here 6 channels of

@@ -768,6 +768,8 @@ def _max_pool_slab(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -
         xp = _pad_into(x, hp, wp, top, left, -np.inf)
     else:
         xp = x
+    if sh == sw == 1:
+        return _max_pool_flat(np.ascontiguousarray(xp), kh, kw, dh, dw, ho, wo)
     hs = (ho - 1) * sh + 1
     ws = (wo - 1) * sw + 1
     # Separable: the max over a window is the max over its columns of the max over its rows, so
@@ -779,6 +781,27 @@ def _max_pool_slab(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -
     for v in range(1, kw):
         np.maximum(y, rows[..., v * dw:v * dw + ws:sw], out=y)
     return y
+
+
+def _max_pool_flat(xp: np.ndarray, kh: int, kw: int, dh: int, dw: int, ho: int, wo: int) -> np.ndarray:
+    """Stride-1 max pooling of the padded ``xp`` seen as one flat array: a window's rows are the
+    elements u·dh·Wp apart and its columns v·dw apart, so both separable passes are maxima of
+    shifted 1-D views — long contiguous loops, where per-image-row slices of a 14x14 or 28x28 map
+    make short ones (GoogLeNet's 3x3 stride-1 pools 1.2–1.4x). Windows that wrap past a row's
+    or a plane's end are computed too and left out by the final strided gather."""
+    n, c, hh, ww = xp.shape
+    flat = xp.reshape(-1)
+    length = flat.size - dh * (kh - 1) * ww
+    rows = flat[:length].copy()
+    for u in range(1, kh):
+        np.maximum(rows, flat[u * dh * ww:u * dh * ww + length], out=rows)
+    length -= dw * (kw - 1)
+    y = rows[:length].copy()
+    for v in range(1, kw):
+        np.maximum(y, rows[v * dw:v * dw + length], out=y)
+    item = y.itemsize
+    return np.lib.stride_tricks.as_strided(y, (n, c, ho, wo), (c * hh * ww * item, hh * ww * item, ww * item, item),
+                                           writeable=False).copy()
 
 
 def _window_sum(a: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int) -> np.ndarray:
