@@ -291,3 +291,23 @@ output y = c
     assert bn_spans and {s.line for s in bn_spans} == {5}
     assert set(bn_spans) <= set(optimized.spans("conv1"))
     assert 3 in {s.line for s in optimized.spans("conv1")}
+
+
+def test_folding_in_float32_is_the_float64_product_rounded():
+    """materialize multiplies weights by their BN scales in float32 (_FLOAT32_EXACT): one correctly
+    rounded product, so bit for bit what the float64 product rounded to float32 gives."""
+    from cnnc.passes.derived import RULES
+
+    net = cnnc.compile(EXAMPLES / "resnet18.cnn", input_shapes={"image": (1, 3, 32, 32)})
+    values = random_params(net.params.specs, np.random.default_rng(3))
+    values.update({n: np.random.default_rng(4).standard_normal(s.shape).astype(np.float32)
+                   for n, s in net.params.specs.items() if n not in values})
+    got = materialize(net.graph, values)
+    cache = dict(values)
+    for name, d in net.graph.info.derived.items():  # the same derivations, every one in float64
+        args = [np.asarray(cache[i], dtype=np.float64) for i in d.inputs]
+        cache[name] = np.ascontiguousarray(RULES[d.rule](*args, **dict(d.kwargs)), dtype=np.float32)
+    scaled = [n for n, d in net.graph.info.derived.items() if d.rule == "scale_out_channels"]
+    assert len(scaled) >= 20
+    for name in net.graph.info.param_specs:
+        np.testing.assert_array_equal(got[name], cache[name], err_msg=name)
