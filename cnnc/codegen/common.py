@@ -12,8 +12,10 @@ from ..source import safe_comment, source_location
 
 
 def statement_comment(node: Node) -> str:
-    """What follows a node's statement: `file:line name: op -> [shape]` (safe inside a comment)."""
-    return f"{source_location(node.spans)} {safe_comment(node.name)}: {node.op} -> {fmt(node.shape)}"
+    """What follows a node's statement: `file:line name: op -> [shape]` (safe inside a comment),
+    plus `, stored channels-last` for a value the channels_last pass lays out [N, H, W, C]."""
+    stored = ", stored channels-last" if getattr(node.attrs, "layout_out", "nchw") == "nhwc" else ""
+    return f"{source_location(node.spans)} {safe_comment(node.name)}: {node.op} -> {fmt(node.shape)}{stored}"
 
 
 # Finds a statement_comment in a line of generated code; group 1 is the layer's name.
