@@ -20,12 +20,13 @@ from .runtime.network import CompiledNetwork  # noqa: E402
 from .runtime.params import init_params  # noqa: E402
 
 
-def compile(source: SourceLike, *, input_shapes: dict[str, tuple] | None = None,  # noqa: A001
+def compile(source: SourceLike | Graph, *, input_shapes: dict[str, tuple] | None = None,  # noqa: A001
             seed: int = 0, params: Mapping[str, np.ndarray] | None = None,
             target: str = "numpy", name: str | None = None, optimize: int = 2,
             passes: list[str] | None = None, disable_passes: tuple[str, ...] = (), fcn: bool = False,
             verify: bool = False) -> CompiledNetwork:
-    """Compile a `.cnn` file (a path) or program text into a callable network.
+    """Compile a `.cnn` file (a path), program text, or a graph `cnnc.parse` made into a callable
+    network (a graph is not parsed again; give it its input shapes when parsing).
 
     Parameters start from a seeded He initialization (`seed`), drawn when a value is first read
     (never when `params` gives them all, or they are all replaced before); they keep the source
@@ -50,15 +51,21 @@ def compile(source: SourceLike, *, input_shapes: dict[str, tuple] | None = None,
     return net.to("gpu") if target == "cupy" else net
 
 
-def build_graph(source: SourceLike, *, input_shapes: dict[str, tuple] | None = None, name: str | None = None,
+def build_graph(source: SourceLike | Graph, *, input_shapes: dict[str, tuple] | None = None, name: str | None = None,
                 optimize: int = 2, passes: list[str] | None = None, disable_passes: tuple[str, ...] = (),
                 fcn: bool = False, verify: bool = False, observer=None) -> Graph:
-    """Parse and optimize: the IR that `compile` generates code from."""
+    """Parse (unless given a parsed graph) and optimize: the IR that `compile` generates code from."""
     from .passes import optimize as run_passes
 
-    # An FCN is elaborated at its declared size (where its dense layers fit), converted, and only
-    # then given the larger input.
-    graph = parse(source, input_shapes=None if fcn else input_shapes, name=name)
+    if isinstance(source, Graph):
+        if input_shapes and not fcn:
+            raise CnncError("a parsed graph has its input shapes already: give input_shapes to cnnc.parse",
+                            where="input_shapes")
+        graph = source
+    else:
+        # An FCN is elaborated at its declared size (where its dense layers fit), converted, and
+        # only then given the larger input.
+        graph = parse(source, input_shapes=None if fcn else input_shapes, name=name)
     # `fcn=True` is the public spelling of enabling the level-0 pass dense_to_conv.
     optimized = run_passes(graph, level=optimize, passes=passes, disable=tuple(disable_passes),
                            enable=("dense_to_conv",) if fcn else (), check_numerics=verify, observer=observer)

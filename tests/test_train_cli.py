@@ -275,3 +275,19 @@ def test_api_names():
     import cnnc.training.trainer  # noqa: F401  (the subpackage must not shadow the function)
 
     assert callable(cnnc.train) and cnnc.TrainConfig is TrainConfig
+
+
+def test_the_trainer_parses_its_source_once(monkeypatch):
+    """cnnc.compile takes the graph cnnc.parse made (the Trainer's), and parses nothing again."""
+    import cnnc.frontend as frontend
+
+    calls = []
+    real = frontend.parse_source
+    monkeypatch.setattr(frontend, "parse_source", lambda src: calls.append(src.name) or real(src))
+    trainer = Trainer(EXAMPLES / "lenet5.cnn")
+    assert len(calls) == 1 and trainer.network.graph.info.source_graph is trainer.graph
+    text = (EXAMPLES / "lenet5.cnn").read_text(encoding="utf-8")
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(cnnc.compile(cnnc.parse(text))(x), cnnc.compile(text)(x))
+    with pytest.raises(cnnc.CnncError, match="give input_shapes to cnnc.parse"):
+        cnnc.compile(cnnc.parse(text), input_shapes={"image": (1, 1, 32, 32)})

@@ -118,4 +118,3 @@ def test_optimizer_state_round_trip():
     a.step(p, {"w": np.array([0.5, 0.5, 0.5], np.float32)}, 0.1)
     b.step(q, {"w": np.array([0.5, 0.5, 0.5], np.float32)}, 0.1)
     np.testing.assert_array_equal(p["w"], q["w"])
-

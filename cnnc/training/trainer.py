@@ -120,7 +120,7 @@ class Trainer:
         self.scored = next((t.output for t in self.terms if t.kind == "cross_entropy"), None)
         self.source = generate_training(self.plan)
         self._train_step: Callable = load_module(self.source, f"{self.graph.info.source_name} (train)")["train_step"]
-        self.network = cnnc.compile(source, seed=config.seed, params=params, input_shapes=input_shapes)
+        self.network = cnnc.compile(self.graph, seed=config.seed, params=params)  # parsed once
         # The optimizer's own writable float32 copies; the network gets them after each epoch.
         self.params = {name: np.array(value, dtype=np.float32) for name, value in self.network.params.items()}
         self.optimizer = Optimizer(config.optimizer, config.lr, config.momentum, config.nesterov,
