@@ -143,7 +143,7 @@ def test_conv2d_batch_layouts(n, c, h, wd, o, kh, kw, stride, pads, dilation, gr
     ((1, 8, 40, 40), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_depthwise_channels_last"),
     ((1, 8, 40, 40), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), 8, "_depthwise_channels_last"),
     ((1, 8, 40, 40), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise_nchw"),
-    ((3, 16, 7, 7), (8, 16, 3, 3), (1, 1), (1, 1, 1, 1), 1, "_conv_im2col_batch_columns"),  # ≤ 256 pixels
+    ((3, 16, 7, 7), (8, 16, 3, 3), (1, 1), (1, 1, 1, 1), 1, "_im2col_batch_columns"),  # ≤ 256 pixels
 ])
 def test_conv2d_dispatch(monkeypatch, shape_x, shape_w, stride, pads, groups, path):
     calls = []

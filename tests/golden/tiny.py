@@ -106,45 +106,39 @@ def _conv_1x1(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, groups: int) ->
 
 def _conv_depthwise(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int,
                     dw: int, ho: int, wo: int) -> np.ndarray:
-    """Depthwise conv (groups == C, O = C * multiplier) as a loop over the kernel taps.
+    """Depthwise conv (groups == C, O = C * multiplier): channels-last for multiplier 1
+    (_depthwise_channels_last), else a loop over the kernel taps in NCHW.
 
-    A batch runs one image at a time: every strategy below is memory-bound passes over the
-    tensor, and one image's passes stay in cache where a batch's do not (measured 1.7–2x per
-    image at batch 8 on MobileNetV2's large layers)."""
-    if x.shape[0] > 1:
-        out = np.empty((x.shape[0], w.shape[0], ho, wo), dtype=np.float32)
-        for i in range(x.shape[0]):
-            out[i:i + 1] = _conv_depthwise(x[i:i + 1], w, b, sh, sw, pads, dh, dw, ho, wo)
-        return out
+    A batch runs one image at a time (the channels-last kernel loops over the images itself):
+    every strategy is memory-bound passes over the tensor, and one image's passes stay in cache
+    where a batch's do not (measured 1.7–2x per image at batch 8 on MobileNetV2's large layers)."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    m = o // c
+    if o == c:
+        return _depthwise_channels_last(x, w, b, (sh, sw), pads, (dh, dw), (ho, wo), "nchw", "nchw")
+    if n > 1:
+        out = np.empty((n, o, ho, wo), dtype=np.float32)
+        for i in range(n):
+            out[i:i + 1] = _conv_depthwise(x[i:i + 1], w, b, sh, sw, pads, dh, dw, ho, wo)
+        return out
     top, left, bottom, right = pads
     hp = max(h + top + bottom, (ho - 1) * sh + dh * (kh - 1) + 1)
     wp = max(wd + left + right, (wo - 1) * sw + dw * (kw - 1) + 1)
-    if m == 1:
-        return _depthwise_channels_last(x, w, b, (sh, sw), pads, (dh, dw), (ho, wo), "nchw", "nchw")
     return _conv_depthwise_nchw(x, w, b, sh, sw, pads, dh, dw, ho, wo, hp, wp)
 
 
 def _conv_depthwise_nchw(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
                          ho: int, wo: int, hp: int, wp: int) -> np.ndarray:
-    """Depthwise conv in NCHW: each tap one multiply-add over image rows (any multiplier)."""
+    """Depthwise conv with a depth multiplier m > 1, in NCHW: each tap one multiply-add over image
+    rows, each input channel feeding its m outputs."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     m = o // c
     top, left, bottom, right = pads
-    if top or left or bottom or right:
-        xp = _pad_into(x, hp, wp, top, left, 0.0)
-    else:
-        xp = x
-    if m == 1:
-        wt = w[:, 0]  # [C, kh, kw]
-        y = np.empty((n, c, ho, wo), dtype=np.float32)
-    else:
-        xp = xp[:, :, None]  # [N, C, 1, Hp, Wp]: each input channel feeds m outputs
-        wt = w.reshape(c, m, kh, kw)
-        y = np.empty((n, c, m, ho, wo), dtype=np.float32)
+    xp = _pad_into(x, hp, wp, top, left, 0.0) if top or left or bottom or right else x
+    xp = xp[:, :, None]  # [N, C, 1, Hp, Wp]
+    wt = w.reshape(c, m, kh, kw)
+    y = np.empty((n, c, m, ho, wo), dtype=np.float32)
     tmp = np.empty_like(y)
     hs = (ho - 1) * sh + 1
     ws = (wo - 1) * sw + 1
@@ -173,14 +167,21 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: in
     cache when its GEMM reads them (the 7x7 stride-2 stem: 1.4x)."""
     n, _, h, wd = x.shape
     o, cg, kh, kw = w.shape
-    if n > 1 and groups == 1 and ho * wo <= 256:
-        return _conv_im2col_batch_columns(x, w, b, sh, sw, pads, dh, dw, ho, wo)
-    if n > 1 and n * cg * groups * kh * kw * ho * wo * 4 > 8 * 1024 * 1024:
+    batch_columns = n > 1 and groups == 1 and ho * wo <= 256
+    if n > 1 and not batch_columns and n * cg * groups * kh * kw * ho * wo * 4 > 8 * 1024 * 1024:
         out = np.empty((n, o, ho, wo), dtype=np.float32)
         for i in range(n):
             out[i:i + 1] = _conv_im2col(x[i:i + 1], w, b, sh, sw, pads, dh, dw, groups, ho, wo)
         return out
-    xp = _padded_for(x, pads, (ho - 1) * sh + dh * (kh - 1) + 1, (wo - 1) * sw + dw * (kw - 1) + 1)
+    top, left, bottom, right = pads
+    hp = (ho - 1) * sh + dh * (kh - 1) + 1
+    wp = (wo - 1) * sw + dw * (kw - 1) + 1
+    if top or left or bottom or right or hp > h or wp > wd:
+        xp = _pad_into(x, max(hp, h + top), max(wp, wd + left), top, left, 0.0)
+    else:
+        xp = np.ascontiguousarray(x)
+    if batch_columns:
+        return _im2col_batch_columns(xp, w, b, sh, sw, dh, dw, ho, wo)
     s0, s1, s2, s3 = xp.strides
     view = np.lib.stride_tricks.as_strided(
         xp,
@@ -196,33 +197,18 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: in
     return y
 
 
-def _padded_for(x: np.ndarray, pads, hp: int, wp: int) -> np.ndarray:
-    """``x`` zero-padded by ``pads`` and to at least ``hp`` x ``wp`` (itself when nothing is added)."""
-    _, _, h, wd = x.shape
-    top, left, bottom, right = pads
-    if top or left or bottom or right or hp > h or wp > wd:
-        return _pad_into(x, max(hp, h + top), max(wp, wd + left), top, left, 0.0)
-    return np.ascontiguousarray(x)
-
-
-def _conv_im2col_batch_columns(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
-                               ho: int, wo: int) -> np.ndarray:
-    """im2col with the whole batch's columns in one matrix ``[C·kh·kw, N·Ho·Wo]`` (one group):
-    one GEMM, whose ``[O, N, Ho·Wo]`` result the bias pass writes out as ``[N, O, Ho, Wo]``."""
-    n, c, _, _ = x.shape
+def _im2col_batch_columns(xp: np.ndarray, w: np.ndarray, b, sh: int, sw: int, dh: int, dw: int,
+                          ho: int, wo: int) -> np.ndarray:
+    """im2col of the padded ``xp`` with the whole batch's columns in one matrix
+    ``[C·kh·kw, N·Ho·Wo]`` (one group): one GEMM, whose ``[O, N, Ho·Wo]`` result the bias copy
+    writes out as ``[N, O, Ho, Wo]``."""
+    n, c, _, _ = xp.shape
     o, _, kh, kw = w.shape
-    xp = _padded_for(x, pads, (ho - 1) * sh + dh * (kh - 1) + 1, (wo - 1) * sw + dw * (kw - 1) + 1)
     s0, s1, s2, s3 = xp.strides
     view = np.lib.stride_tricks.as_strided(xp, shape=(c, kh, kw, n, ho, wo),
                                            strides=(s1, dh * s2, dw * s3, s0, sh * s2, sw * s3), writeable=False)
     y = np.matmul(w.reshape(o, c * kh * kw), view.reshape(c * kh * kw, n * ho * wo))
-    out = np.empty((n, o, ho, wo), dtype=np.float32)
-    planes = y.reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
-    if b is None:
-        np.copyto(out, planes)
-    else:
-        np.add(planes, b.astype(np.float32, copy=False)[:, None, None], out=out)
-    return out
+    return _bias_copy(y.reshape(o, n, ho, wo).transpose(1, 0, 2, 3), b)
 
 
 def _conv_shifted(x: np.ndarray, w: np.ndarray, b, pads, dh: int, dw: int, groups: int,
