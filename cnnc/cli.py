@@ -475,18 +475,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                      f"{len(found.files) if found else 0}; --output preds.jsonl writes the "
                                      f"results of every file", where=flag)
     draw_plan = mask_plan = None
+    # the one input file when it is an image (pictures are drawn on it), else None
+    photo = found.files[0] if found is not None and Path(found.files[0]).suffix.lower() != ".npy" else None
     if args.draw or args.mask:  # is there something to draw? (before the network runs)
         from .runtime import visualize
 
         if args.draw:
             draw_plan = visualize.plan_draw(graph)
-            if found is None or Path(found.files[0]).suffix.lower() == ".npy":
+            if photo is None:
                 raise CnncInputError("--draw draws on the input image: give one with --input photo.jpg",
                                      where="--draw")
             visualize.image_format(args.draw, "--draw")
         if args.mask:
             mask_plan = visualize.plan_mask(graph)
-            if mask_plan.kind == "instances" and (found is None or Path(found.files[0]).suffix.lower() == ".npy"):
+            if mask_plan.kind == "instances" and photo is None:
                 raise CnncInputError("--mask colours the instances on the input image: give one with --input "
                                      "photo.jpg", where="--mask")
             visualize.image_format(args.mask, "--mask")
@@ -554,17 +556,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.save_output:
         write_npz(args.save_output, outputs)
     if draw_plan is not None:
-        assert found is not None
-        count = visualize.draw_boxes(graph, draw_plan, outputs, sources[0].placement, found.files[0], args.draw)
+        assert photo is not None
+        count = visualize.draw_boxes(graph, draw_plan, outputs, sources[0].placement, photo, args.draw)
         print(f"wrote {args.draw}: {count} box{'es' if count != 1 else ''} from '{draw_plan.boxes}'")
     if mask_plan is not None and mask_plan.kind == "instances":
-        assert found is not None
-        count = visualize.write_instances(graph, mask_plan, outputs, sources[0].placement, found.files[0], args.mask)
+        assert photo is not None
+        count = visualize.write_instances(graph, mask_plan, outputs, sources[0].placement, photo, args.mask)
         print(f"wrote {args.mask}: {count} instance{'s' if count != 1 else ''} from '{mask_plan.masks}'")
     elif mask_plan is not None:
-        image = found.files[0] if found and Path(found.files[0]).suffix.lower() != ".npy" else None
-        width, height = visualize.write_mask(outputs[mask_plan.masks], image, args.mask,
-                                             sources[0].placement if image is not None else None)
+        width, height = visualize.write_mask(outputs[mask_plan.masks], photo, args.mask,
+                                             sources[0].placement if photo is not None else None)
         print(f"wrote {args.mask}: {width}x{height} mask of '{mask_plan.masks}'")
     return 0
 
