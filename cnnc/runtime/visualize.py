@@ -231,16 +231,23 @@ def _draw_labelled_box(canvas, pen: _Pen, box: tuple[float, float, float, float]
     canvas.text((left, top), label, fill=(0, 0, 0) if luminance > 140 else (255, 255, 255), font=pen.font)
 
 
+def _photo(graph: Graph, image_path: str, placement: Placement | None, option: str):
+    """(the image at `image_path` as RGB, where its pixels landed in the network's input, the
+    input's (H, W)): `placement` as the run read it, or, for an image not read through a
+    preparation, the default one's (a squash)."""
+    image = _open_image(image_path, option)
+    shape = graph.shape(graph.info.inputs[0])
+    if placement is None:
+        placement = default_placement(shape, image.size)
+    return image, placement, (int(shape[2]), int(shape[3]))
+
+
 def draw_boxes(graph: Graph, plan: DrawPlan, outputs: dict[str, np.ndarray], placement: Placement | None,
                image_path: str, out_path: str) -> int:
     """Draw the planned boxes on the image at `image_path` (original size; `placement`: where its
     pixels landed in the input), write `out_path`; returns the number of boxes drawn."""
     _, ImageDraw, _ = _pillow("--draw")
-    image = _open_image(image_path, "--draw")
-    shape = graph.shape(graph.info.inputs[0])
-    input_size = (int(shape[2]), int(shape[3]))
-    if placement is None:  # not read through a preparation: the default one's (a squash)
-        placement = default_placement(shape, image.size)
+    image, placement, input_size = _photo(graph, image_path, placement, "--draw")
     boxes = _boxes_to_draw(plan, outputs, graph, placement, input_size)
     canvas = ImageDraw.Draw(image)
     pen = _pen(image.size)
@@ -351,14 +358,10 @@ def write_instances(graph: Graph, plan: MaskPlan, outputs: dict[str, np.ndarray]
     box and "class score" label are drawn too, in its colour. Write `out_path`; returns the number
     of instances painted."""
     Image, ImageDraw, _ = _pillow("--mask")
-    image = _open_image(image_path, "--mask")
-    shape = graph.shape(graph.info.inputs[0])
-    if placement is None:
-        placement = default_placement(shape, image.size)
+    image, placement, input_size = _photo(graph, image_path, placement, "--mask")
     rows = outputs[plan.detections][0].astype(np.float64) if plan.detections is not None else None
     picture, painted = paint_instances(np.asarray(image), outputs[plan.masks][0],
-                                       rows[:, 4] if rows is not None else None, placement,
-                                       (int(shape[2]), int(shape[3])))
+                                       rows[:, 4] if rows is not None else None, placement, input_size)
     image = Image.fromarray(picture)
     if rows is not None and plan.detections is not None:
         canvas = ImageDraw.Draw(image)
