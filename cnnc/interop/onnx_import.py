@@ -1484,24 +1484,18 @@ class Importer:
             begin[axis], stop[axis] = start, end
         if begin[0] != 0:
             self.fail("slicing the batch axis is not supported")
-        if rank != 4:  # one axis cut: slice
-            cut = [axis for axis in range(1, rank) if (begin[axis], stop[axis]) != (0, x.shape[axis])]
+        cut = [axis for axis in range(1, rank) if (begin[axis], stop[axis]) != (0, x.shape[axis])]
+        if rank != 4 or 1 in cut:  # one axis (an image's channels, or any of another rank): slice
             if len(cut) > 1:
-                self.fail(f"a Slice of {len(cut)} axes at once is not supported of a {rank}-D tensor (one axis)")
+                self.fail("a Slice of the channels and of H or W at once is not supported" if rank == 4 else
+                          f"a Slice of {len(cut)} axes at once is not supported of a {rank}-D tensor (one axis)")
             axis = cut[0] if cut else 1
             if stop[axis] <= begin[axis]:
                 self.fail("the slice is empty")
             self.emit(Op.SLICE, o.SliceAttrs(axis, begin[axis], stop[axis]), [x], "slice",
                       [str(axis), str(begin[axis]), str(stop[axis])])
             return
-        if begin[1] != 0 or stop[1] != x.shape[1]:  # the channels: slice, when they are the only axis cut
-            if begin[2:] != [0, 0] or stop[2:] != list(x.shape[2:]):
-                self.fail("a Slice of the channels and of H or W at once is not supported")
-            if stop[1] <= begin[1]:
-                self.fail("the slice is empty")
-            self.emit(Op.SLICE, o.SliceAttrs(1, begin[1], stop[1]), [x], "slice", ["1", str(begin[1]), str(stop[1])])
-            return
-        size = (stop[2] - begin[2], stop[3] - begin[3])
+        size = (stop[2] - begin[2], stop[3] - begin[3])  # an image's H and W: crop
         if min(size) < 1:
             self.fail("the slice is empty")
         keywords = [] if begin[2:] == [0, 0] else [("offset", _pair(begin[2:]))]
