@@ -29,21 +29,16 @@ from .manager import register
 from .rewrite import sole_user
 
 
-def gemm_1x1(graph: Graph, name: str) -> bool:
-    """A conv the NumPy kernel computes as one plain GEMM: 1x1, stride 1, unpadded, one group."""
+def conv_kind(graph: Graph, name: str) -> str | None:
+    """"1x1" for a conv the NumPy kernel computes as one plain GEMM (1x1, stride 1, unpadded, one
+    group), "depthwise" for one filter per channel (groups = C = filters), else None."""
     if graph.op(name) != Op.CONV:
-        return False
+        return None
     a: ConvAttrs = graph.attrs(name)
-    return a.kernel == (1, 1) and a.stride == (1, 1) and not any(a.pads) and a.groups == 1
-
-
-def depthwise(graph: Graph, name: str) -> bool:
-    """A depthwise conv with one filter per channel (groups = C = filters)."""
-    if graph.op(name) != Op.CONV:
-        return False
-    a: ConvAttrs = graph.attrs(name)
+    if a.kernel == (1, 1) and a.stride == (1, 1) and not any(a.pads) and a.groups == 1:
+        return "1x1"
     channels = graph.shape(graph.inputs_of(name)[0])[1]
-    return a.groups == channels == a.filters and channels > 1
+    return "depthwise" if a.groups == channels == a.filters and channels > 1 else None
 
 
 @register("channels_last", level=2, after=("winograd",), before=("plan_memory",))
@@ -51,15 +46,12 @@ def channels_last(graph: Graph) -> bool:
     """Keep the values between 1x1 and depthwise convs channels-last (see the module docstring)."""
     changed = False
     for producer in graph.topo_order():
-        if not (gemm_1x1(graph, producer) or depthwise(graph, producer)):
-            continue
-        if len(graph.inputs_of(producer)) != 1:  # a fused residual is read NCHW
+        if conv_kind(graph, producer) is None or len(graph.inputs_of(producer)) != 1:  # a residual is NCHW
             continue
         consumer = sole_user(graph, producer)
         if consumer is None or graph.inputs_of(consumer)[0] != producer:
             continue
-        pair = (depthwise(graph, producer), depthwise(graph, consumer))
-        if pair not in ((False, True), (True, False)) or not (gemm_1x1(graph, consumer) or depthwise(graph, consumer)):
+        if {conv_kind(graph, producer), conv_kind(graph, consumer)} != {"1x1", "depthwise"}:  # one of each
             continue
         graph.replace(producer, attrs=replace(graph.attrs(producer), layout_out="nhwc"))
         graph.replace(consumer, attrs=replace(graph.attrs(consumer), layout_in="nhwc"))
