@@ -17,25 +17,21 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_cpu import _timed  # noqa: E402  (the sibling script, found by the path above)
 
 MODELS = {"lenet5": ("lenet5.cnn", None, 64), "resnet18": ("resnet18.cnn", (3, 64, 64), 32)}
 
 
 def _median_step(step, warmup: int, repeat: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of `repeat` timed steps after `warmup` untimed ones (bench_cpu's timer)."""
+    return statistics.median(_timed(step, repeat, warmup)) / 1000
 
 
 def bench(name: str, warmup: int, repeat: int) -> tuple[int, float, float]:
