@@ -105,6 +105,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="override an input's declared shape, e.g. image=1x3x448x448")
 
 
+def _threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=_positive, metavar="N",
+                        help="CPU threads: a batch runs as N parts at once, BLAS single-threaded in each "
+                             "(default: as many as NumPy's BLAS uses; 1: one forward pass per batch)")
+
+
 def _optimization(parser: argparse.ArgumentParser, level: int = 2) -> None:
     group = parser.add_argument_group("optimization")
     group.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=level,
@@ -194,6 +200,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpu", action="store_true", help="run on an NVIDIA GPU with CuPy")
     run.add_argument("--tf32", action="store_true",
                      help="with --gpu: TF32 tensor cores in the GEMMs (faster, ~1e-3 relative error per product)")
+    _threads(run)
     dask = run.add_argument_group("on Dask (pip install 'cnnc[dask]'; --output is then a folder of partitions)")
     dask.add_argument("--workers", type=_positive, metavar="N",
                       help="run the --input files on a local Dask cluster of N worker processes, writing "
@@ -232,6 +239,7 @@ def _build_parser() -> argparse.ArgumentParser:
                             "(default: the machine's memory)")
     bench.add_argument("--gpu", action="store_true", help="time on an NVIDIA GPU with CuPy (CUDA graph replay)")
     bench.add_argument("--tf32", action="store_true", help="with --gpu: TF32 tensor cores in the GEMMs")
+    _threads(bench)
     _optimization(bench)
 
     check = _command(commands, "check", "parse and infer every shape, run nothing", """
@@ -512,6 +520,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.labels:
         _override_labels(graph, args.labels)
     net = CompiledNetwork(graph, generate(graph), seed=args.seed)
+    net.threads = args.threads or net.threads
     if args.params:
         net.load_params(args.params)
     elif found is not None and any(is_classifier(graph, n) for n in graph.info.outputs.values()):
@@ -711,13 +720,14 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     if limit is not None:
         check_run_memory(graph, max(args.batch), limit)
     net = CompiledNetwork(graph, generate(graph), seed=args.seed)
+    net.threads = args.threads or net.threads
     if args.params:
         net.load_params(args.params)
     if args.gpu:
         net.to("gpu", tf32=args.tf32)
     compiled = time.perf_counter() - started
     optimization = f"passes {','.join(args.passes)}" if args.passes is not None else f"-O{args.level}"
-    device = "GPU (CuPy)" if args.gpu else f"CPU (NumPy; {threads_note()})"
+    device = "GPU (CuPy)" if args.gpu else f"CPU (NumPy; {threads_note(net.threads)})"
     print(f"{args.file}: {optimization}, {len(graph)} nodes, on the {device}; compiled in {compiled:.2f} s")
     print(f"{args.repeat} timed run{'s' if args.repeat != 1 else ''} per batch size after {args.warmup} "
           f"warm-up run{'s' if args.warmup != 1 else ''}; random input (seed {args.seed}); times per forward pass")

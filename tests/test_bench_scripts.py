@@ -83,3 +83,9 @@ def test_bench_cpu_tiny_run() -> None:
     assert cells[:2] == ["resnet18", "1"]
     assert float(cells[names.index("max abs diff vs PyTorch")]) < 1e-3
     assert float(cells[names.index("cnnc peak MiB")]) >= float(cells[names.index("planned MiB")]) > 0
+
+
+def test_bench_threads_compares_the_two_modes() -> None:
+    bench_threads = _load("bench_threads")
+    whole, split = bench_threads.compare("lenet5", batch=4, threads=2, rounds=1, per_round=1, pause=0)
+    assert whole > 0 and split > 0

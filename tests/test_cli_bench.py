@@ -32,6 +32,12 @@ def test_bench_prints_a_row_per_batch_size(capsys):
         assert rate == pytest.approx(1000 * int(row[0]) / median, rel=0.05)
 
 
+@pytest.mark.parametrize("threads, note", [("1", "1 thread"), ("3", "3 threads, a batch split over them")])
+def test_bench_threads_option_sets_the_split(threads, note, capsys):
+    assert main(["bench", str(TINY), "--batch", "2", "--repeat", "1", "--warmup", "0", "--threads", threads]) == 0
+    assert f"on the CPU (NumPy; {note}" in capsys.readouterr().out.splitlines()[0]
+
+
 def test_bench_profile_times_every_layer(capsys):
     assert main(["bench", str(TINY), "--batch", "2", "--repeat", "1", "--warmup", "0", "--profile",
                  "--profile-top", "2"]) == 0

@@ -63,10 +63,11 @@ def time_batch(net: CompiledNetwork, batch: int, warmup: int, repeat: int, seed:
     return Timing(batch, tuple(times), tuple(warm))
 
 
-def threads_note() -> str:
-    """The BLAS thread settings in the environment, or what NumPy's default is."""
+def threads_note(threads: int) -> str:
+    """The run's threads, and the BLAS thread settings in the environment."""
     settings = [f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ]
-    return ", ".join(settings) if settings else f"BLAS threads: library default ({os.cpu_count()} CPUs)"
+    split = f"{threads} threads, a batch split over them" if threads > 1 else "1 thread"
+    return ", ".join([split, *settings]) if settings else f"{split}; {os.cpu_count()} CPUs"
 
 
 _COLUMNS = ("batch", "median ms", "IQR ms", "min ms", "max ms", "ms/example", "examples/s")

@@ -18,6 +18,7 @@ from ..ir.shapes import fmt
 from ..passes.derived import materialize
 from .loader import is_generated, load_forward
 from .params import ParamStore
+from .threads import blas_threads, split_batch
 
 
 class CompiledNetwork:
@@ -26,6 +27,9 @@ class CompiledNetwork:
     `net(x)` or `net(image=x)` returns the output array, or a dict when the network has
     several outputs. `net.params` maps names (`layer1.0.conv1.weight`) to float32 arrays and
     checks every assignment; `net.graph` is the IR; `net.source` the generated code.
+    `net.threads` (default: as many as NumPy's BLAS uses): a batch runs on the CPU as that many
+    parts at once, BLAS single-threaded in each (runtime/threads.py); one image, or 1, runs as one
+    `forward` with BLAS's own threads.
     """
 
     def __init__(self, graph: Graph, source: str, seed: int = 0,
@@ -44,6 +48,7 @@ class CompiledNetwork:
         self._lock = threading.Lock()
         self._numpy_source = source
         self._gpu = None  # a runtime.gpu.GpuExecutor after .to("gpu")
+        self.threads = blas_threads()
 
     @property
     def device(self) -> str:
@@ -124,7 +129,7 @@ class CompiledNetwork:
             return self._gpu.run(self._bind_inputs(args, kwargs))
         inputs = self._bind_inputs(args, kwargs)
         try:
-            return self._forward(self.runtime_params(), *inputs)
+            return split_batch(self._forward, self.runtime_params(), inputs, self.threads)
         except MemoryError as error:  # one message naming the layer, not NumPy's traceback
             layer = _generated_layer(error.__traceback__)
             raise CnncInputError("not enough memory to run this layer at this input size",
