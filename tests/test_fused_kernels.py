@@ -28,6 +28,7 @@ def rand(*shape, seed=0):
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("shape, kernel, stride, groups", [
     ((2, 8, 9, 9), 3, 1, 1), ((1, 8, 10, 10), 1, 1, 1), ((1, 8, 11, 11), 3, 2, 8), ((2, 6, 7, 7), 3, 1, 2),
+    ((2, 16, 130, 131), 3, 1, 1),  # 19 MB of im2col columns: image by image, each with its epilogue
 ])
 @pytest.mark.parametrize("with_residual", [False, True])
 def test_conv_epilogue_matches_torch(kernels, activation, shape, kernel, stride, groups, with_residual):

@@ -118,23 +118,26 @@ def _conv_depthwise_nchw(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads
     return y
 
 
+def _im2col_by_image(n: int, w: np.ndarray, groups: int, ho: int, wo: int) -> bool:
+    """Whether an im2col conv of a batch of `n` runs image by image: when its columns pass 8 MB
+    in all (and the batch's columns would not share one GEMM, _conv_im2col)."""
+    _, cg, kh, kw = w.shape
+    return n > 1 and not (groups == 1 and ho * wo <= 256) and n * cg * groups * kh * kw * ho * wo * 4 > 8 * 1024 * 1024
+
+
 def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
-                 groups: int, ho: int, wo: int) -> np.ndarray:
-    """General conv: im2col from a strided view of the padded input, one GEMM per group.
+                 groups: int, ho: int, wo: int, out=None) -> np.ndarray:
+    """General conv: im2col from a strided view of the padded input, one GEMM per group (into
+    ``out`` when given, one image's ``[1, O, Ho, Wo]``).
 
     At batch > 1 the batch is laid out as suits the GEMM (measured on ResNet-18's layers at batch
     8, docs/kernels.md): small outputs (≤ 256 pixels, one group) put every image's columns side
     by side, one GEMM [O, K]·[K, N·Ho·Wo] instead of N skinny ones (7x7 and 14x14 layers: 1.1–1.35x);
-    columns of more than 8 MB in all run image by image, so that each image's columns are still in
-    cache when its GEMM reads them (the 7x7 stride-2 stem: 1.4x)."""
+    columns of more than 8 MB in all run image by image (conv, _im2col_by_image), so that each
+    image's columns are still in cache when its GEMM reads them (the 7x7 stride-2 stem: 1.4x)."""
     n, _, h, wd = x.shape
     o, cg, kh, kw = w.shape
     batch_columns = n > 1 and groups == 1 and ho * wo <= 256
-    if n > 1 and not batch_columns and n * cg * groups * kh * kw * ho * wo * 4 > 8 * 1024 * 1024:
-        out = np.empty((n, o, ho, wo), dtype=np.float32)
-        for i in range(n):
-            out[i:i + 1] = _conv_im2col(x[i:i + 1], w, b, sh, sw, pads, dh, dw, groups, ho, wo)
-        return out
     top, left, bottom, right = pads
     hp = (ho - 1) * sh + dh * (kh - 1) + 1
     wp = (wo - 1) * sw + dw * (kw - 1) + 1
@@ -152,8 +155,10 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: in
         writeable=False,
     )
     cols = view.reshape(n, groups, cg * kh * kw, ho * wo)
-    y = np.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols)
-    y = y.reshape(n, o, ho, wo)
+    if out is None:
+        out = np.empty((n, o, ho, wo), dtype=np.float32)
+    np.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols, out=out.reshape(n, groups, o // groups, ho * wo))
+    y = out
     if b is not None:
         y += b.astype(np.float32, copy=False)[:, None, None]
     return y
@@ -237,7 +242,7 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
         y = _conv_channels_last(x, w, b, stride, pads, dilation, out_size, layout_in, layout_out)
         return _epilogue(y, activation, slope, residual)
     n, c, h, wd = x.shape
-    _, cg, kh, kw = w.shape
+    o, cg, kh, kw = w.shape
     sh, sw = stride
     dh, dw = dilation
     top, left, bottom, right = pads
@@ -249,6 +254,12 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     elif (sh == 1 and sw == 1 and cg >= 128 and min(top, left, bottom, right) >= 0
             and n * c * kh * kw * ho * wo * 4 > 64 * 1024 * 1024):
         y = _conv_shifted(x, w, b, pads, dh, dw, groups, ho, wo)
+    elif _im2col_by_image(n, w, groups, ho, wo):  # each image's GEMM and epilogue while it is in cache
+        y = np.empty((n, o, ho, wo), dtype=np.float32)
+        for i in range(n):
+            _conv_im2col(x[i:i + 1], w, b, sh, sw, pads, dh, dw, groups, ho, wo, out=y[i:i + 1])
+            _epilogue(y[i:i + 1], activation, slope, None if residual is None else residual[i:i + 1])
+        return y
     else:
         y = _conv_im2col(x, w, b, sh, sw, pads, dh, dw, groups, ho, wo)
     return _epilogue(y, activation, slope, residual)
