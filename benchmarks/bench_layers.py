@@ -94,7 +94,9 @@ def main() -> None:
         pad = size + 2
         layer = (x, w, None, stride, stride, (1, 1, 1, 1), 1, 1, out, out, pad, pad)
         nchw = _ms(partial(K._conv_depthwise_nchw, *layer), args.repeat)
-        nhwc = _ms(partial(K._conv_depthwise_nhwc, *layer), args.repeat)
+        # channels-last in and out, as the channels_last pass lays MobileNetV2's values out
+        nhwc = _ms(partial(K._depthwise_channels_last, np.ascontiguousarray(x.transpose(0, 2, 3, 1)), w, None,
+                           (stride, stride), (1, 1, 1, 1), (1, 1), (out, out), "nhwc", "nhwc"), args.repeat)
         peer = _ort_conv(x, w, stride, c, args.threads)
         ort_ms = _ms(peer, args.repeat) if peer else float("nan")
         print(f"| n{n} c{c} {size}×{size} s{stride} | {nchw:.2f} | {nhwc:.2f} | {ort_ms:.2f} | {nchw / nhwc:.2f} | "

@@ -89,3 +89,15 @@ def test_bench_threads_compares_the_two_modes() -> None:
     bench_threads = _load("bench_threads")
     whole, split = bench_threads.compare("lenet5", batch=4, threads=2, rounds=1, per_round=1, pause=0)
     assert whole > 0 and split > 0
+
+
+def test_bench_layers_runs_every_kernel_it_names(monkeypatch, capsys) -> None:
+    bench_layers = _load("bench_layers")
+    monkeypatch.setattr(bench_layers, "DENSE", [(2, 8, 8, 14)])
+    monkeypatch.setattr(bench_layers, "DEPTHWISE", [(1, 8, 9, 1), (2, 8, 9, 2)])
+    monkeypatch.setattr(sys, "argv", ["bench_layers.py", "--repeat", "1"])
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")  # main() sets them; monkeypatch restores them after
+    bench_layers.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| n")]
+    assert len(rows) == 3 and all("nan" not in row.split("|")[2] for row in rows)

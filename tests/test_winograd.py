@@ -28,6 +28,8 @@ CASES = [  # (batch, channels, filters, height, width, pads)
     (1, 40, 33, 7, 7, (1, 1, 1, 1)),
     (2, 5, 4, 30, 3, (0, 2, 2, 0)),
     (1, 2, 3, 90, 100, (1, 1, 1, 1)),  # several bands of tile rows per image
+    (11, 3, 4, 30, 30, (1, 1, 1, 1)),  # several images per band (4 of 64 tiles), the last band 3
+    (12, 2, 3, 28, 28, (1, 1, 1, 1)),  # whole tiles, bands of 5 images, the last 2
 ]
 
 

@@ -419,35 +419,40 @@ def winograd_conv(x: np.ndarray, u: np.ndarray, b, *, pads, out_size, activation
     th, tw = -(-ho // 4), -(-wo // 4)  # tiles per column and row (the last ones cropped)
     wp = 4 * tw + 2
     rb = min(th, _winograd_band_rows(tw))
-    band = np.zeros((c, 4 * rb + 2, wp), dtype=np.float32)
-    s1, s2, s3 = band.strides
+    # Small maps: a band holds `g` whole images, up to 256 tiles, side by side in each GEMM (a
+    # 28x28 map's 49 tiles alone make [O, C]·[C, 49] GEMMs far from BLAS's peak; 512→512 28x28 at
+    # batch 4: 1.2x; bands of two 56x56 images, 392 tiles, were 0.9x: docs/kernels.md).
+    g = max(1, min(n, 256 // (th * tw)))
+    band = np.zeros((g, c, 4 * rb + 2, wp), dtype=np.float32)
+    s0, s1, s2, s3 = band.strides
     cols = min(wd, wp - left)
     y = np.empty((n, o, ho, wo), dtype=np.float32)
     bias = None if b is None else b.astype(np.float32, copy=False)[:, None, None]
-    for i in range(n):
+    for i in range(0, n, g):
+        k = min(g, n - i)  # images in this band
         for r0 in range(0, th, rb):
             r = min(rb, th - r0)
-            lo = 4 * r0 - top  # band row k holds input row lo + k (zero outside the input)
+            lo = 4 * r0 - top  # band row q holds input row lo + q (zero outside the input)
             first, last = max(lo, 0), min(lo + 4 * r + 2, h)
-            band[:, :first - lo] = 0.0
-            band[:, first - lo:last - lo, left:left + cols] = x[i, :, first:last, :cols]
-            band[:, max(last - lo, 0):] = 0.0
-            tiles = np.lib.stride_tricks.as_strided(band, shape=(6, 6, c, r, tw),
-                                                    strides=(s2, s3, s1, 4 * s2, 4 * s3), writeable=False)
-            v = np.matmul(b36, tiles.reshape(36, c * r * tw)).reshape(36, c, r * tw)
+            band[:k, :, :first - lo] = 0.0
+            band[:k, :, first - lo:last - lo, left:left + cols] = x[i:i + k, :, first:last, :cols]
+            band[:k, :, max(last - lo, 0):] = 0.0
+            tiles = np.lib.stride_tricks.as_strided(band, shape=(6, 6, c, k, r, tw),
+                                                    strides=(s2, s3, s1, s0, 4 * s2, 4 * s3), writeable=False)
+            v = np.matmul(b36, tiles.reshape(36, c * k * r * tw)).reshape(36, c, k * r * tw)
             m = np.matmul(u, v)  # [36, O, tiles]
-            t = np.matmul(a16, m.reshape(36, o * r * tw)).reshape(4, 4, o, r, tw)
-            block = t.transpose(2, 3, 0, 4, 1)  # [O, tile row, 4, tile, 4]: the output's order
+            t = np.matmul(a16, m.reshape(36, o * k * r * tw)).reshape(4, 4, o, k, r, tw)
+            block = t.transpose(3, 2, 4, 0, 5, 1)  # [image, O, tile row, 4, tile, 4]: the output's order
             rows = min(4 * r, ho - 4 * r0)
             if ho % 4 == 0 and wo % 4 == 0:  # whole tiles: one pass straight into the output
-                target = y[i, :, 4 * r0:4 * r0 + rows].reshape(o, r, 4, tw, 4)
+                target = y[i:i + k, :, 4 * r0:4 * r0 + rows].reshape(k, o, r, 4, tw, 4)
             else:  # crop the last tiles: gather the band first, then copy its valid part
-                block = block.reshape(o, 4 * r, 4 * tw)[:, :rows, :wo]
-                target = y[i, :, 4 * r0:4 * r0 + rows]
+                block = block.reshape(k, o, 4 * r, 4 * tw)[:, :, :rows, :wo]
+                target = y[i:i + k, :, 4 * r0:4 * r0 + rows]
             if bias is None:
                 np.copyto(target, block)
             else:
-                np.add(block, bias if target.ndim == 3 else bias[..., None, None], out=target)
+                np.add(block, bias if target.ndim == 4 else bias[..., None, None], out=target)
     return _epilogue(y, activation, slope, residual)
 
 

@@ -15,9 +15,11 @@ and epilogue. Its weight is a derived parameter `<conv>.weight~winograd` = G g G
 [36, O, C]: computed once from the user's (or BN-folded) weight whenever that changes, never
 per call. It runs after fusion, so the epilogue (bias, activation, residual) is already known.
 
-Eligible convs (measured on the 2-core Xeon in BENCHMARKS.md, where below these sizes the
-transforms cost more than the multiplies saved): kernel 3x3, stride 1, dilation 1, groups 1, at
-least MIN_CHANNELS input and output channels, and an output of at least MIN_SIZE x MIN_SIZE.
+Eligible convs (measured on the 2-core Xeon in docs/kernels.md and BENCHMARKS.md, where below these
+sizes the transforms cost more than the multiplies saved): kernel 3x3, stride 1, dilation 1,
+groups 1, at least MIN_CHANNELS input and output channels, and an output of at least MIN_SIZE x
+MIN_SIZE (14x14 is even with im2col at batch 1 and 1.25-1.45x at batch 4, where the kernel puts
+several images' tiles in one GEMM; 7x7 is not faster).
 
 Accuracy: the transforms' coefficients (up to 8 in Aᵀ, 5 in Bᵀ) add float32 rounding; the
 error relative to the output's scale stays below 1e-4 on He-initialized layers (docs/kernels.md,
@@ -31,7 +33,7 @@ from .derived import derive
 from .manager import register
 
 MIN_CHANNELS = 32
-MIN_SIZE = 16
+MIN_SIZE = 14
 
 
 def eligible(graph: Graph, name: str) -> bool:
