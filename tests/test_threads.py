@@ -108,3 +108,16 @@ def test_cli_run_threads_option_keeps_the_outputs(tmp_path, capsys):
     capsys.readouterr()
     for out, value in saved["1"].items():
         np.testing.assert_allclose(saved["2"][out], value, rtol=0, atol=1e-5 * max(1.0, float(np.abs(value).max())))
+
+
+def test_split_batch_matches_the_reference_interpreter():
+    """Against an independent reference: the un-optimized IR evaluated by cnnc's interpreter."""
+    net = cnnc.compile(EXAMPLES / "resnet18.cnn", input_shapes={"image": (3, 3, 64, 64)})
+    randomize(net, seed=5)
+    net.threads = 2
+    x = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    got = net.run(x)
+    want = cnnc.eval_graph(net.source_graph, net.params, {"image": x})
+    for out in want:
+        scale = max(1.0, float(np.abs(want[out]).max()))
+        np.testing.assert_allclose(got[out], want[out], rtol=1e-3, atol=2e-4 * scale)
