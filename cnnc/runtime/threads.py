@@ -4,8 +4,8 @@ NumPy runs its elementwise passes (padding, im2col copies, Winograd's tile gathe
 activations, pooling) on one core; only its BLAS calls use more. On the 2-core machine of
 BENCHMARKS.md that left one core idle for about half of every forward pass. Running the parts of a
 batch in as many Python threads as BLAS would have used, each calling a single-threaded BLAS
-(NumPy releases the GIL in both), keeps every core busy in every pass: ResNet-50 and VGG-16 at
-batch 8 ran 1.5x faster (docs/kernels.md, "Threads").
+(NumPy releases the GIL in both), keeps every core busy in every pass: ResNet-18/50, VGG-16,
+MobileNetV2 and GoogLeNet at batch 8 ran 1.3-1.7x faster (docs/kernels.md, "Threads").
 
 The split is exact by construction: every op of the IR treats the examples of a batch
 independently (the shape rules refuse reducing, slicing, concatenating or permuting the batch
