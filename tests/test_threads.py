@@ -18,8 +18,14 @@ NETS = {"yolo_tiny.cnn": (3, 3, 128, 128), "mobilenet_v2.cnn": (3, 3, 64, 64), "
         "googlenet.cnn": (2, 3, 224, 224)}
 
 
+@pytest.fixture
+def split_any(monkeypatch):
+    """Split whatever the work per part (the policy has its own test)."""
+    monkeypatch.setattr(threads, "MIN_PART_MACS", 1)
+
+
 @pytest.mark.parametrize("name", sorted(NETS))
-def test_split_batch_gives_the_outputs_of_one_forward(name):
+def test_split_batch_gives_the_outputs_of_one_forward(name, split_any):
     shape = NETS[name]
     net = cnnc.compile(EXAMPLES / name, input_shapes={"image": shape})
     randomize(net, seed=3, weights=False)
@@ -96,7 +102,7 @@ def test_an_error_in_a_part_propagates_and_restores_blas():
     assert threads.blas_threads() == before
 
 
-def test_cli_run_threads_option_keeps_the_outputs(tmp_path, capsys):
+def test_cli_run_threads_option_keeps_the_outputs(tmp_path, capsys, split_any):
     from cnnc.cli import main
 
     saved = {}
@@ -110,7 +116,7 @@ def test_cli_run_threads_option_keeps_the_outputs(tmp_path, capsys):
         np.testing.assert_allclose(saved["2"][out], value, rtol=0, atol=1e-5 * max(1.0, float(np.abs(value).max())))
 
 
-def test_split_batch_matches_the_reference_interpreter():
+def test_split_batch_matches_the_reference_interpreter(split_any):
     """Against an independent reference: the un-optimized IR evaluated by cnnc's interpreter."""
     net = cnnc.compile(EXAMPLES / "resnet18.cnn", input_shapes={"image": (3, 3, 64, 64)})
     randomize(net, seed=5)
@@ -121,3 +127,29 @@ def test_split_batch_matches_the_reference_interpreter():
     for out in want:
         scale = max(1.0, float(np.abs(want[out]).max()))
         np.testing.assert_allclose(got[out], want[out], rtol=1e-3, atol=2e-4 * scale)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True, None])
+def test_threads_must_be_a_positive_integer(bad):
+    net = cnnc.compile(EXAMPLES / "lenet5.cnn")
+    with pytest.raises(cnnc.CnncError, match="threads must be a positive integer"):
+        net.threads = bad
+    assert net.threads >= 1
+
+
+def test_a_batch_splits_only_into_parts_worth_a_thread():
+    calls: list[int] = []
+
+    def forward(params, x):
+        calls.append(len(x))
+        return {"y": x}
+
+    x = np.zeros((8, 1), dtype=np.float32)
+    threads.split_batch(forward, {}, [x], threads=2, macs_per_example=threads.MIN_PART_MACS // 8)  # one part's worth
+    assert calls == [8]
+    calls.clear()
+    threads.split_batch(forward, {}, [x], threads=4, macs_per_example=threads.MIN_PART_MACS // 4)  # two parts' worth
+    assert sorted(calls) == [4, 4]
+    calls.clear()
+    threads.split_batch(forward, {}, [x], threads=2, macs_per_example=threads.MIN_PART_MACS)
+    assert sorted(calls) == [4, 4]

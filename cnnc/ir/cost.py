@@ -27,6 +27,11 @@ def node_cost(graph: Graph, name: str) -> NodeCost:
     return NodeCost(params, macs, 4 * per_example(shape))
 
 
+def network_macs(graph: Graph) -> int:
+    """Multiply-accumulates of one example through the whole graph (the nodes' cost rules)."""
+    return sum(node_cost(graph, name).macs for name in graph.nodes)
+
+
 # ---- activation memory of the generated code ---------------------------------------------------
 #
 # Which arrays the NumPy kernels allocate and which values share one is cnnc.ir.liveness's.

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..codegen.common import STATEMENT_LAYER
 from ..errors import CnncInputError
+from ..ir.cost import network_macs
 from ..ir.graph import Graph
 from ..ir.shapes import fmt
 from ..passes.derived import materialize
@@ -48,7 +49,19 @@ class CompiledNetwork:
         self._lock = threading.Lock()
         self._numpy_source = source
         self._gpu = None  # a runtime.gpu.GpuExecutor after .to("gpu")
-        self.threads = blas_threads()
+        self._threads = blas_threads()
+        self._macs: int | None = None  # per example, counted at the first split: what a part is worth
+
+    @property
+    def threads(self) -> int:
+        """Parts a batch runs as at once on the CPU (runtime/threads.py); 1: one forward pass."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, count: int) -> None:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise CnncInputError(f"threads must be a positive integer, got {count!r}", where="threads")
+        self._threads = count
 
     @property
     def device(self) -> str:
@@ -129,7 +142,9 @@ class CompiledNetwork:
             return self._gpu.run(self._bind_inputs(args, kwargs))
         inputs = self._bind_inputs(args, kwargs)
         try:
-            return split_batch(self._forward, self.runtime_params(), inputs, self.threads)
+            if self._macs is None and self._threads > 1 and len(inputs[0]) > 1:
+                self._macs = network_macs(self.source_graph)
+            return split_batch(self._forward, self.runtime_params(), inputs, self._threads, self._macs)
         except MemoryError as error:  # one message naming the layer, not NumPy's traceback
             layer = _generated_layer(error.__traceback__)
             raise CnncInputError("not enough memory to run this layer at this input size",

@@ -93,13 +93,23 @@ def single_threaded_blas() -> Iterator[None]:
                 _set_blas_threads(*_state["saved"])
 
 
+# A part must be worth its thread: starting the threads and switching BLAS's count cost about a
+# millisecond, which LeNet-5 (0.4 M multiply-accumulates an image) at batch 8 paid 3x over (0.5 →
+# 1.9 ms split); at batch 512 splitting it was even, ResNet-18 at batch 2 (1.8 G a part) 1.47x.
+MIN_PART_MACS = 100_000_000
+
+
 def split_batch(forward: Callable[..., dict[str, np.ndarray]], params: dict[str, np.ndarray],
-                inputs: Sequence[np.ndarray], threads: int) -> dict[str, np.ndarray]:
+                inputs: Sequence[np.ndarray], threads: int,
+                macs_per_example: int | None = None) -> dict[str, np.ndarray]:
     """`forward(params, *inputs)` computed as up to `threads` parts of the batch at once, each in
-    a thread of its own with BLAS single-threaded, the outputs joined along the batch axis.
-    Serial (one call) for one example or one thread, or without threadpoolctl."""
+    a thread of its own with BLAS single-threaded, the outputs joined along the batch axis; with
+    `macs_per_example`, no more parts than have MIN_PART_MACS of work each. Serial (one call) for
+    one example or one thread, or without threadpoolctl."""
     n = len(inputs[0])
     parts = min(threads, n)
+    if macs_per_example is not None:
+        parts = min(parts, n * macs_per_example // MIN_PART_MACS)
     if parts <= 1 or _controller() is None:
         return forward(params, *inputs)
     bounds = [n * k // parts for k in range(parts + 1)]
