@@ -153,3 +153,12 @@ def test_a_batch_splits_only_into_parts_worth_a_thread():
     calls.clear()
     threads.split_batch(forward, {}, [x], threads=2, macs_per_example=threads.MIN_PART_MACS)
     assert sorted(calls) == [4, 4]
+
+
+def test_inputs_sharing_the_batch_must_agree_on_it():
+    net = cnnc.compile("input a: [N, 2, 4, 4]\ninput b: [N, 2, 4, 4]\noutput y = add(a, b)\n")
+    ones = np.ones((2, 2, 4, 4), dtype=np.float32)
+    with pytest.raises(cnnc.CnncError, match="inputs 'a' and 'b' share the dimension N but have 2 and 1"):
+        net(ones, ones[:1])  # NumPy alone would broadcast b over a's batch
+    net.threads = 2
+    np.testing.assert_array_equal(net(ones, 3 * ones), 4 * ones)

@@ -113,10 +113,18 @@ class CompiledNetwork:
                 raise CnncInputError(f"input '{key}' is given twice", where="inputs")
             given[key] = value
         arrays = []
+        sizes: dict[str, tuple[str, int]] = {}  # a symbolic dimension (the batch "N") → (first input, its size)
         for name in self.input_names:
             if name not in given:
                 raise CnncInputError(f"missing input '{name}' {fmt(self.graph.shape(name))}", where="inputs")
-            arrays.append(self._check_input(name, given[name]))
+            array = self._check_input(name, given[name])
+            for symbol, size in zip(self.graph.shape(name), array.shape):
+                if isinstance(symbol, str):
+                    first, seen = sizes.setdefault(symbol, (name, size))
+                    if seen != size:  # else NumPy would broadcast one over the other, or a split misalign them
+                        raise CnncInputError(f"inputs '{first}' and '{name}' share the dimension {symbol} but have "
+                                             f"{seen} and {size}", where=f"input '{name}'")
+            arrays.append(array)
         return arrays
 
     def _check_input(self, name: str, value: object) -> np.ndarray:
