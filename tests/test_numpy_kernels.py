@@ -221,6 +221,17 @@ def test_dense_2d_and_4d():
     check(got, F.linear(t(x), t(w), t(b)).reshape(3, 7, 1, 1))
 
 
+@pytest.mark.parametrize("batch", [1, 2, 5, 33])
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense_every_batch_size(batch, bias):
+    x = rand(batch, 300)
+    w = rand(129, 300)
+    b = rand(129) if bias else None
+    got = K.dense(x, w, b, activation="relu")
+    assert got.shape == (batch, 129) and got.flags.c_contiguous
+    check(got, F.relu(F.linear(t(x), t(w), None if b is None else t(b))))
+
+
 @pytest.mark.parametrize("shape", [(2, 5, 4, 3), (4, 6)])
 def test_batch_norm(shape):
     c = shape[1]

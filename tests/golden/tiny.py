@@ -383,15 +383,20 @@ def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, b, stride, pads, dila
 def dense(x: np.ndarray, w: np.ndarray, b, *, activation: str = "none", slope: float = 0.0) -> np.ndarray:
     """Fully connected layer: ``[N, F]`` → ``[N, O]`` or ``[N, F, 1, 1]`` → ``[N, O, 1, 1]``.
 
-    A fused activation runs in place on the fresh output.
+    The GEMM is ``W [O, F] · xᵀ [F, N]``, the weight as BLAS's first operand: for a batch of 2 to
+    32 OpenBLAS runs it up to 2x faster than ``x · Wᵀ`` (VGG-16's 4096x25088 layer at batch 4,
+    one thread: 100 → 61 ms; docs/kernels.md), at batch 1 both are the same matrix-vector product.
+    The bias is added as the result is transposed into ``[N, O]``; a fused activation then runs in
+    place on it.
     """
     x = x.astype(np.float32, copy=False)
-    four_d = x.ndim == 4
-    x2 = x.reshape(x.shape[0], -1)
-    y = np.matmul(x2, w.astype(np.float32, copy=False).T)
-    if b is not None:
-        y += b.astype(np.float32, copy=False)
-    if four_d:
+    yt = np.matmul(w.astype(np.float32, copy=False), x.reshape(x.shape[0], -1).T)  # [O, N]
+    y = np.empty(yt.T.shape, dtype=np.float32)
+    if b is None:
+        np.copyto(y, yt.T)
+    else:
+        np.add(yt.T, b.astype(np.float32, copy=False), out=y)
+    if x.ndim == 4:
         y = y.reshape(y.shape[0], y.shape[1], 1, 1)
     return _epilogue(y, activation, slope, None)
 
