@@ -111,6 +111,13 @@ output y = x
 """
 
 
+def test_14x14_outputs_qualify_with_256_channels_only():
+    net = cnnc.compile("input x: [N, 256, 14, 14]\noutput y = x |> conv(256, 3x3, pad=1) as wide "
+                       "|> conv(128, 3x3, pad=1) as narrow\n")
+    assert net.graph.op("wide") == Op.WINOGRAD_CONV
+    assert net.graph.op("narrow") == Op.CONV  # 128 filters: im2col is faster at 14x14 (docs/kernels.md)
+
+
 def test_the_pass_rewrites_exactly_the_eligible_convs():
     net = cnnc.compile(NET)
     ops = {n: net.graph.op(n) for n in net.graph.nodes}

@@ -17,9 +17,11 @@ per call. It runs after fusion, so the epilogue (bias, activation, residual) is 
 
 Eligible convs (measured on the 2-core Xeon in docs/kernels.md and BENCHMARKS.md, where below these
 sizes the transforms cost more than the multiplies saved): kernel 3x3, stride 1, dilation 1,
-groups 1, at least MIN_CHANNELS input and output channels, and an output of at least MIN_SIZE x
-MIN_SIZE (14x14 is even with im2col at batch 1 and 1.25-1.45x at batch 4, where the kernel puts
-several images' tiles in one GEMM; 7x7 is not faster).
+groups 1, at least MIN_CHANNELS input and output channels and an output of at least MIN_SIZE x
+MIN_SIZE; or at least SMALL_MAP_CHANNELS channels and a SMALL_MAP_SIZE x SMALL_MAP_SIZE output
+(14x14: with 256 or more channels even with im2col at batch 1 and 1.28-1.48x at batch 4, where the
+kernel puts several images' tiles in one GEMM; with 96-160 channels, GoogLeNet's, 0.6-0.7x at
+batch 1; 7x7 is not faster).
 
 Accuracy: the transforms' coefficients (up to 8 in Aᵀ, 5 in Bᵀ) add float32 rounding; the
 error relative to the output's scale stays below 1e-4 on He-initialized layers (docs/kernels.md,
@@ -33,7 +35,9 @@ from .derived import derive
 from .manager import register
 
 MIN_CHANNELS = 32
-MIN_SIZE = 14
+MIN_SIZE = 16
+SMALL_MAP_SIZE = 14
+SMALL_MAP_CHANNELS = 256
 
 
 def eligible(graph: Graph, name: str) -> bool:
@@ -45,7 +49,8 @@ def eligible(graph: Graph, name: str) -> bool:
         return False
     channels = graph.shape(graph.inputs_of(name)[0])[1]
     _, filters, height, width = graph.shape(name)
-    return min(channels, filters) >= MIN_CHANNELS and min(height, width) >= MIN_SIZE
+    fewest, side = min(channels, filters), min(height, width)
+    return (fewest >= MIN_CHANNELS and side >= MIN_SIZE) or (fewest >= SMALL_MAP_CHANNELS and side >= SMALL_MAP_SIZE)
 
 
 @register("winograd", level=2, after=("eliminate_dead_code",), before=("plan_memory",))
