@@ -55,7 +55,7 @@ def test_blas_is_single_threaded_during_a_split_run_and_restored_after():
     seen: list[int] = []
 
     def forward(params, x):
-        seen.append(max(pool.num_threads for pool in controller.select(user_api="blas").lib_controllers))
+        seen.append(threads._current_blas_threads(controller))
         return {"y": x * 2}
 
     x = np.arange(8, dtype=np.float32).reshape(4, 2)
@@ -74,7 +74,7 @@ def test_overlapping_split_runs_restore_blas_once_the_last_ends():
 
     def forward(params, x):
         inside.wait(timeout=30)
-        counts.append(max(pool.num_threads for pool in controller.select(user_api="blas").lib_controllers))
+        counts.append(threads._current_blas_threads(controller))
         inside.wait(timeout=30)
         return {"y": x + 1}
 

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"users": 0, "saved": ([], []), "controller": None, "original": 1}
+# users: split runs in progress; saved: the BLAS libraries and the thread counts the last one restores
+_state: dict[str, Any] = {"users": 0, "saved": ([], []), "controller": None}
 
 
 def _controller() -> Any:
@@ -45,8 +46,12 @@ def _blas_libraries(controller: Any) -> list[Any]:
     return controller.select(user_api="blas").lib_controllers
 
 
+def _thread_counts(libraries: list[Any]) -> list[int]:
+    return [library.num_threads for library in libraries]
+
+
 def _current_blas_threads(controller: Any) -> int:
-    return max([library.num_threads for library in _blas_libraries(controller)], default=1)
+    return max(_thread_counts(_blas_libraries(controller)), default=1)
 
 
 def _set_blas_threads(libraries: list[Any], counts: list[int]) -> None:
@@ -71,7 +76,7 @@ def blas_threads() -> int:
         controller = _controller()
         if controller is None:
             return 1
-        return _state["original"] if _state["users"] else _current_blas_threads(controller)
+        return max(_state["saved"][1], default=1) if _state["users"] else _current_blas_threads(controller)
 
 
 @contextmanager
@@ -80,8 +85,7 @@ def single_threaded_blas() -> Iterator[None]:
     with _lock:
         if _state["users"] == 0:
             libraries = _blas_libraries(_controller())
-            _state["saved"] = (libraries, [library.num_threads for library in libraries])
-            _state["original"] = max(_state["saved"][1], default=1)
+            _state["saved"] = (libraries, _thread_counts(libraries))
             _set_blas_threads(libraries, [1] * len(libraries))
         _state["users"] += 1
     try:
