@@ -156,11 +156,18 @@ def _conv_depthwise_nchw(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads
     return y
 
 
+def _im2col_batch_shares_gemm(n: int, groups: int, ho: int, wo: int) -> bool:
+    """Whether an im2col conv of a batch of `n` puts every image's columns in one GEMM (small
+    outputs, one group: _conv_im2col)."""
+    return n > 1 and groups == 1 and ho * wo <= 256
+
+
 def _im2col_by_image(n: int, w: np.ndarray, groups: int, ho: int, wo: int) -> bool:
     """Whether an im2col conv of a batch of `n` runs image by image: when its columns pass 8 MB
-    in all (and the batch's columns would not share one GEMM, _conv_im2col)."""
+    in all (and the batch's columns would not share one GEMM)."""
     _, cg, kh, kw = w.shape
-    return n > 1 and not (groups == 1 and ho * wo <= 256) and n * cg * groups * kh * kw * ho * wo * 4 > 8 * 1024 * 1024
+    return (n > 1 and not _im2col_batch_shares_gemm(n, groups, ho, wo)
+            and n * cg * groups * kh * kw * ho * wo * 4 > 8 * 1024 * 1024)
 
 
 def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: int, dw: int,
@@ -175,7 +182,6 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: in
     image's columns are still in cache when its GEMM reads them (the 7x7 stride-2 stem: 1.4x)."""
     n, _, h, wd = x.shape
     o, cg, kh, kw = w.shape
-    batch_columns = n > 1 and groups == 1 and ho * wo <= 256
     top, left, bottom, right = pads
     hp = (ho - 1) * sh + dh * (kh - 1) + 1
     wp = (wo - 1) * sw + dw * (kw - 1) + 1
@@ -183,7 +189,7 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, b, sh: int, sw: int, pads, dh: in
         xp = _pad_into(x, max(hp, h + top), max(wp, wd + left), top, left, 0.0)
     else:
         xp = np.ascontiguousarray(x)
-    if batch_columns:
+    if _im2col_batch_shares_gemm(n, groups, ho, wo):
         return _im2col_batch_columns(xp, w, b, sh, sw, dh, dw, ho, wo)
     s0, s1, s2, s3 = xp.strides
     view = np.lib.stride_tricks.as_strided(
