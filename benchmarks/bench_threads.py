@@ -20,6 +20,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_cpu import _timed  # noqa: E402  (the sibling script)
 
 import cnnc  # noqa: E402  (this checkout's, found by the path above)
 from cnnc.runtime.threads import blas_threads  # noqa: E402
@@ -36,11 +39,7 @@ def compare(model: str, batch: int, threads: int, rounds: int, per_round: int,
         for count in times:
             net.threads = count
             time.sleep(pause)
-            net(x)
-            for _ in range(per_round):
-                start = time.perf_counter()
-                net(x)
-                times[count].append((time.perf_counter() - start) * 1000)
+            times[count] += _timed(lambda: net(x), per_round, 1)
     return statistics.median(times[1]), statistics.median(times[threads])
 
 
