@@ -35,6 +35,29 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(params=["numpy", "compiled"])
+def kernel_path(request, monkeypatch) -> str:
+    """Run the test on the NumPy kernels' NumPy path, then on their compiled loops (the `fast`
+    extra, cnnc/kernels/compiled.py; skipped without numba)."""
+    from cnnc.kernels import compiled
+
+    if compiled.loops() is None:
+        if request.param == "compiled":
+            pytest.skip("numba is not installed (the fast extra), or CNNC_COMPILED=0")
+    elif request.param == "numpy":
+        monkeypatch.setitem(compiled._state, "loops", None)
+    return request.param
+
+
+@pytest.fixture
+def numpy_path(monkeypatch) -> None:
+    """The NumPy kernels without their compiled loops (for tests of the NumPy path's dispatch)."""
+    from cnnc.kernels import compiled
+
+    compiled.loops()
+    monkeypatch.setitem(compiled._state, "loops", None)
+
+
 # Awkward inputs for the elementwise activations: the breakpoints ±3 and their float32
 # neighbours, signed zeros, tiny and huge magnitudes, and a fine sweep of [−10, 10] (the tails,
 # where 1 + erf(x/√2) and 1 + tanh(u) cancel in float32).

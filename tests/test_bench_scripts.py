@@ -91,6 +91,17 @@ def test_bench_threads_compares_the_two_modes() -> None:
     assert whole > 0 and split > 0
 
 
+def test_bench_compiled_times_both_paths() -> None:
+    from cnnc.kernels import compiled
+
+    if compiled.loops() is None:
+        pytest.skip("numba is not installed (the fast extra)")
+    bench_compiled = _load("bench_compiled")
+    times = bench_compiled.compare("lenet5", batch=2, rounds=1, per_round=1, pause=0)
+    assert len(times["numpy"]) == len(times["compiled"]) == 1 and min(times["numpy"] + times["compiled"]) > 0
+    assert compiled._state["loops"] is compiled.loops() is not None  # restored
+
+
 def test_bench_layers_runs_every_kernel_it_names(monkeypatch, capsys) -> None:
     bench_layers = _load("bench_layers")
     monkeypatch.setattr(bench_layers, "DENSE", [(2, 8, 8, 14)])

@@ -42,7 +42,7 @@ def nhwc(a):
     (1, 4, 12, 13, 4, 5, (2, 1), (2, 1, 2, 3), (1, 2), True, True, "silu"),
     (1, 7, 6, 6, 7, 3, (2, 2), (0, 0, 1, 1), (1, 1), True, True, "hardswish"),   # SAME_UPPER stride 2
 ])
-def test_kernels_in_every_layout_match_torch(kernels, layouts, case):
+def test_kernels_in_every_layout_match_torch(kernels, layouts, case, kernel_path):
     n, c, h, wd, o, k, stride, pads, dilation, depthwise, bias, activation = case
     groups = c if depthwise else 1
     x, w = rand(n, c, h, wd), rand(o, c // groups, k, k, scale=0.5)

@@ -89,7 +89,7 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d(case):
+def test_conv2d(case, kernel_path):
     n, c, h, wd, o, kh, kw, stride, pads, dilation, groups, bias = case
     x = rand(n, c, h, wd)
     w = rand(o, c // groups, kh, kw)
@@ -145,7 +145,7 @@ def test_conv2d_batch_layouts(n, c, h, wd, o, kh, kw, stride, pads, dilation, gr
     ((1, 8, 40, 40), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), 8, "_conv_depthwise_nchw"),
     ((3, 16, 7, 7), (8, 16, 3, 3), (1, 1), (1, 1, 1, 1), 1, "_im2col_batch_columns"),  # ≤ 256 pixels
 ])
-def test_conv2d_dispatch(monkeypatch, shape_x, shape_w, stride, pads, groups, path):
+def test_conv2d_dispatch(monkeypatch, numpy_path, shape_x, shape_w, stride, pads, groups, path):
     calls = []
     real = getattr(K, path)
 
@@ -495,6 +495,10 @@ def _module_tree():
     return ast.parse(MODULE_PATH.read_text())
 
 
+OPTIONAL_IMPORT = ("try:\n    from cnnc.kernels import compiled as _compiled\nexcept ImportError:\n"
+                   "    _compiled = None")
+
+
 def test_module_ast_constraints():
     tree = _module_tree()
     body = list(tree.body)
@@ -510,6 +514,8 @@ def test_module_ast_constraints():
             assert not node.decorator_list, node.name
             assert ast.get_docstring(node), f"{node.name} has no docstring"
             funcs[node.name] = node
+        elif isinstance(node, ast.Try):  # the one optional import: the compiled loops, or None
+            assert ast.unparse(node) == OPTIONAL_IMPORT, ast.unparse(node)
         else:
             pytest.fail(f"forbidden top-level node: {ast.dump(node)[:80]}")
     from cnnc.ir.ops import RECORDS
@@ -520,7 +526,7 @@ def test_module_ast_constraints():
     for name in funcs:
         assert name in expected or name.startswith("_"), f"public non-kernel function {name}"
     # every free name a function uses is a builtin, np/math or a top-level function
-    allowed = set(funcs) | {"np", "math"} | set(dir(builtins))
+    allowed = set(funcs) | {"np", "math", "_compiled"} | set(dir(builtins))
     for name, fn in funcs.items():
         local = {a.arg for a in fn.args.args + fn.args.kwonlyargs + fn.args.posonlyargs}
         if fn.args.vararg:
@@ -541,23 +547,14 @@ def test_module_ast_constraints():
 
 
 def test_kernels_work_when_copied_standalone():
-    """Copy conv/avg_pool/upsample + transitive helpers by AST, exec with numpy only."""
-    tree = _module_tree()
-    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    wanted, todo = [], ["conv", "avg_pool", "upsample", "conv_transpose"]
-    while todo:
-        name = todo.pop()
-        if name in wanted:
-            continue
-        wanted.append(name)
-        for node in ast.walk(funcs[name]):
-            if isinstance(node, ast.Name) and node.id in funcs:
-                todo.append(node.id)
-    mod = ast.Module(body=[ast.parse("import numpy as np\nimport math").body[0],
-                           ast.parse("import math").body[0]] + [funcs[n] for n in wanted],
-                     type_ignores=[])
+    """conv/avg_pool/upsample/conv_transpose as the code generator copies them (with their
+    helpers and the optional import of the compiled loops), run in a namespace of their own."""
+    from cnnc.codegen.kernel_source import kernel_sources
+
+    sources = kernel_sources(K, ["conv", "avg_pool", "upsample", "conv_transpose"])
+    assert any(text.startswith("try:") for text in sources)  # the `_compiled` block came along
     ns = {"__builtins__": builtins}
-    exec(compile(ast.fix_missing_locations(mod), "<generated>", "exec"), ns)  # noqa: S102
+    exec(compile("import math\nimport numpy as np\n\n" + "\n\n".join(sources), "<generated>", "exec"), ns)  # noqa: S102
     x = rand(1, 4, 9, 9)
     w = rand(6, 2, 3, 3)
     want = torch_conv(x, w, None, (2, 2), (0, 0, 1, 1), (1, 1), 2)

@@ -3,7 +3,9 @@
 The error bound (docs/kernels.md): against the exact (float64) direct convolution, every output
 of the NumPy kernel is within 1e-5 · (|x| ⊛ |w|), the same convolution of absolute values: the
 scale a float32 sum of those products is rounded against. Measured worst case 2.3e-6 (direct
-float32 convolution: 3e-7).
+float32 convolution: 3e-7). The kernel tests run both of its paths (tests/conftest.py's
+`kernel_path`): NumPy's, and the one with the `fast` extra's compiled transforms
+(cnnc/kernels/numba_loops.py; skipped without numba).
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def _transformed(g: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("case", CASES, ids=[f"n{c[0]}c{c[1]}o{c[2]}_{c[3]}x{c[4]}_p{''.join(map(str, c[5]))}"
                                               for c in CASES])
-def test_numpy_kernel_is_within_the_bound_of_exact_convolution(case):
+def test_numpy_kernel_is_within_the_bound_of_exact_convolution(case, kernel_path):
     n, c, o, h, w, pads = case
     x, g = _layer(np.random.default_rng(sum(case[:5])), n, c, o, h, w)
     exact, scale, out_size = _exact(x, g, pads)
@@ -70,7 +72,7 @@ def test_numpy_kernel_is_within_the_bound_of_exact_convolution(case):
     assert np.all(np.abs(got - exact) <= BOUND * scale + 1e-30)
 
 
-def test_the_bound_is_tight_enough_to_catch_a_wrong_transform():
+def test_the_bound_is_tight_enough_to_catch_a_wrong_transform(kernel_path):
     """A weight transformed for a slightly different filter breaks the bound: it can fail."""
     x, g = _layer(np.random.default_rng(0), 1, 8, 8, 12, 12)
     exact, scale, out_size = _exact(x, g, (1, 1, 1, 1))
@@ -80,16 +82,21 @@ def test_the_bound_is_tight_enough_to_catch_a_wrong_transform():
     assert not np.all(np.abs(got - exact) <= BOUND * scale)
 
 
-def test_epilogue_bias_residual_activation():
+@pytest.mark.parametrize("activation", ["leaky_relu", "relu", "none"])
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_epilogue_bias_residual_activation(activation, with_residual, kernel_path):
     rng = np.random.default_rng(5)
     x, g = _layer(rng, 2, 6, 7, 10, 9)
     b = rng.standard_normal(7).astype(np.float32)
-    r = rng.standard_normal((2, 7, 10, 9)).astype(np.float32)
+    r = rng.standard_normal((2, 7, 10, 9)).astype(np.float32)[:, :, :, ::-1] if with_residual else None  # a view
     exact, scale, out_size = _exact(x, g, (1, 1, 1, 1))
     got = numpy_kernels.winograd_conv(x, _transformed(g), b, pads=(1, 1, 1, 1), out_size=out_size,
-                                      activation="leaky_relu", slope=0.1, residual=r)
-    want = exact + b[:, None, None] + r
-    want = np.where(want < 0, 0.1 * want, want)
+                                      activation=activation, slope=0.1, residual=r)
+    want = exact + b[:, None, None] + (0 if r is None else r)
+    if activation == "leaky_relu":
+        want = np.where(want < 0, 0.1 * want, want)
+    elif activation == "relu":
+        want = np.maximum(want, 0)
     assert np.all(np.abs(got - want) <= BOUND * scale + 1e-6)
 
 

@@ -1,4 +1,8 @@
-"""Copy kernel functions, with the helpers they call, out of a kernel module's source."""
+"""Copy kernel functions, with the helpers they call, out of a kernel module's source.
+
+Besides functions, a kernel module may hold top-level ``try`` blocks that bind one name (an
+optional import: numpy_kernels' ``_compiled``); such a block is copied like a function, when a
+copied function uses its name."""
 from __future__ import annotations
 
 import ast
@@ -12,16 +16,28 @@ from types import ModuleType
 
 @functools.cache
 def _functions(module: ModuleType) -> dict[str, tuple[str, frozenset[str]]]:
-    """Top-level function name → (source text, names it references)."""
+    """Top-level function name (or a ``try`` block's one bound name) → (source text, names it
+    references)."""
     text = inspect.getsource(module)
     tree = ast.parse(text)
     lines = _LINE.findall(text)
     found = {}
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
+        name = node.name if isinstance(node, ast.FunctionDef) else _bound_name(node)
+        if name is not None:
             used = frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
-            found[node.name] = (_segment(lines, node), used)
+            found[name] = (_segment(lines, node), used)
     return found
+
+
+def _bound_name(node: ast.stmt) -> str | None:
+    """The one name a top-level ``try`` block binds (by import or assignment), else None."""
+    if not isinstance(node, ast.Try):
+        return None
+    names = {alias.asname or alias.name for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))
+             for alias in n.names}
+    names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return names.pop() if len(names) == 1 else None
 
 
 # A line with its ending, split as `ast.get_source_segment` splits (not at form feeds).

@@ -3,8 +3,10 @@
 These functions are used by generated code: the code generator copies each used function,
 and the helpers it calls (transitively), out of this module's AST into the generated
 module.  Hence the module only imports ``numpy as np`` and ``math``, defines top-level
-functions only (private helpers start with ``_``), keeps no module-level state and
-imports nothing from cnnc.
+functions only (private helpers start with ``_``) and keeps no module-level state. The one
+import from cnnc is optional: ``_compiled``, the loops numba compiles where the `fast` extra is
+installed (cnnc/kernels/compiled.py). The code generator copies that ``try`` block too, so a
+generated module uses the loops where cnnc is installed and NumPy alone elsewhere.
 
 All arrays are float32 in NCHW layout, conv weights OIHW; ``pads`` is always
 ``(top, left, bottom, right)``.  No kernel loops in Python over pixels, batch items or
@@ -15,6 +17,11 @@ vectorised operation over the whole tensor).
 import math
 
 import numpy as np
+
+try:  # loops compiled by numba, used where cnnc's `fast` extra is installed (docs/kernels.md)
+    from cnnc.kernels import compiled as _compiled
+except ImportError:  # NumPy alone
+    _compiled = None  # type: ignore[assignment]
 
 # ---------------------------------------------------------------------------------------
 # helpers
@@ -258,6 +265,10 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     """
     x = x.astype(np.float32, copy=False)
     w = w.astype(np.float32, copy=False)
+    loops = None if _compiled is None else _compiled.loops()
+    if loops is not None and w.shape[1] == 1 and groups == w.shape[0] == _logical_shape(x, layout_in)[1] > 1:
+        return _depthwise_compiled(loops, x, w, b, stride, pads, dilation, out_size, layout_in, layout_out,
+                                   activation, slope, residual)
     if layout_in != "nchw" or layout_out != "nchw":
         y = _conv_channels_last(x, w, b, stride, pads, dilation, out_size, layout_in, layout_out)
         return _epilogue(y, activation, slope, residual)
@@ -367,6 +378,27 @@ def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, b, stride, pads, dila
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
 
 
+def _depthwise_compiled(loops, x: np.ndarray, w: np.ndarray, b, stride, pads, dilation, out_size, layout_in: str,
+                        layout_out: str, activation: str, slope: float, residual) -> np.ndarray:
+    """Depthwise conv (multiplier 1) as one compiled loop (cnnc/kernels/numba_loops.py) over the
+    channels-last input: every output vector is its taps' sum plus the bias, and a ReLU or ReLU6
+    is applied as it is stored (other activations, and a residual, follow as the epilogue). An
+    NCHW input or output is transposed once, as in _depthwise_channels_last."""
+    c = w.shape[0]
+    ho, wo = out_size
+    source = x if layout_in == "nhwc" else x.transpose(0, 2, 3, 1)
+    source = np.ascontiguousarray(source)
+    wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kh, kw, C]
+    bias = np.zeros(c, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    code = {"none": 0, "relu": 1, "relu6": 2}.get(activation, 0) if residual is None else 0
+    y = np.empty((source.shape[0], ho, wo, c), dtype=np.float32)
+    loops.depthwise(source, wt, bias, stride[0], stride[1], pads[0], pads[1], dilation[0], dilation[1], code, y)
+    if layout_out != "nhwc":
+        y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+    done = code != 0 or activation == "none"
+    return y if done and residual is None else _epilogue(y, "none" if done else activation, slope, residual)
+
+
 def _workspace_elements(kernel: str, x_shape, out_shape, weight_shape=None, kwargs=None) -> int:
     """Float32 elements of the largest temporaries the kernel called `kernel` allocates for these
     shapes, beyond its output (the run's memory estimate, cnnc/runtime/memory.py). It follows
@@ -429,6 +461,9 @@ def winograd_conv(x: np.ndarray, u: np.ndarray, b, *, pads, out_size, activation
     """
     x = x.astype(np.float32, copy=False)
     u = u.astype(np.float32, copy=False)
+    loops = None if _compiled is None else _compiled.loops()
+    if loops is not None:
+        return _winograd_compiled(loops, x, u, b, pads, out_size, activation, slope, residual)
     bt, _, at = _winograd_f4x3()
     b36 = np.kron(bt, bt).astype(np.float32)  # vec(Bᵀ d B) = (Bᵀ⊗Bᵀ) vec(d)
     a16 = np.kron(at, at).astype(np.float32)
@@ -474,6 +509,39 @@ def winograd_conv(x: np.ndarray, u: np.ndarray, b, *, pads, out_size, activation
             else:
                 np.add(block, bias if target.ndim == 4 else bias[..., None, None], out=target)
     return _epilogue(y, activation, slope, residual)
+
+
+def _winograd_compiled(loops, x: np.ndarray, u: np.ndarray, b, pads, out_size, activation: str, slope: float,
+                       residual) -> np.ndarray:
+    """winograd_conv with the transforms as compiled loops (cnnc/kernels/numba_loops.py): the
+    input tiles' ``Bᵀ d B`` is written straight from ``x`` (no padded band, no gathered tiles),
+    and ``Aᵀ M A`` goes straight into the output with the bias, the residual and a ReLU (other
+    activations follow as the epilogue). Bands and images per band as in the NumPy path."""
+    n, c, h, wd = x.shape
+    o = u.shape[1]
+    ho, wo = out_size
+    th, tw = -(-ho // 4), -(-wo // 4)
+    rb = min(th, _winograd_band_rows(tw))
+    g = max(1, min(n, 256 // (th * tw)))
+    x = np.ascontiguousarray(x)
+    bias = np.zeros(o, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    fused = residual if residual is not None else np.empty((0, 0, 0, 0), np.float32)
+    fused = np.ascontiguousarray(fused, dtype=np.float32)
+    relu = activation == "relu"
+    y = np.empty((n, o, ho, wo), dtype=np.float32)
+    v_buffer = np.empty(36 * c * g * rb * tw, dtype=np.float32)
+    m_buffer = np.empty(36 * o * g * rb * tw, dtype=np.float32)
+    for i in range(0, n, g):
+        k = min(g, n - i)  # images in this band
+        for r0 in range(0, th, rb):
+            r = min(rb, th - r0)
+            tiles = k * r * tw  # contiguous views of the buffers: one compiled form of each loop
+            v = v_buffer[:36 * c * tiles].reshape(36, c, tiles)
+            m = m_buffer[:36 * o * tiles].reshape(36, o, tiles)
+            loops.winograd_input(x, i, k, r0, r, pads[0], pads[1], tw, v)
+            np.matmul(u, v, out=m)
+            loops.winograd_output(m, i, k, r0, r, tw, bias, fused, relu, y)
+    return _epilogue(y, "none" if relu else activation, slope, None)
 
 
 def conv_transpose(x: np.ndarray, w: np.ndarray, b, *, stride, pads, output_padding,

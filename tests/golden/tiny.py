@@ -59,6 +59,12 @@ def load_params(path=None):
 # ---- kernels, copied from cnnc.kernels.numpy_kernels ----
 
 
+try:  # loops compiled by numba, used where cnnc's `fast` extra is installed (docs/kernels.md)
+    from cnnc.kernels import compiled as _compiled
+except ImportError:  # NumPy alone
+    _compiled = None
+
+
 def _pad_into(x: np.ndarray, hp: int, wp: int, top: int, left: int, fill: float) -> np.ndarray:
     """Return a new ``[N, C, hp, wp]`` array filled with ``fill`` holding ``x`` at (top, left).
 
@@ -291,6 +297,10 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     """
     x = x.astype(np.float32, copy=False)
     w = w.astype(np.float32, copy=False)
+    loops = None if _compiled is None else _compiled.loops()
+    if loops is not None and w.shape[1] == 1 and groups == w.shape[0] == _logical_shape(x, layout_in)[1] > 1:
+        return _depthwise_compiled(loops, x, w, b, stride, pads, dilation, out_size, layout_in, layout_out,
+                                   activation, slope, residual)
     if layout_in != "nchw" or layout_out != "nchw":
         y = _conv_channels_last(x, w, b, stride, pads, dilation, out_size, layout_in, layout_out)
         return _epilogue(y, activation, slope, residual)
@@ -398,6 +408,27 @@ def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, b, stride, pads, dila
     if layout_out == "nhwc":
         return y
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+
+def _depthwise_compiled(loops, x: np.ndarray, w: np.ndarray, b, stride, pads, dilation, out_size, layout_in: str,
+                        layout_out: str, activation: str, slope: float, residual) -> np.ndarray:
+    """Depthwise conv (multiplier 1) as one compiled loop (cnnc/kernels/numba_loops.py) over the
+    channels-last input: every output vector is its taps' sum plus the bias, and a ReLU or ReLU6
+    is applied as it is stored (other activations, and a residual, follow as the epilogue). An
+    NCHW input or output is transposed once, as in _depthwise_channels_last."""
+    c = w.shape[0]
+    ho, wo = out_size
+    source = x if layout_in == "nhwc" else x.transpose(0, 2, 3, 1)
+    source = np.ascontiguousarray(source)
+    wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kh, kw, C]
+    bias = np.zeros(c, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    code = {"none": 0, "relu": 1, "relu6": 2}.get(activation, 0) if residual is None else 0
+    y = np.empty((source.shape[0], ho, wo, c), dtype=np.float32)
+    loops.depthwise(source, wt, bias, stride[0], stride[1], pads[0], pads[1], dilation[0], dilation[1], code, y)
+    if layout_out != "nhwc":
+        y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+    done = code != 0 or activation == "none"
+    return y if done and residual is None else _epilogue(y, "none" if done else activation, slope, residual)
 
 
 def dense(x: np.ndarray, w: np.ndarray, b, *, activation: str = "none", slope: float = 0.0) -> np.ndarray:

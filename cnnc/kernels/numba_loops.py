@@ -1,0 +1,134 @@
+"""The loops of cnnc.kernels.compiled, compiled by numba (imported only through `compiled.loops()`).
+
+Each function is one pass that visits every value once, on the calling thread, with the GIL
+released (`nogil`), so that the parts of a split batch (cnnc/runtime/threads.py) run theirs at
+once. `cache=True` keeps the machine code in __pycache__ beside this file: a process after the
+first loads it instead of compiling it again (several seconds).
+
+The transforms add and subtract in float64 and round once, when they store float32: with the
+float32 sums of two separable passes, a 2-channel layer's right-edge outputs were 1.7e-5 of
+their scale off the exact convolution, past tests/test_winograd.py's bound of 1e-5 (NumPy's
+one GEMM per transform: 6.7e-6; float64 here: 6.3e-6), at no measurable cost in these scalar
+loops.
+"""
+import numba
+import numpy as np
+
+F2 = 2.0
+F4 = 4.0
+F5 = 5.0
+F8 = 8.0
+ZERO = np.float32(0.0)
+SIX = np.float32(6.0)
+
+
+@numba.njit(inline="always", cache=True)
+def _bt(d0, d1, d2, d3, d4, d5):
+    """Bᵀ·d for one column d of a 6x6 tile (the rows of _winograd_f4x3's Bᵀ); d is float64."""
+    return (F4 * d0 - F5 * d2 + d4, d3 + d4 - F4 * (d1 + d2), F4 * (d1 - d2) - d3 + d4,
+            d4 - d2 - F2 * (d1 - d3), d4 - d2 + F2 * (d1 - d3), F4 * d1 - F5 * d3 + d5)
+
+
+@numba.njit(inline="always", cache=True)
+def _at(m0, m1, m2, m3, m4, m5):
+    """Aᵀ·m for one column m of a 6x6 product tile (the rows of _winograd_f4x3's Aᵀ), in float64."""
+    m1, m3 = np.float64(m1), np.float64(m3)  # the rest follow into float64
+    a, b, c, d = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    return (m0 + a + c, b + F2 * d, a + F4 * c, b + F8 * d + m5)
+
+
+@numba.njit(cache=True, nogil=True)
+def winograd_input(x, first, images, row0, rows, top, left, tw, out):
+    """out[36, C, images·rows·tw] = Bᵀ d B for every 6x6 tile d of images first… and tile rows
+    row0…, read from x [N, C, H, W] as if zero-padded by (top, left) (tiles past the input's
+    bottom or right edge read zeros)."""
+    _, c, h, w = x.shape
+    wp = 4 * tw + 2
+    for job in range(images * c):
+        i = job // c
+        ch = job - i * c
+        strip = np.zeros((6, wp), np.float64)  # 6 padded input rows
+        rowt = np.empty((6, wp), np.float64)  # Bᵀ applied down the columns of the strip
+        for t in range(rows):
+            for k in range(6):
+                r = 4 * (row0 + t) + k - top
+                if 0 <= r < h:
+                    for col in range(min(w, wp - left)):
+                        strip[k, col + left] = x[first + i, ch, r, col]
+                else:
+                    strip[k, :] = 0.0
+            for col in range(wp):
+                v = _bt(strip[0, col], strip[1, col], strip[2, col], strip[3, col], strip[4, col], strip[5, col])
+                for p in range(6):
+                    rowt[p, col] = v[p]
+            base = (i * rows + t) * tw
+            for p in range(6):
+                for s in range(tw):
+                    e = 4 * s
+                    v = _bt(rowt[p, e], rowt[p, e + 1], rowt[p, e + 2], rowt[p, e + 3], rowt[p, e + 4], rowt[p, e + 5])
+                    for q in range(6):
+                        out[6 * p + q, ch, base + s] = v[q]
+
+
+@numba.njit(cache=True, nogil=True)
+def winograd_output(m, first, images, row0, rows, tw, bias, residual, relu, y):
+    """y[first + i, o, 4t+j, 4s+q] = (Aᵀ M A)[j, q] + bias[o] (+ residual there) (then max(·, 0)
+    with `relu`) for each product tile M of m [36, O, images·rows·tw]; tiles are cropped at y's
+    edges. `residual` is y-shaped, or has no elements for none."""
+    _, o, ho, wo = y.shape
+    add = residual.size > 0
+    for job in range(images * o):
+        i = job // o
+        oc = job - i * o
+        cols = np.empty((6, 4 * tw), np.float64)  # Aᵀ applied along the rows of each tile
+        for t in range(rows):
+            base = (i * rows + t) * tw
+            for p in range(6):
+                for s in range(tw):
+                    j = base + s
+                    v = _at(m[6 * p, oc, j], m[6 * p + 1, oc, j], m[6 * p + 2, oc, j],
+                            m[6 * p + 3, oc, j], m[6 * p + 4, oc, j], m[6 * p + 5, oc, j])
+                    for q in range(4):
+                        cols[p, 4 * s + q] = v[q]
+            r0 = 4 * (row0 + t)
+            valid = min(4, ho - r0)
+            for col in range(wo):
+                v = _at(cols[0, col], cols[1, col], cols[2, col], cols[3, col], cols[4, col], cols[5, col])
+                for j in range(valid):
+                    value = v[j] + bias[oc]  # float64 until it is stored
+                    if add:
+                        value += residual[first + i, oc, r0 + j, col]
+                    if relu and value < ZERO:
+                        value = ZERO
+                    y[first + i, oc, r0 + j, col] = value
+
+
+@numba.njit(cache=True, nogil=True)
+def depthwise(x, w, bias, sh, sw, top, left, dh, dw, activation, y):
+    """y[n, i, j, c] = act(bias[c] + Σ_uv x[n, i·sh + u·dh - top, j·sw + v·dw - left, c] · w[u, v, c])
+    for a channels-last x [N, H, W, C] and w [kh, kw, C]; taps outside x read zero. `activation`:
+    0 none, 1 relu, 2 relu6. The channel loop is innermost: contiguous, vectorized."""
+    n, h, wd, c = x.shape
+    _, ho, wo, _ = y.shape
+    kh, kw, _ = w.shape
+    acc = np.empty(c, y.dtype)  # float32, or float64 in the training tests' float64 step
+    for b in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                acc[:] = bias
+                for u in range(kh):
+                    r = i * sh + u * dh - top
+                    if r < 0 or r >= h:
+                        continue
+                    for v in range(kw):
+                        col = j * sw + v * dw - left
+                        if col < 0 or col >= wd:
+                            continue
+                        for ch in range(c):
+                            acc[ch] += x[b, r, col, ch] * w[u, v, ch]
+                if activation == 0:
+                    y[b, i, j, :] = acc
+                else:
+                    high = SIX if activation == 2 else np.float32(np.inf)
+                    for ch in range(c):
+                        y[b, i, j, ch] = min(max(acc[ch], ZERO), high)
