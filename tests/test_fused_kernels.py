@@ -1,6 +1,7 @@
 """Kernels that optimization passes produce: fused conv/dense epilogues, channel_affine, reduce.
 
-Both kernel modules are checked against PyTorch.
+Both kernel modules are checked against PyTorch; the NumPy kernels' conv epilogues on both of
+their paths (tests/conftest.py's `kernel_path`: NumPy alone, and the compiled loops).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def rand(*shape, seed=0):
     ((2, 16, 130, 131), 3, 1, 1),  # 19 MB of im2col columns: image by image, each with its epilogue
 ])
 @pytest.mark.parametrize("with_residual", [False, True])
-def test_conv_epilogue_matches_torch(kernels, activation, shape, kernel, stride, groups, with_residual):
+def test_conv_epilogue_matches_torch(kernels, activation, shape, kernel, stride, groups, with_residual,
+                                    kernel_path):
     x = rand(*shape)
     w = rand(8, shape[1] // groups, kernel, kernel, seed=1)
     b = rand(8, seed=2)
@@ -46,6 +48,22 @@ def test_conv_epilogue_matches_torch(kernels, activation, shape, kernel, stride,
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     if residual is not None:  # the residual input is read, never written
         np.testing.assert_array_equal(residual, rand(*t.shape, seed=3))
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+@pytest.mark.parametrize("kernel,groups", [(1, 1), (3, 1), (3, 8)])
+def test_conv_epilogue_keeps_nan(activation, kernel, groups, kernel_path):
+    """A NaN input stays NaN through the fused activation (np.maximum's rule, and torch's)."""
+    x = rand(1, 8, 6, 6)
+    x[0, 3, 2, 2] = np.nan
+    w, b = rand(8, 8 // groups, kernel, kernel, seed=1), rand(8, seed=2)
+    pad = kernel // 2
+    t = ACTIVATIONS[activation](F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), 1, pad,
+                                         1, groups)).numpy()
+    got = numpy_kernels.conv(x, w, b, stride=(1, 1), pads=(pad,) * 4, dilation=(1, 1), groups=groups,
+                             out_size=t.shape[2:], activation=activation)
+    assert np.isnan(t).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(t))
 
 
 @pytest.mark.parametrize("kernels", KERNELS, ids=["reference", "numpy"])

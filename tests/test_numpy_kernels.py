@@ -367,6 +367,19 @@ def test_pools_slab_by_slab(ceil_mode):
     assert list(K._channel_slabs(x, 512 * 1024)) == [(0, 0, 6), (0, 6, 7), (1, 0, 6), (1, 6, 7)]
 
 
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (2, 3)])
+def test_max_pool_propagates_nan(stride):
+    """A NaN in a window makes that output NaN (np.maximum's rule, and torch's), wherever it falls."""
+    x = rand(1, 2, 9, 10)
+    x[0, 0, 4, 5] = np.nan
+    x[0, 1, 0, 0] = np.nan
+    ref = F.max_pool2d(t(x), 3, stride, 1)
+    got = K.max_pool(x, kernel=(3, 3), stride=stride, pads=(1, 1, 1, 1), dilation=(1, 1), out_size=ref.shape[2:])
+    assert np.isnan(got).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref.numpy()))
+    check(np.nan_to_num(got, nan=7.0), np.nan_to_num(ref.numpy(), nan=7.0))
+
+
 @pytest.mark.parametrize("pads", [(0, 0, 1, 1), (1, 0, 0, 2), (2, 1, 1, 0)])
 def test_max_pool2d_asymmetric(pads):
     x = rand(2, 3, 9, 8)

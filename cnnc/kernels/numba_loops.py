@@ -98,8 +98,8 @@ def winograd_output(m, first, images, row0, rows, tw, bias, residual, relu, y):
                     value = v[j] + bias[oc]  # float64 until it is stored
                     if add:
                         value += residual[first + i, oc, r0 + j, col]
-                    if relu and value < ZERO:
-                        value = ZERO
+                    if relu:
+                        value = np.maximum(value, ZERO)  # NaN stays NaN, as in NumPy's relu
                     y[first + i, oc, r0 + j, col] = value
 
 
@@ -130,5 +130,27 @@ def depthwise(x, w, bias, sh, sw, top, left, dh, dw, activation, y):
                     y[b, i, j, :] = acc
                 else:
                     high = SIX if activation == 2 else np.float32(np.inf)
-                    for ch in range(c):
-                        y[b, i, j, ch] = min(max(acc[ch], ZERO), high)
+                    for ch in range(c):  # np.maximum/np.minimum: NaN stays NaN, as in NumPy's relu
+                        y[b, i, j, ch] = np.minimum(np.maximum(acc[ch], ZERO), high)
+
+
+@numba.njit(cache=True, nogil=True)
+def bias_activation(y, bias, residual, activation):
+    """In place, one pass: y[a, o, k] = act(y[a, o, k] + bias[o] + residual[a, o, k]) for y
+    [A, O, K] (NCHW as [N, O, H·W], channels-last as [N·H·W, O, 1]); `residual` is y-shaped, or
+    has no elements for none. `activation`: 0 none, 1 relu, 2 relu6 (NaN stays NaN, as with
+    np.maximum and np.clip)."""
+    na, no, nk = y.shape
+    add = residual.size > 0
+    for a in range(na):
+        for o in range(no):
+            bo = bias[o]
+            for k in range(nk):
+                value = y[a, o, k] + bo
+                if add:
+                    value += residual[a, o, k]
+                if activation != 0:
+                    value = np.maximum(value, ZERO)
+                    if activation == 2:
+                        value = np.minimum(value, SIX)
+                y[a, o, k] = value

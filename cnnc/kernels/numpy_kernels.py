@@ -279,13 +279,28 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     top, left, bottom, right = pads
     ho, wo = out_size
     if kh == 1 and kw == 1 and not (top or left or bottom or right):
-        y = _conv_1x1(x, w, b, sh, sw, groups)
+        path = "1x1"
     elif groups == c and cg == 1 and groups > 1:
-        y = _conv_depthwise(x, w, b, sh, sw, pads, dh, dw, ho, wo)
+        path = "depthwise"
     elif (sh == 1 and sw == 1 and cg >= 128 and min(top, left, bottom, right) >= 0
             and n * c * kh * kw * ho * wo * 4 > 64 * 1024 * 1024):
-        y = _conv_shifted(x, w, b, pads, dh, dw, groups, ho, wo)
+        path = "shifted"
     elif _im2col_by_image(n, w, groups, ho, wo):  # each image's GEMM and epilogue while it is in cache
+        path = "by_image"
+    else:
+        path = "im2col"
+    if loops is not None and _loop_activation(activation) >= 0 and path in ("1x1", "im2col"):
+        # the bias, the residual and the activation as one compiled loop after the GEMM
+        y = (_conv_1x1(x, w, None, sh, sw, groups) if path == "1x1"
+             else _conv_im2col(x, w, None, sh, sw, pads, dh, dw, groups, ho, wo))
+        return _fused_epilogue(loops, y, b, activation, residual)
+    if path == "1x1":
+        y = _conv_1x1(x, w, b, sh, sw, groups)
+    elif path == "depthwise":
+        y = _conv_depthwise(x, w, b, sh, sw, pads, dh, dw, ho, wo)
+    elif path == "shifted":
+        y = _conv_shifted(x, w, b, pads, dh, dw, groups, ho, wo)
+    elif path == "by_image":
         y = np.empty((n, o, ho, wo), dtype=np.float32)
         for i in range(n):
             _conv_im2col(x[i:i + 1], w, b, sh, sw, pads, dh, dw, groups, ho, wo, out=y[i:i + 1])
@@ -294,6 +309,23 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     else:
         y = _conv_im2col(x, w, b, sh, sw, pads, dh, dw, groups, ho, wo)
     return _epilogue(y, activation, slope, residual)
+
+
+def _fused_epilogue(loops, y: np.ndarray, b, activation: str, residual) -> np.ndarray:
+    """act(y + bias + residual) in place in the fresh NCHW ``y`` as one compiled loop
+    (numba_loops.bias_activation) where NumPy makes a pass for each term."""
+    n, o = y.shape[:2]
+    bias = np.zeros(o, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    fused = np.empty((0, 0, 0), np.float32) if residual is None else np.ascontiguousarray(
+        residual, dtype=np.float32).reshape(n, o, -1)
+    loops.bias_activation(y.reshape(n, o, -1), bias, fused, _loop_activation(activation))
+    return y
+
+
+def _loop_activation(activation: str) -> int:
+    """The code of an activation the compiled loops apply as they store (numba_loops: 0 none,
+    1 relu, 2 relu6), or -1 for the others, which run as the epilogue after the loop."""
+    return {"none": 0, "relu": 1, "relu6": 2}.get(activation, -1)
 
 
 def _logical_shape(x: np.ndarray, layout: str) -> tuple:
@@ -390,7 +422,7 @@ def _depthwise_compiled(loops, x: np.ndarray, w: np.ndarray, b, stride, pads, di
     source = np.ascontiguousarray(source)
     wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kh, kw, C]
     bias = np.zeros(c, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
-    code = {"none": 0, "relu": 1, "relu6": 2}.get(activation, 0) if residual is None else 0
+    code = max(_loop_activation(activation), 0) if residual is None else 0
     y = np.empty((source.shape[0], ho, wo, c), dtype=np.float32)
     loops.depthwise(source, wt, bias, stride[0], stride[1], pads[0], pads[1], dilation[0], dilation[1], code, y)
     if layout_out != "nhwc":
