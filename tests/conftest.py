@@ -12,6 +12,14 @@ from cnnc.runtime.params import random_params
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
+# Python lines that make a subprocess a machine with numpy alone: importing cnnc from anywhere
+# (an installed copy included) fails, as it would where cnnc is not installed.
+WITHOUT_CNNC = ("class Block:\n"
+                "    def find_spec(self, name, path=None, target=None):\n"
+                "        if name.split('.')[0] == 'cnnc':\n"
+                "            raise ImportError('cnnc is not available here')\n"
+                "sys.meta_path.insert(0, Block())\n")
+
 
 def example_networks() -> list[str]:
     """The example files that are networks, sorted; libraries of blocks (resnet_blocks.cnn,

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import ROOT, randomize
+from conftest import ROOT, WITHOUT_CNNC, randomize
 
 import cnnc
 from cnnc.codegen.namespace import Namespace
@@ -61,12 +61,7 @@ def test_compiled_module_runs_without_cnnc(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 1, 12, 12)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     # A machine with numpy alone: importing cnnc from anywhere (an installed copy included) fails.
-    script = ("import sys, numpy as np\n"
-              "class Block:\n"
-              "    def find_spec(self, name, path=None, target=None):\n"
-              "        if name.split('.')[0] == 'cnnc':\n"
-              "            raise ImportError('cnnc is not available here')\n"
-              "sys.meta_path.insert(0, Block())\n"
+    script = ("import sys, numpy as np\n" + WITHOUT_CNNC +
               "import tiny_model\n"
               "assert not any(m.split('.')[0] == 'cnnc' for m in sys.modules)\n"
               "out = tiny_model.forward(tiny_model.load_params(), np.load('x.npy'))\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import WITHOUT_CNNC
 
 import cnnc
 from cnnc.ir.ops import Op
@@ -66,17 +67,12 @@ def test_generated_module_runs_on_both_paths(tmp_path):
     assert "from cnnc.kernels import compiled as _compiled" in text and "def winograd_conv(" in text
     x = np.random.default_rng(0).standard_normal((2, 32, 16, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    block = ("class Block:\n"
-             "    def find_spec(self, name, path=None, target=None):\n"
-             "        if name.split('.')[0] == 'cnnc':\n"
-             "            raise ImportError('cnnc is not available here')\n"
-             "sys.meta_path.insert(0, Block())\n")
     run = ("import net_model\n"
            "print(net_model._compiled is not None and net_model._compiled.loops() is not None)\n"
            "np.save(sys.argv[1], net_model.forward(net_model.load_params(), np.load('x.npy'))['y'])\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     outputs = {}
-    for label, prelude, path in (("numpy", block, ""), ("installed", "", str(ROOT))):
+    for label, prelude, path in (("numpy", WITHOUT_CNNC, ""), ("installed", "", str(ROOT))):
         script = "import sys, numpy as np\nsys.path.insert(0, '.')\n" + prelude + run
         result = subprocess.run([sys.executable, "-c", script, f"{label}.npy"], cwd=tmp_path, capture_output=True,
                                 text=True, env={**env, "PYTHONPATH": path} if path else env)
