@@ -478,6 +478,16 @@ def _winograd_band_rows(tw: int) -> int:
     return max(1, 512 // tw)
 
 
+def _winograd_bands(n: int, ho: int, wo: int) -> tuple[int, int, int, int]:
+    """(tile rows, tiles per row, tile rows per band, images per band) of a Winograd output of
+    `n` images ``ho`` x ``wo``; the last tiles are cropped. Small maps: a band holds whole images,
+    up to 256 tiles, side by side in each GEMM (a 28x28 map's 49 tiles alone make [O, C]·[C, 49]
+    GEMMs far from BLAS's peak; 512→512 28x28 at batch 4: 1.2x; bands of two 56x56 images, 392
+    tiles, were 0.9x: docs/kernels.md)."""
+    th, tw = -(-ho // 4), -(-wo // 4)
+    return th, tw, min(th, _winograd_band_rows(tw)), max(1, min(n, 256 // (th * tw)))
+
+
 def winograd_conv(x: np.ndarray, u: np.ndarray, b, *, pads, out_size, activation: str = "none",
                   slope: float = 0.0, residual=None) -> np.ndarray:
     """3x3 stride-1 convolution by Winograd F(4x4, 3x3); ``u`` ``[36, O, C]`` is the transformed
@@ -503,13 +513,8 @@ def winograd_conv(x: np.ndarray, u: np.ndarray, b, *, pads, out_size, activation
     o = u.shape[1]
     top, left = pads[0], pads[1]
     ho, wo = out_size
-    th, tw = -(-ho // 4), -(-wo // 4)  # tiles per column and row (the last ones cropped)
+    th, tw, rb, g = _winograd_bands(n, ho, wo)
     wp = 4 * tw + 2
-    rb = min(th, _winograd_band_rows(tw))
-    # Small maps: a band holds `g` whole images, up to 256 tiles, side by side in each GEMM (a
-    # 28x28 map's 49 tiles alone make [O, C]·[C, 49] GEMMs far from BLAS's peak; 512→512 28x28 at
-    # batch 4: 1.2x; bands of two 56x56 images, 392 tiles, were 0.9x: docs/kernels.md).
-    g = max(1, min(n, 256 // (th * tw)))
     band = np.zeros((g, c, 4 * rb + 2, wp), dtype=np.float32)
     s0, s1, s2, s3 = band.strides
     cols = min(wd, wp - left)
@@ -552,9 +557,7 @@ def _winograd_compiled(loops, x: np.ndarray, u: np.ndarray, b, pads, out_size, a
     n, c, h, wd = x.shape
     o = u.shape[1]
     ho, wo = out_size
-    th, tw = -(-ho // 4), -(-wo // 4)
-    rb = min(th, _winograd_band_rows(tw))
-    g = max(1, min(n, 256 // (th * tw)))
+    th, tw, rb, g = _winograd_bands(n, ho, wo)
     x = np.ascontiguousarray(x)
     bias = np.zeros(o, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
     fused = residual if residual is not None else np.empty((0, 0, 0, 0), np.float32)
