@@ -17,7 +17,7 @@ NUMBER = r"\d+\.\d+"
 def test_bench_prints_a_row_per_batch_size(capsys):
     assert main(["bench", str(TINY), "--batch", "1,3", "--repeat", "3", "--warmup", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert re.match(rf"{re.escape(str(TINY))}: -O2, \d+ nodes, on the CPU \(NumPy; .*\); compiled in {NUMBER} s$",
+    assert re.match(rf"{re.escape(str(TINY))}: -O2, \d+ nodes, on the CPU \(NumPy[^;]*; .*\); compiled in {NUMBER} s$",
                     lines[0])
     assert lines[1] == ("3 timed runs per batch size after 1 warm-up run; random input (seed 0); "
                         "times per forward pass")
@@ -32,10 +32,15 @@ def test_bench_prints_a_row_per_batch_size(capsys):
         assert rate == pytest.approx(1000 * int(row[0]) / median, rel=0.05)
 
 
-@pytest.mark.parametrize("threads, note", [("1", "1 thread"), ("3", "3 threads, a batch split over them")])
+@pytest.mark.parametrize("threads, note", [
+    ("1", "1 thread"), ("3", "3 threads, a batch split over them in parts of at least 100 M multiply-adds")])
 def test_bench_threads_option_sets_the_split(threads, note, capsys):
+    from cnnc.kernels import compiled
+    from cnnc.runtime.bench import loops_note
+
     assert main(["bench", str(TINY), "--batch", "2", "--repeat", "1", "--warmup", "0", "--threads", threads]) == 0
-    assert f"on the CPU (NumPy; {note}" in capsys.readouterr().out.splitlines()[0]
+    assert f"on the CPU (NumPy{loops_note()}; {note}" in capsys.readouterr().out.splitlines()[0]
+    assert ("compiled loops" in loops_note()) == (compiled.loops() is not None)
 
 
 def test_bench_profile_times_every_layer(capsys):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .inputs import random_input
 from .network import CompiledNetwork
+from .threads import MIN_PART_MACS
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -63,10 +64,19 @@ def time_batch(net: CompiledNetwork, batch: int, warmup: int, repeat: int, seed:
     return Timing(batch, tuple(times), tuple(warm))
 
 
+def loops_note() -> str:
+    """", with numba's compiled loops" when the NumPy kernels use them (docs/kernels.md), else ""."""
+    from ..kernels import compiled
+
+    loops = compiled.loops()
+    return f", with numba {loops.numba.__version__}'s compiled loops" if loops is not None else ""
+
+
 def threads_note(threads: int) -> str:
     """The run's threads, and the BLAS thread settings in the environment."""
     settings = [f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ]
-    split = f"{threads} threads, a batch split over them" if threads > 1 else "1 thread"
+    split = (f"{threads} threads, a batch split over them in parts of at least "
+             f"{MIN_PART_MACS // 1_000_000} M multiply-adds" if threads > 1 else "1 thread")
     return ", ".join([split, *settings]) if settings else f"{split}; {os.cpu_count()} CPUs"
 
 
