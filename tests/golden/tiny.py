@@ -297,7 +297,7 @@ def conv(x: np.ndarray, w: np.ndarray, b, *, stride, pads, dilation, groups: int
     """
     x = x.astype(np.float32, copy=False)
     w = w.astype(np.float32, copy=False)
-    loops = None if _compiled is None else _compiled.loops()
+    loops = _loops()
     if loops is not None and w.shape[1] == 1 and groups == w.shape[0] == _logical_shape(x, layout_in)[1] > 1:
         return _depthwise_compiled(loops, x, w, b, stride, pads, dilation, out_size, layout_in, layout_out,
                                    activation, slope, residual)
@@ -347,11 +347,25 @@ def _fused_epilogue(loops, y: np.ndarray, b, activation: str, residual) -> np.nd
     """act(y + bias + residual) in place in the fresh NCHW ``y`` as one compiled loop
     (numba_loops.bias_activation) where NumPy makes a pass for each term."""
     n, o = y.shape[:2]
-    bias = np.zeros(o, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
-    fused = np.empty((0, 0, 0), np.float32) if residual is None else np.ascontiguousarray(
-        residual, dtype=np.float32).reshape(n, o, -1)
-    loops.bias_activation(y.reshape(n, o, -1), bias, fused, _loop_activation(activation))
+    fused = _loop_residual(None if residual is None else residual.reshape(n, o, -1), 3)
+    loops.bias_activation(y.reshape(n, o, -1), _loop_bias(b, o), fused, _loop_activation(activation))
     return y
+
+
+def _loops():
+    """The compiled loops (cnnc/kernels/compiled.py's `loops()`), or None: NumPy alone."""
+    return None if _compiled is None else _compiled.loops()
+
+
+def _loop_bias(b, channels: int) -> np.ndarray:
+    """A bias as the compiled loops take it: contiguous float32, zeros for none."""
+    return np.zeros(channels, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
+
+
+def _loop_residual(residual, ndim: int) -> np.ndarray:
+    """A residual as the compiled loops take it: contiguous float32, or an empty ``ndim``-d array
+    for none."""
+    return np.empty((0,) * ndim, np.float32) if residual is None else np.ascontiguousarray(residual, dtype=np.float32)
 
 
 def _loop_activation(activation: str) -> int:
@@ -450,17 +464,15 @@ def _depthwise_compiled(loops, x: np.ndarray, w: np.ndarray, b, stride, pads, di
     NCHW input or output is transposed once, as in _depthwise_channels_last."""
     c = w.shape[0]
     ho, wo = out_size
-    source = x if layout_in == "nhwc" else x.transpose(0, 2, 3, 1)
-    source = np.ascontiguousarray(source)
+    source = np.ascontiguousarray(x if layout_in == "nhwc" else x.transpose(0, 2, 3, 1))
     wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kh, kw, C]
-    bias = np.zeros(c, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
-    code = max(_loop_activation(activation), 0) if residual is None else 0
+    fused = _loop_activation(activation) if residual is None else -1  # -1: all of the epilogue follows
     y = np.empty((source.shape[0], ho, wo, c), dtype=np.float32)
-    loops.depthwise(source, wt, bias, stride[0], stride[1], pads[0], pads[1], dilation[0], dilation[1], code, y)
+    loops.depthwise(source, wt, _loop_bias(b, c), stride[0], stride[1], pads[0], pads[1], dilation[0], dilation[1],
+                    max(fused, 0), y)
     if layout_out != "nhwc":
         y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
-    done = code != 0 or activation == "none"
-    return y if done and residual is None else _epilogue(y, "none" if done else activation, slope, residual)
+    return y if fused >= 0 else _epilogue(y, activation, slope, residual)
 
 
 def dense(x: np.ndarray, w: np.ndarray, b, *, activation: str = "none", slope: float = 0.0) -> np.ndarray:
