@@ -128,10 +128,12 @@ def _header(np: Any, torch: Any, ort: Any, ov: Any, threads: int) -> str:
         return module.__version__.split("-")[0] if module is not None else "not installed"
 
     from cnnc.kernels import compiled
+    from cnnc.runtime.bench import blas_note
 
     loops = compiled.loops()
     fast = f"compiled loops: numba {loops.numba.__version__}" if loops is not None else "compiled loops: off"
-    return (f"CPU: {_cpu_model()} ({os.cpu_count()} logical CPUs); numpy {np.__version__} ({_blas(np)}); {fast}; "
+    return (f"CPU: {_cpu_model()} ({os.cpu_count()} logical CPUs); "
+            f"numpy {np.__version__} ({_blas(np)}{blas_note()}); {fast}; "
             f"torch {torch.__version__}; onnxruntime {version(ort)}; openvino {version(ov)}; threads={threads}")
 
 

@@ -696,7 +696,7 @@ def _run_files(args: argparse.Namespace, net, found, batch: int, compiled: float
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .codegen.python import generate
     from .ir.shapes import fmt
-    from .runtime.bench import loops_note, table_header, table_row, threads_note, time_batch
+    from .runtime.bench import blas_note, loops_note, table_header, table_row, threads_note, time_batch
     from .runtime.memory import check_run_memory, machine_memory
     from .runtime.network import CompiledNetwork
 
@@ -727,7 +727,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         net.to("gpu", tf32=args.tf32)
     compiled = time.perf_counter() - started
     optimization = f"passes {','.join(args.passes)}" if args.passes is not None else f"-O{args.level}"
-    device = "GPU (CuPy)" if args.gpu else f"CPU (NumPy{loops_note()}; {threads_note(net.threads)})"
+    device = "GPU (CuPy)" if args.gpu else f"CPU (NumPy{blas_note()}{loops_note()}; {threads_note(net.threads)})"
     print(f"{args.file}: {optimization}, {len(graph)} nodes, on the {device}; compiled in {compiled:.2f} s")
     print(f"{args.repeat} timed run{'s' if args.repeat != 1 else ''} per batch size after {args.warmup} "
           f"warm-up run{'s' if args.warmup != 1 else ''}; random input (seed {args.seed}); times per forward pass")

@@ -18,6 +18,7 @@ from .network import CompiledNetwork
 from .threads import MIN_PART_MACS
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+CORETYPE = "OPENBLAS_CORETYPE"  # read by OpenBLAS when it loads: which kernel set to run
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,23 @@ def loops_note() -> str:
 
     loops = compiled.loops()
     return f", with numba {loops.numba.__version__}'s compiled loops" if loops is not None else ""
+
+
+def blas_note() -> str:
+    """", OpenBLAS's SkylakeX kernels" (the kernel set NumPy's BLAS chose, read by threadpoolctl),
+    naming OPENBLAS_CORETYPE when the environment set it: a machine can pin AVX2 kernels on a CPU
+    with AVX-512, which halves the GEMMs' speed (BENCHMARKS.md, "OpenBLAS's kernels"); "" when
+    threadpoolctl cannot tell."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ""
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas" and pool.get("architecture"):
+            name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(pool.get("internal_api", ""), "BLAS")
+            pinned = f", {CORETYPE}={os.environ[CORETYPE]}" if CORETYPE in os.environ else ""
+            return f", {name}'s {pool['architecture']} kernels{pinned}"
+    return ""
 
 
 def threads_note(threads: int) -> str:
