@@ -53,6 +53,20 @@ def _huge_png(path: Path) -> None:
                      + chunk(b"IEND", b""))
 
 
+def assert_same_rows(rows: list[dict], expected: list[dict]) -> None:
+    """The rows are the expected ones, field for field, scores to within one in their last
+    printed (6th) decimal. Dask's worker processes run BLAS on one thread and this process on
+    two; some BLAS kernel sets (OpenBLAS's Haswell kernels) round float32 GEMMs differently at
+    different thread counts, so a score may differ there."""
+    assert len(rows) == len(expected)
+    for row, want in zip(rows, expected):
+        assert {k: v for k, v in row.items() if k != "scores"} == {k: v for k, v in want.items() if k != "scores"}
+        if want.get("scores") is None:
+            assert row.get("scores") is None
+        else:
+            assert row.get("scores") == pytest.approx(want["scores"], rel=0, abs=1.5e-6)
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("dask") / "imgs"
@@ -93,7 +107,7 @@ def test_rows_equal_the_single_process_path(images, net, reference, client, tmp_
     out = tmp_path / f"preds{suffix}"
     summary = cnnc.predict_files(net, images, out, batch_size=BATCH, client=client, partition_size=40)
     assert (summary.inputs, summary.good, summary.bad, summary.partitions, summary.skipped) == (COUNT, COUNT, 0, 5, 0)
-    assert dist.read_rows(out) == reference  # every number, label, path and batch index
+    assert_same_rows(dist.read_rows(out), reference)  # every number, label, path and batch index
     names = sorted(p.name for p in out.iterdir())
     assert names == ["_errors.jsonl", "_manifest.json", "_state", *[f"part-{i:05d}{suffix}" for i in range(5)]]
     assert json.loads((out / "_manifest.json").read_text())["complete"] is True
@@ -107,7 +121,7 @@ def test_rows_equal_the_single_process_path(images, net, reference, client, tmp_
 def test_bag_equals_the_single_process_path(images, net, reference, client):
     bag = cnnc.predict_bag(net, str(images / "*.png"), batch_size=BATCH, partition_size=64)
     assert bag.npartitions == 4
-    assert bag.compute() == reference
+    assert_same_rows(bag.compute(), reference)
 
 
 def test_bad_files_are_reported_and_skipped(tmp_path, net, client, capsys):
@@ -169,11 +183,11 @@ def test_interrupted_run_resumes(images, net, reference, client, tmp_path):
     summary = cnnc.predict_files(net, images, out, batch_size=BATCH, client=client, partition_size=16)
     assert (summary.partitions, summary.skipped, summary.good, summary.bad) == (13, len(committed), COUNT, 0)
     assert summary.examples == COUNT - 16 * len(committed)
-    assert dist.read_rows(out) == reference
+    assert_same_rows(dist.read_rows(out), reference)
     assert not list(out.glob(".*.tmp"))
     redo = cnnc.predict_files(net, images, out, batch_size=BATCH, client=client, partition_size=16, resume=False)
     assert (redo.skipped, redo.examples) == (0, COUNT)
-    assert dist.read_rows(out) == reference
+    assert_same_rows(dist.read_rows(out), reference)
     with pytest.raises(cnnc.CnncError, match="another run"):  # other settings, same folder
         cnnc.predict_files(net, images, out, batch_size=BATCH, client=client, partition_size=32)
 
@@ -196,7 +210,7 @@ def test_a_killed_worker_loses_nothing(images, net, reference, tmp_path):
     assert (summary.good, summary.bad, summary.partitions) == (COUNT, 0, 25)
     rows = dist.read_rows(out)
     assert sorted(_paths(rows)) == sorted(_paths(reference))  # every input exactly once
-    assert rows == reference
+    assert_same_rows(rows, reference)
 
 
 def test_unreachable_scheduler_is_one_line(images, tmp_path, capsys, monkeypatch):
