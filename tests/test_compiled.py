@@ -56,6 +56,28 @@ def test_the_transform_sums_are_the_winograd_matrices(name, rows):
     np.testing.assert_array_equal(got, (bt if name == "_bt" else at)[:rows])
 
 
+@needs_numba
+@pytest.mark.parametrize("channels, size, batch, expected", [
+    (128, 14, 1, True), (256, 7, 3, True), (256, 36, 1, False), (64, 14, 2, False)])
+def test_small_maps_with_many_channels_transform_channels_last(channels, size, batch, expected, monkeypatch):
+    """128 channels or more on a map of at most 64 tiles take the channels-last input transform,
+    and its tiles are the NCHW loop's, bit for bit; other layers keep the NCHW loop."""
+    loops = compiled.loops()
+    rng = np.random.default_rng(channels + size)
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    u = rng.standard_normal((36, 8, channels)).astype(np.float32)
+    calls = []
+    original = loops.winograd_input_channels_last
+    monkeypatch.setattr(loops, "winograd_input_channels_last", lambda *a: calls.append(a) or original(*a))
+    numpy_kernels.winograd_conv(x, u, None, pads=(1, 1, 1, 1), out_size=(size, size))
+    assert bool(calls) == expected
+    for band, rows, tw, v in calls:
+        k = band.shape[0]
+        want = np.empty((36, channels, k * rows * tw), np.float32)
+        loops.winograd_input(x, 0, k, 0, rows, 1, 1, tw, want)
+        np.testing.assert_array_equal(v.transpose(0, 2, 1), want)
+
+
 def test_generated_module_runs_on_both_paths(tmp_path):
     """A saved module with Winograd convs: where cnnc (and numba) are installed it imports the
     compiled loops; where only numpy is, it runs its NumPy kernels. Both match the interpreter."""

@@ -34,6 +34,9 @@ CASES = [  # (batch, channels, filters, height, width, pads)
     (1, 2, 3, 90, 100, (1, 1, 1, 1)),  # several bands of tile rows per image
     (11, 3, 4, 30, 30, (1, 1, 1, 1)),  # several images per band (4 of 64 tiles), the last band 3
     (12, 2, 3, 28, 28, (1, 1, 1, 1)),  # whole tiles, bands of 5 images, the last 2
+    (1, 128, 9, 14, 14, (1, 1, 1, 1)),  # 128 channels on a small map: compiled, channels-last input
+    (3, 130, 5, 13, 10, (2, 0, 1, 2)),  # ... cropped tiles, asymmetric pads, three images a band
+    (66, 128, 3, 5, 6, (1, 1, 1, 1)),  # ... bands of 64 images, the last 2
 ]
 
 
