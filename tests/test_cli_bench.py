@@ -45,17 +45,21 @@ def test_bench_threads_option_sets_the_split(threads, note, capsys):
 
 
 def test_bench_names_the_blas_kernels(monkeypatch):
-    """The header names the kernel set threadpoolctl reads from NumPy's BLAS, and the variable that
-    pins it when the environment sets one (OPENBLAS_CORETYPE=Haswell halves the GEMMs on AVX-512)."""
+    """The header names the kernel set threadpoolctl reads from NumPy's BLAS, and the variables
+    that tune OpenBLAS when the environment sets them (OPENBLAS_CORETYPE=Haswell halves the GEMMs
+    on AVX-512)."""
     from threadpoolctl import threadpool_info
 
     pools = [p for p in threadpool_info() if p.get("user_api") == "blas" and p.get("architecture")]
     if not pools:
         pytest.skip("threadpoolctl reads no kernel set from this BLAS")
-    monkeypatch.delenv(bench.CORETYPE, raising=False)
+    for var in bench.OPENBLAS_TUNING:
+        monkeypatch.delenv(var, raising=False)
     assert bench.blas_note().endswith(f"'s {pools[0]['architecture']} kernels")
-    monkeypatch.setenv(bench.CORETYPE, "Haswell")
-    assert bench.blas_note().endswith(f"'s {pools[0]['architecture']} kernels, OPENBLAS_CORETYPE=Haswell")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    assert bench.blas_note().endswith(f"'s {pools[0]['architecture']} kernels, OPENBLAS_CORETYPE=Haswell, "
+                                      "OPENBLAS_L2_SIZE=512")
 
 
 def test_bench_profile_times_every_layer(capsys):

@@ -18,7 +18,10 @@ from .network import CompiledNetwork
 from .threads import MIN_PART_MACS
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-CORETYPE = "OPENBLAS_CORETYPE"  # read by OpenBLAS when it loads: which kernel set to run
+# Read by OpenBLAS when it loads: the kernel set to run, and the cache size it blocks and splits
+# its GEMMs for (this machine's environment set Haswell and 512 KB on a Zen 5 with AVX-512 and
+# 1 MB of L2 per core: 2x slower GEMMs, and some shapes slower on two threads than on one).
+OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,9 @@ def loops_note() -> str:
 
 def blas_note() -> str:
     """", OpenBLAS's SkylakeX kernels" (the kernel set NumPy's BLAS chose, read by threadpoolctl),
-    naming OPENBLAS_CORETYPE when the environment set it: a machine can pin AVX2 kernels on a CPU
-    with AVX-512, which halves the GEMMs' speed (BENCHMARKS.md, "OpenBLAS's kernels"); "" when
-    threadpoolctl cannot tell."""
+    naming the OPENBLAS_TUNING variables the environment sets: a machine can pin AVX2 kernels on a
+    CPU with AVX-512, or a smaller cache than it has, and either slows the GEMMs (BENCHMARKS.md,
+    "OpenBLAS's settings"); "" when threadpoolctl cannot tell."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -85,7 +88,7 @@ def blas_note() -> str:
     for pool in threadpool_info():
         if pool.get("user_api") == "blas" and pool.get("architecture"):
             name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(pool.get("internal_api", ""), "BLAS")
-            pinned = f", {CORETYPE}={os.environ[CORETYPE]}" if CORETYPE in os.environ else ""
+            pinned = "".join(f", {var}={os.environ[var]}" for var in OPENBLAS_TUNING if var in os.environ)
             return f", {name}'s {pool['architecture']} kernels{pinned}"
     return ""
 
