@@ -57,6 +57,8 @@ class Row:
 
 
 def _timed(fn: Callable[[], object], repeat: int, warmup: int) -> list[float]:
+    """Milliseconds of `repeat` calls of `fn` after `warmup` untimed ones (the sibling scripts'
+    A/B runs, which alternate forms of one engine themselves)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -64,6 +66,34 @@ def _timed(fn: Callable[[], object], repeat: int, warmup: int) -> list[float]:
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def _timed_rounds(engines: dict[str, Callable[[], object]], rounds: int, warmup: int, pause: float,
+                  block: int = 3) -> dict[str, list[float]]:
+    """Milliseconds of each engine's calls, timed in `rounds` rounds: in each round every engine,
+    in an order that rotates from round to round, gets `pause` seconds, one untimed call and then
+    `block` timed calls back to back (each engine is timed hot, as when it runs alone).
+
+    A shared machine has slow spells lasting seconds (the same network 14.5 ms, then 19 ms a
+    minute later); timing the engines one after another put a spell on one engine's column,
+    while rounds spread it over all of them. The pause and the untimed call let the engine timed
+    before park its worker threads first: GoogLeNet in cnnc took 15 ms alone, 30 ms right after
+    an ONNX Runtime call and 28 ms after PyTorch's, whose threads spin on after a call; 16 ms
+    with 0.05 s between them."""
+    for fn in engines.values():
+        for _ in range(warmup):
+            fn()
+    names = list(engines)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            time.sleep(pause)
+            engines[name]()
+            for _ in range(block):
+                start = time.perf_counter()
+                engines[name]()
+                times[name].append((time.perf_counter() - start) * 1000)
     return times
 
 
@@ -137,6 +167,11 @@ def _header(np: Any, torch: Any, ort: Any, ov: Any, threads: int) -> str:
             f"torch {torch.__version__}; onnxruntime {version(ort)}; openvino {version(ov)}; threads={threads}")
 
 
+def _inference(torch: Any, model: Any, x: Any) -> Any:
+    with torch.inference_mode():
+        return model(x)
+
+
 def _torch_twin(name: str, net: Any) -> Any:
     """The PyTorch twin of examples/<name>.cnn with cnnc's weights: tests/torch_models.py's
     build_torch_model, else its torchvision-named twins (mobilenet_v2, googlenet_torchvision, ...)."""
@@ -166,8 +201,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="examples/<model>.cnn names")
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="rounds; each times every engine 3 times")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--pause", type=float, default=0.1,
+                        help="seconds before each engine's turn in a round (_timed_rounds)")
     parser.add_argument("--with-O0", dest="with_o0", action="store_true", help="also time cnnc -O0 (twice the time)")
     parser.add_argument("--profile", action="store_true", help="per-node-kind profile of each model and batch")
     parser.add_argument("--profile-top", type=int, default=0, help="slowest nodes listed with --profile")
@@ -214,22 +251,26 @@ def main() -> None:
         for batch in args.batch:
             x = np.random.default_rng(0).standard_normal((batch, *net.input_shapes[net.input_names[0]][1:]), np.float32)
             xt = torch.from_numpy(x)
-            ours = _timed(lambda net=net, x=x: net(x), args.repeat, args.warmup)
-            unoptimized = _timed(lambda net=plain, x=x: net(x), args.repeat, args.warmup) if plain is not None else None
             with torch.inference_mode():
-                theirs = _timed(lambda m=torch_model, xt=xt: m(xt), args.repeat, args.warmup)
                 reference = torch_model(xt).numpy()
-            onnx = ort_diff = None
+            engines: dict[str, Callable[[], object]] = {"ours": lambda net=net, x=x: net(x)}
+            if plain is not None:
+                engines["unoptimized"] = lambda net=plain, x=x: net(x)
+            engines["torch"] = lambda m=torch_model, xt=xt: _inference(torch, m, xt)
+            ort_diff = ov_diff = None
             if session is not None:
                 feed = {session.get_inputs()[0].name: x}
-                onnx = _timed(lambda s=session, f=feed: s.run(None, f), args.repeat, args.warmup)
+                engines["ort"] = lambda s=session, f=feed: s.run(None, f)
                 ort_diff = float(np.abs(session.run(None, feed)[0] - reference).max())
-            vino = ov_diff = None
+            request = None
             if core is not None:
                 request = _openvino_request(ov, core, model_bytes, x.shape, args.threads)
-                vino = _timed(lambda r=request, x=x: r.infer({0: x}), args.repeat, args.warmup)
+                engines["openvino"] = lambda r=request, x=x: r.infer({0: x})
                 ov_diff = float(np.abs(request.infer({0: x})[0] - reference).max())
-                del request
+            times = _timed_rounds(engines, args.repeat, args.warmup, args.pause)
+            del request, engines
+            ours, unoptimized, theirs = times["ours"], times.get("unoptimized"), times["torch"]
+            onnx, vino = times.get("ort"), times.get("openvino")
             diff = float(np.abs(net(x) - reference).max())
             peak = _peak_mib(lambda net=net, x=x: net(x))
             rows.append(Row(model, batch, ours, unoptimized, theirs, onnx, vino, diff, (ort_diff, ov_diff), peak,
@@ -240,7 +281,8 @@ def main() -> None:
                                        args.profile_top))
         del session, torch_model, net, plain
 
-    print(f"median (min–max) of {args.repeat} runs after {args.warmup} warm-ups, ms; fp32; "
+    print(f"median (min–max) of {3 * args.repeat} runs after {args.warmup} warm-ups, ms: {args.repeat} rounds, "
+          f"each engine timed 3 times a round after a {args.pause:g} s pause and an untimed call; fp32; "
           f"peak = tracemalloc in one untimed cnnc call, planned = memory plan's held activations")
     o0 = ["cnnc -O0"] if args.with_o0 else []
     columns = ["model", "batch", "cnnc -O2", *o0, "PyTorch eager", "ONNX Runtime", "OpenVINO", "cnnc / PyTorch",

@@ -69,6 +69,18 @@ def test_bench_helpers(bench_cpu: ModuleType) -> None:
     assert bench_cpu._blas(np)
 
 
+def test_engines_are_timed_in_rotating_rounds(bench_cpu: ModuleType) -> None:
+    calls: list[str] = []
+    engines = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    times = bench_cpu._timed_rounds(engines, rounds=3, warmup=1, pause=0, block=2)
+    assert {name: len(t) for name, t in times.items()} == {"a": 2 * 3, "b": 2 * 3, "c": 2 * 3}
+    assert all(t >= 0 for ts in times.values() for t in ts)
+    assert calls[:3] == ["a", "b", "c"]  # the warm-ups, then each turn: one untimed call and two timed
+    turns = calls[3::3]
+    assert turns == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each round starts one engine later
+    assert all(calls[3 + 3 * i:6 + 3 * i] == [turns[i]] * 3 for i in range(9))
+
+
 @pytest.mark.slow
 def test_bench_cpu_tiny_run() -> None:
     pytest.importorskip("torch")
