@@ -80,7 +80,7 @@ def blas_note() -> str:
     """", OpenBLAS's SkylakeX kernels" (the kernel set NumPy's BLAS chose, read by threadpoolctl),
     naming the OPENBLAS_TUNING variables the environment sets: a machine can pin AVX2 kernels on a
     CPU with AVX-512, or a smaller cache than it has, and either slows the GEMMs (BENCHMARKS.md,
-    "OpenBLAS's settings"); "" when threadpoolctl cannot tell."""
+    "A new machine, and OpenBLAS's settings"); "" when threadpoolctl cannot tell."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
