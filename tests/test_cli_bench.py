@@ -101,3 +101,23 @@ def test_profile_nodes_script_wraps_the_package():
     assert [name for name, _, _ in rows] == [name for name, _, _ in profile.profile_net(net, 1, 1, 0)]
     fixed = [("a", "relu", 1.0)]
     assert script.report(fixed, "t", 1, 1) == profile.report(fixed, "t", 1, 1)
+
+
+def test_profile_drops_each_value_after_its_last_reader():
+    """Values are freed as the forward pass frees them, so large outputs reuse memory (holding all
+    of them made fresh pages, and page faults, on every call); the inputs and the outputs, one of
+    them read again later, stay for the next pass."""
+    import tracemalloc
+
+    chain = " |> ".join(f"relu as r{i}" for i in range(12))
+    net = cnnc.compile(f"input x: [N, 16, 64, 64]\na = x |> {chain}\noutput early = a\n"
+                       "output y = relu(a + a)\n")
+    value = 4 * 16 * 64 * 64 * 4  # bytes of one [4, 16, 64, 64] float32 value
+    tracemalloc.start()
+    try:
+        rows = profile.profile_net(net, 4, 2, 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [name for name, _, _ in rows][:12] == [f"r{i}" for i in range(12)] and len(rows) >= 13
+    assert peak < 6 * value  # inputs, outputs and a value or two in flight; all held would be 14x
