@@ -577,47 +577,45 @@ def _winograd_compiled(loops, x: np.ndarray, u: np.ndarray, b, pads, out_size, a
     y = np.empty((n, o, ho, wo), dtype=np.float32)
     v_buffer = np.empty(36 * c * g * rb * tw, dtype=np.float32)
     m_buffer = np.empty(36 * o * g * rb * tw, dtype=np.float32)
-    if c >= 128 and th * tw <= 64:  # many channels, small maps: the input transform channels-last
-        return _winograd_channels_last(loops, x, u, pads, th, tw, g, v_buffer, m_buffer, bias, fused, relu, y,
-                                       activation, slope)
+    # Many channels on a small map (at most 64 tiles, so bands are whole images): the input
+    # transform runs channels-last, from a zero-padded copy of each band (its pads stay zero).
+    band = np.zeros((g, 4 * th + 2, 4 * tw + 2, c), dtype=np.float32) if c >= 128 and th * tw <= 64 else None
     for i in range(0, n, g):
         k = min(g, n - i)  # images in this band
         for r0 in range(0, th, rb):
             r = min(rb, th - r0)
             tiles = k * r * tw  # contiguous views of the buffers: one compiled form of each loop
-            v = v_buffer[:36 * c * tiles].reshape(36, c, tiles)
             m = m_buffer[:36 * o * tiles].reshape(36, o, tiles)
-            loops.winograd_input(x, i, k, r0, r, pads[0], pads[1], tw, v)
+            if band is None:
+                v = v_buffer[:36 * c * tiles].reshape(36, c, tiles)
+                loops.winograd_input(x, i, k, r0, r, pads[0], pads[1], tw, v)
+            else:
+                v = _winograd_input_channels_last(loops, x, i, k, pads, band, v_buffer)
             np.matmul(u, v, out=m)
             loops.winograd_output(m, i, k, r0, r, tw, bias, fused, relu, y)
     return _epilogue(y, "none" if relu else activation, slope, None)
 
 
-def _winograd_channels_last(loops, x: np.ndarray, u: np.ndarray, pads, th: int, tw: int, g: int,
-                            v_buffer: np.ndarray, m_buffer: np.ndarray, bias, fused, relu: bool,
-                            y: np.ndarray, activation: str, slope: float) -> np.ndarray:
-    """_winograd_compiled for maps of at most 64 tiles (32x32), so a band is whole images: each
-    band is copied once into a zero-padded channels-last buffer, whose tiles the compiled loop
-    transforms a vector of channels at a time into ``V [36, tiles, C]``; the GEMMs read V
-    transposed (BLAS takes the transpose as it reads), so ``M [36, O, tiles]`` and the output
-    transform are the NCHW path's. With 128 channels or more the NCHW loop has too few tiles per
-    channel to run fast: 256 channels at 14x14 1.6x (one image) and 1.85x (four), 512 at 7x7
-    1.35x, 128 at 28x28 0.96x alone and 1.17x four at a time (docs/kernels.md)."""
-    n, c, h, wd = x.shape
-    o = u.shape[1]
+def _winograd_input_channels_last(loops, x: np.ndarray, first: int, images: int, pads, band: np.ndarray,
+                                  v_buffer: np.ndarray) -> np.ndarray:
+    """``V [36, C, tiles]`` (Bᵀ d B) of images ``first``… whole, as _winograd_compiled's NCHW loop
+    gives it, computed channels-last: the images are copied into ``band`` (zero-padded,
+    ``[g, 4·th+2, 4·tw+2, C]``), whose tiles the compiled loop transforms a vector of channels at a
+    time into ``[36, tiles, C]``; the result is that array transposed, which the GEMMs read as it
+    lies (BLAS takes the transpose as it reads). With 128 channels or more on a small map the
+    NCHW loop has too few tiles per channel to run fast: 256 channels at 14x14 1.6x (one image)
+    and 1.85x (four), 512 at 7x7 1.35x, 128 at 28x28 0.96x alone and 1.17x four at a time, GEMM
+    included (docs/kernels.md)."""
+    _, c, h, wd = x.shape
+    _, hp, wp, _ = band.shape
+    th, tw = (hp - 2) // 4, (wp - 2) // 4
     top, left = pads[0], pads[1]
-    rows, cols = min(h, 4 * th + 2 - top), min(wd, 4 * tw + 2 - left)
-    band = np.zeros((g, 4 * th + 2, 4 * tw + 2, c), dtype=np.float32)  # the pads stay zero
-    for i in range(0, n, g):
-        k = min(g, n - i)  # images in this band
-        tiles = k * th * tw
-        band[:k, top:top + rows, left:left + cols] = x[i:i + k, :, :rows, :cols].transpose(0, 2, 3, 1)
-        v = v_buffer[:36 * tiles * c].reshape(36, tiles, c)
-        m = m_buffer[:36 * o * tiles].reshape(36, o, tiles)
-        loops.winograd_input_channels_last(band[:k], th, tw, v)
-        np.matmul(u, v.transpose(0, 2, 1), out=m)
-        loops.winograd_output(m, i, k, 0, th, tw, bias, fused, relu, y)
-    return _epilogue(y, "none" if relu else activation, slope, None)
+    rows, cols = min(h, hp - top), min(wd, wp - left)
+    band[:images, top:top + rows, left:left + cols] = x[first:first + images, :, :rows, :cols].transpose(0, 2, 3, 1)
+    tiles = images * th * tw
+    v = v_buffer[:36 * tiles * c].reshape(36, tiles, c)
+    loops.winograd_input_channels_last(band[:images], th, tw, v)
+    return v.transpose(0, 2, 1)
 
 
 def conv_transpose(x: np.ndarray, w: np.ndarray, b, *, stride, pads, output_padding,
