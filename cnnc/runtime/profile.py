@@ -69,6 +69,7 @@ def profile_net(net: CompiledNetwork, batch: int, repeat: int, seed: int) -> Row
                 values[name] = getattr(numpy_kernels, rec.kernel)(*positional, **keywords)
             times[name].append((time.perf_counter() - start) * 1000)
             del args
+            positional, keywords = [], {}  # they held the inputs too
             for i in set(graph.inputs_of(name)):
                 if last_reader[i] == name and i not in kept:
                     del values[i]
