@@ -268,7 +268,7 @@ def test_modern_activations_on_awkward_inputs(name):
     the float64 reference kernel to 2e-5 relative wherever the result is a normal float32 (the
     far GELU tail: the float32 rounding of x² inside e^(−x²/2)); against PyTorch's float32
     result everywhere to 2e-6 absolute and relative (PyTorch's float32 GELU tails are off by up
-    to 5e-7 absolute); every zero signed as PyTorch's; and out= may be the input itself."""
+    to 5e-7 absolute); every zero signed as x; and out= may be the input itself."""
     x = AWKWARD
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         got = getattr(K, name)(x)

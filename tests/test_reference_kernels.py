@@ -200,7 +200,7 @@ def test_modern_activations_on_awkward_inputs(name: str) -> None:
     to 1e30. Tolerances: against PyTorch in float64 for |x| ≤ 5 (where PyTorch's own 1 + erf and
     1 + tanh do not yet cancel) to 1e-7 relative, i.e. the one float32 rounding of the result;
     against PyTorch's float32 result everywhere to 1e-6 absolute and relative (PyTorch's float32
-    GELU tails are off by up to 5e-7 absolute); the sign of every zero as PyTorch's."""
+    GELU tails are off by up to 5e-7 absolute); every zero signed as x."""
     x = AWKWARD
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         got = getattr(ref, name)(x)
