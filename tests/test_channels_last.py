@@ -62,6 +62,29 @@ def test_kernels_in_every_layout_match_torch(kernels, layouts, case, kernel_path
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("layouts", LAYOUTS, ids="-".join)
+@pytest.mark.parametrize("activation", ["relu", "relu6", "none"])
+def test_1x1_epilogue_in_every_layout(layouts, activation, kernel_path):
+    """A channels-last 1x1 conv's bias, residual and activation (one compiled pass on the loops'
+    path, NumPy's passes on the other) match PyTorch, and a NaN stays NaN."""
+    layout_in, layout_out = layouts
+    x, w, b = rand(2, 12, 5, 7), rand(20, 12, 1, 1, scale=0.5), rand(20)
+    x[1, 3, 2, 4] = np.nan
+    t = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b))
+    residual = rand(*t.shape)
+    act = {"relu": F.relu, "relu6": F.relu6, "none": lambda v: v}[activation]
+    want = act(t + torch.from_numpy(residual)).numpy()
+    got = fast.conv(nhwc(x) if layout_in == "nhwc" else x, w, b, stride=(1, 1), pads=(0, 0, 0, 0),
+                    dilation=(1, 1), groups=1, out_size=(5, 7), activation=activation,
+                    residual=nhwc(residual) if layout_out == "nhwc" else residual, layout_in=layout_in,
+                    layout_out=layout_out)
+    got = got.transpose(0, 3, 1, 2) if layout_out == "nhwc" else got
+    assert np.isnan(want).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+
+
 def test_other_convs_refuse_channels_last():
     with pytest.raises(ValueError, match="only 1x1 and depthwise"):
         fast.conv(rand(1, 4, 5, 5), rand(6, 4, 3, 3), None, stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1),

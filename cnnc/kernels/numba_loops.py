@@ -177,12 +177,22 @@ def depthwise(x, w, bias, sh, sw, top, left, dh, dw, activation, y):
                         y[b, i, j, ch] = np.minimum(np.maximum(acc[ch], ZERO), high)
 
 
+@numba.njit(inline="always", cache=True)
+def _relu_or_relu6(value, activation):
+    """`value` through activation 0 (none), 1 (relu) or 2 (relu6) of bias_activation(_last)."""
+    if activation != 0:
+        value = np.maximum(value, ZERO)
+        if activation == 2:
+            value = np.minimum(value, SIX)
+    return value
+
+
 @numba.njit(cache=True, nogil=True)
 def bias_activation(y, bias, residual, activation):
     """In place, one pass: y[a, o, k] = act(y[a, o, k] + bias[o] + residual[a, o, k]) for y
-    [A, O, K] (NCHW as [N, O, H·W], channels-last as [N·H·W, O, 1]); `residual` is y-shaped, or
-    has no elements for none. `activation`: 0 none, 1 relu, 2 relu6 (NaN stays NaN, as with
-    np.maximum and np.clip)."""
+    [A, O, K] (NCHW as [N, O, H·W]; channels-last values: bias_activation_last); `residual` is
+    y-shaped, or has no elements for none. `activation`: 0 none, 1 relu, 2 relu6 (NaN stays NaN,
+    as with np.maximum and np.clip)."""
     na, no, nk = y.shape
     add = residual.size > 0
     for a in range(na):
@@ -192,8 +202,19 @@ def bias_activation(y, bias, residual, activation):
                 value = y[a, o, k] + bo
                 if add:
                     value += residual[a, o, k]
-                if activation != 0:
-                    value = np.maximum(value, ZERO)
-                    if activation == 2:
-                        value = np.minimum(value, SIX)
-                y[a, o, k] = value
+                y[a, o, k] = _relu_or_relu6(value, activation)
+
+
+@numba.njit(cache=True, nogil=True)
+def bias_activation_last(y, bias, residual, activation):
+    """bias_activation for a channels-last y [N·H·W, O]: the inner loop runs along the channels,
+    where the values and the bias lie contiguous (as [N·H·W, O, 1] bias_activation's inner loop
+    has one value)."""
+    npx, no = y.shape
+    add = residual.size > 0
+    for p in range(npx):
+        for o in range(no):
+            value = y[p, o] + bias[o]
+            if add:
+                value += residual[p, o]
+            y[p, o] = _relu_or_relu6(value, activation)
