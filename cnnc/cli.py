@@ -435,6 +435,14 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     print(f"wrote {module} and {module.with_suffix('.npz')}")
 
 
+def _cpu_parts(args: argparse.Namespace) -> int:
+    """How many parts of a batch a CPU run executes at once (CompiledNetwork.threads's default is
+    BLAS's thread count); 1 on the GPU."""
+    from .runtime.threads import blas_threads
+
+    return 1 if args.gpu else (args.threads or blas_threads())
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .codegen.python import generate
     from .ir.shapes import fmt
@@ -516,7 +524,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         batch = int(shape[0])
     limit = args.max_memory or machine_memory()
     if limit is not None:  # before the random input and the parameters are allocated
-        check_run_memory(graph, batch, limit)
+        check_run_memory(graph, batch, limit, parts=_cpu_parts(args))
     if args.labels:
         _override_labels(graph, args.labels)
     net = CompiledNetwork(graph, generate(graph), seed=args.seed)
@@ -718,7 +726,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
                                  f"[N, ...] to time other batch sizes", where="--batch")
     limit = args.max_memory or machine_memory()
     if limit is not None:
-        check_run_memory(graph, max(args.batch), limit)
+        check_run_memory(graph, max(args.batch), limit, parts=_cpu_parts(args))
     net = CompiledNetwork(graph, generate(graph), seed=args.seed)
     net.threads = args.threads or net.threads
     if args.params:

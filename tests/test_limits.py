@@ -379,6 +379,19 @@ def test_deep_nesting_names_a_line_and_column():
     assert re.match(r"net\.cnn:2:\d+: error: the program nests expressions too deeply", str(info.value))
 
 
+def test_the_memory_estimate_counts_one_workspace_per_batch_part():
+    """A batch split into parts that run at once holds each part's workspace; a depthwise conv's
+    (one image's padded copy and taps) does not shrink with the part."""
+    from cnnc.runtime.memory import max_workspace, run_bytes
+
+    graph = cnnc.build_graph("input x: [N, 32, 64, 64]\noutput y = x |> conv(32, 3x3, pad=1, groups=32)\n")
+    one_image = max_workspace(graph, 1)
+    assert one_image > 0 and max_workspace(graph, 8) == one_image
+    assert run_bytes(graph, 8, parts=2) - run_bytes(graph, 8) == 4 * one_image
+    assert run_bytes(graph, 8, parts=4) - run_bytes(graph, 8) == 3 * 4 * one_image
+    assert run_bytes(graph, 1, parts=4) == run_bytes(graph, 1)  # one image: one part
+
+
 def test_the_memory_estimate_counts_the_largest_kernel_workspace():
     """im2col columns (C·kh·kw per output pixel) can outgrow every activation: they are counted."""
     from cnnc.runtime.memory import max_workspace, run_bytes

@@ -3,7 +3,8 @@
 The estimate is float32 parameters + inputs + the activations' peak (following the memory plan
 when the graph has a current one, else every value kept to the end) + the largest kernel
 workspace (im2col columns, padded copies, Winograd's bands: numpy_kernels._workspace_elements;
-kernels run one at a time, so only the largest counts), at the run's batch size. The estimate is
+kernels run one at a time, so only the largest counts; a batch split into parts that run at once,
+runtime/threads.py, holds one workspace per part), at the run's batch size. The estimate is
 an upper-bound guide; running out anyway is still one message (CompiledNetwork.run turns
 MemoryError into a CnncInputError naming the layer).
 """
@@ -29,13 +30,19 @@ def machine_memory() -> int | None:
         return None
 
 
-def run_bytes(graph: Graph, batch: int) -> int:
-    """Estimated bytes of one forward pass at `batch` (a concrete batch in the shapes wins)."""
+def run_bytes(graph: Graph, batch: int, parts: int = 1) -> int:
+    """Estimated bytes of one forward pass at `batch` (a concrete batch in the shapes wins), run
+    as up to `parts` parts of the batch at once (CompiledNetwork.threads)."""
     plan = current_plan(graph)
     peak = peak_with_plan(graph, plan) if plan is not None else peak_without_plan(graph)
     inputs = sum(activation_bytes(graph, n) for n in graph.info.inputs)
     params = sum(4 * math.prod(spec.shape) for spec in graph.info.param_specs.values())
-    return params + (peak + inputs) * _batch(graph, batch) + 4 * max_workspace(graph, _batch(graph, batch))
+    n = _batch(graph, batch)
+    # The parts' activations add up to the whole batch's; their workspaces add up too, and the
+    # per-image or per-band ones (depthwise, Winograd) do not grow with a part's size.
+    parts = max(1, min(parts, n))
+    workspace = max(max_workspace(graph, n), parts * max_workspace(graph, -(-n // parts)))
+    return params + (peak + inputs) * n + 4 * workspace
 
 
 def max_workspace(graph: Graph, batch: int) -> int:
@@ -61,9 +68,10 @@ def _concrete(shape: tuple, batch: int) -> tuple[int, ...]:
     return tuple(batch if isinstance(d, str) else int(d) for d in shape)
 
 
-def check_run_memory(graph: Graph, batch: int, limit: int, option: str = "--max-memory") -> None:
-    """Refuse, naming the largest layer, when a run would need more than `limit` bytes."""
-    need = run_bytes(graph, batch)
+def check_run_memory(graph: Graph, batch: int, limit: int, option: str = "--max-memory", parts: int = 1) -> None:
+    """Refuse, naming the largest layer, when a run (as up to `parts` parts at once) would need
+    more than `limit` bytes."""
+    need = run_bytes(graph, batch, parts)
     if need <= limit:
         return
     largest = max(graph.nodes, key=lambda n: activation_bytes(graph, n))
