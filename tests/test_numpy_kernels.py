@@ -338,6 +338,7 @@ def test_max_pool2d(case, ceil_mode):
     ((2, 5, 9, 11), (3, 3), (1, 1, 1, 1), (1, 1)),
     ((1, 3, 8, 7), (3, 2), (2, 0, 1, 1), (2, 1)),      # asymmetric pads, dilation, a 3x2 window
     ((2, 4, 6, 6), (2, 2), (0, 0, 0, 0), (1, 1)),      # no padding: the input itself, seen flat
+    ((2, 3, 7, 8), (1, 3), (0, 1, 0, 1), (1, 1)),      # a one-row window: one view, copied
     ((1, 9, 130, 150), (3, 3), (1, 1, 1, 1), (1, 1)),  # slabs, each pooled flat
 ])
 def test_max_pool_stride_1_flat(shape, kernel, pads, dilation):

