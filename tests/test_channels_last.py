@@ -41,10 +41,12 @@ def nhwc(a):
     (2, 5, 11, 10, 5, 3, (2, 2), (1, 1, 1, 1), (1, 1), True, False, "none"),
     (1, 4, 12, 13, 4, 5, (2, 1), (2, 1, 2, 3), (1, 2), True, True, "silu"),
     (1, 7, 6, 6, 7, 3, (2, 2), (0, 0, 1, 1), (1, 1), True, True, "hardswish"),   # SAME_UPPER stride 2
-    # 3x3 outputs whose taps all lie inside take the compiled loop's unrolled form; the border,
+    # 3x3 and 5x5 outputs whose taps all lie inside take the compiled loop's unrolled form; the border,
     # and the all-border map of the second case (dilated, asymmetric pads), the general one
     (2, 40, 13, 12, 40, 3, (1, 2), (1, 1, 1, 1), (1, 1), True, True, "relu6"),
     (1, 9, 5, 4, 9, 3, (1, 1), (2, 0, 1, 2), (2, 2), True, False, "none"),
+    (2, 24, 11, 12, 24, 5, (1, 1), (2, 2, 2, 2), (1, 1), True, True, "relu6"),  # the unrolled 5x5 form
+    (1, 17, 14, 13, 17, 5, (2, 2), (1, 2, 2, 1), (1, 1), True, False, "none"),
 ])
 def test_kernels_in_every_layout_match_torch(kernels, layouts, case, kernel_path):
     n, c, h, wd, o, k, stride, pads, dilation, depthwise, bias, activation = case
