@@ -168,6 +168,15 @@ def _taps5(value, x, w, b, r, q, dw, u, ch):
             + x[b, r, q + 4 * dw, ch] * w[u, 4, ch])
 
 
+@numba.njit(inline="always", cache=True)
+def _clamp(value, activation, high):
+    """depthwise's activation: `value` clamped to [0, high] (high: 6 for relu6, ∞ for relu) unless
+    `activation` is 0; np.maximum/np.minimum, so NaN stays NaN, as in NumPy's relu."""
+    if activation != 0:
+        value = np.minimum(np.maximum(value, ZERO), high)
+    return value
+
+
 @numba.njit(cache=True, nogil=True)
 def depthwise(x, w, bias, sh, sw, top, left, dh, dw, activation, y):
     """y[n, i, j, c] = act(bias[c] + Σ_uv x[n, i·sh + u·dh - top, j·sw + v·dw - left, c] · w[u, v, c])
@@ -200,9 +209,7 @@ def depthwise(x, w, bias, sh, sw, top, left, dh, dw, activation, y):
                             value = _taps3(bias[ch], x, w, b, r, q, dw, 0, ch)
                             value = _taps3(value, x, w, b, r + dh, q, dw, 1, ch)
                             value = _taps3(value, x, w, b, r + 2 * dh, q, dw, 2, ch)
-                            if activation != 0:
-                                value = np.minimum(np.maximum(value, ZERO), high)
-                            y[b, i, j, ch] = value
+                            y[b, i, j, ch] = _clamp(value, activation, high)
                     else:
                         for ch in range(c):
                             value = _taps5(bias[ch], x, w, b, r, q, dw, 0, ch)
@@ -210,9 +217,7 @@ def depthwise(x, w, bias, sh, sw, top, left, dh, dw, activation, y):
                             value = _taps5(value, x, w, b, r + 2 * dh, q, dw, 2, ch)
                             value = _taps5(value, x, w, b, r + 3 * dh, q, dw, 3, ch)
                             value = _taps5(value, x, w, b, r + 4 * dh, q, dw, 4, ch)
-                            if activation != 0:
-                                value = np.minimum(np.maximum(value, ZERO), high)
-                            y[b, i, j, ch] = value
+                            y[b, i, j, ch] = _clamp(value, activation, high)
                     continue
                 acc[:] = bias
                 for u in range(kh):
@@ -228,8 +233,8 @@ def depthwise(x, w, bias, sh, sw, top, left, dh, dw, activation, y):
                 if activation == 0:
                     y[b, i, j, :] = acc
                 else:
-                    for ch in range(c):  # np.maximum/np.minimum: NaN stays NaN, as in NumPy's relu
-                        y[b, i, j, ch] = np.minimum(np.maximum(acc[ch], ZERO), high)
+                    for ch in range(c):
+                        y[b, i, j, ch] = _clamp(acc[ch], activation, high)
 
 
 @numba.njit(inline="always", cache=True)
